@@ -1,0 +1,3 @@
+from bertpress.cli import main
+
+raise SystemExit(main())

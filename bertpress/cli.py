@@ -1,0 +1,116 @@
+"""The `bertpress` command line (also `python -m bertpress`).
+
+A thin layer over the Python API. Each stage package contributes its subcommand through a
+light `cli.py` module with `register(subparsers, common)`; heavy imports happen inside the
+handlers so `--help` is instant. Any `BertpressError` becomes one line on stderr and exit
+code 2; `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import sys
+import traceback
+from typing import Any, Callable, Sequence
+
+from bertpress import __version__
+from bertpress.errors import BertpressError
+
+# Subcommand modules, in the order `--help` lists them. A module is listed only once it exists
+# and does the real thing.
+COMMAND_MODULES = (
+    "bertpress.finetune.cli",
+    "bertpress.compress.cli",
+    "bertpress.export.cli",
+    "bertpress.bench.cli",
+    "bertpress.pipeline_cli",
+)
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def common_parent() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show full tracebacks on errors")
+    return p
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from bertpress.hardware import info, info_text
+
+    data = info()
+    print_json(data) if args.json else print(info_text(data))
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from bertpress.inspect import inspect_path, inspect_text
+
+    data = inspect_path(args.path)
+    print_json(data) if args.json else print(inspect_text(data))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = common_parent()
+    parser = argparse.ArgumentParser(
+        prog="bertpress",
+        description="Take BERT text classifiers from training to the edge: "
+                    "finetune -> compress -> export -> bench.",
+        formatter_class=_Formatter,
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"bertpress {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("info", parents=[common], formatter_class=_Formatter,
+                       help="versions, CPU model and ISA flags (AVX2/AVX-512/VNNI/AMX), threads, CUDA devices")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.set_defaults(handler=_cmd_info)
+
+    p = sub.add_parser("inspect", parents=[common], formatter_class=_Formatter,
+                       help="show an artifact's manifest, architecture, parameters, heads/FFN per layer, size")
+    p.add_argument("path", help="artifact directory, HF model directory, .onnx or .pt file")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.set_defaults(handler=_cmd_inspect)
+
+    for name in COMMAND_MODULES:
+        if importlib.util.find_spec(name) is None:
+            continue
+        importlib.import_module(name).register(sub, common, _Formatter)
+    return parser
+
+
+def run_handler(handler: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
+    try:
+        code = handler(args)
+        return 0 if code is None else int(code)
+    except BertpressError as exc:
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted; outputs were not finished (re-run to complete)", file=sys.stderr)
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return run_handler(args.handler, args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,168 @@
+"""Typed configs: frozen dataclasses that serialise to tagged, versioned JSON.
+
+Every stage config is a frozen dataclass registered here with `@register_config`. On disk a
+config is `{"_type": "FinetuneConfig", "_version": 1, "_data": {...}}`; nested configs are
+tagged the same way, enums are written as their values and paths as strings. `from_tagged`
+rebuilds the dataclass (running its `__post_init__` validation) and rejects unknown types,
+newer versions and unknown keys — a recipe written by a newer bertpress fails loudly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+import typing
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from bertpress.errors import ConfigError
+
+T = TypeVar("T")
+
+_REGISTRY: dict[str, tuple[type, int]] = {}
+
+
+def register_config(version: int = 1) -> Callable[[type[T]], type[T]]:
+    """Class decorator: make a dataclass serialisable as a tagged config."""
+
+    def wrap(cls: type[T]) -> type[T]:
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"{cls.__name__} must be a dataclass")
+        _REGISTRY[cls.__name__] = (cls, version)
+        cls._config_version = version  # type: ignore[attr-defined]
+        return cls
+
+    return wrap
+
+
+def registered_configs() -> dict[str, type]:
+    return {name: cls for name, (cls, _) in _REGISTRY.items()}
+
+
+def _encode(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_tagged(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_encode(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _encode(v) for k, v in value.items()}
+    return value
+
+
+def to_tagged(cfg: Any) -> dict[str, Any]:
+    name = type(cfg).__name__
+    if name not in _REGISTRY:
+        raise TypeError(f"{name} is not a registered config")
+    data = {f.name: _encode(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    return {"_type": name, "_version": _REGISTRY[name][1], "_data": data}
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict) and "_type" in value and "_data" in value:
+        return from_tagged(value)
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+def from_tagged(obj: dict[str, Any]) -> Any:
+    if not isinstance(obj, dict) or not {"_type", "_version", "_data"} <= set(obj):
+        raise ConfigError("a tagged config needs the keys _type, _version and _data")
+    name, version, data = obj["_type"], obj["_version"], obj["_data"]
+    if name not in _REGISTRY:
+        known = ", ".join(sorted(_REGISTRY)) or "none registered"
+        raise ConfigError(f"unknown config type {name!r}; known types: {known}")
+    cls, current = _REGISTRY[name]
+    if not isinstance(version, int) or version > current:
+        raise ConfigError(
+            f"{name} version {version!r} is newer than this bertpress understands ({current}); "
+            "upgrade bertpress"
+        )
+    return build_config(cls, {k: _decode(v) for k, v in data.items()}, where=name)
+
+
+def build_config(cls: type[T], data: dict[str, Any], where: str | None = None) -> T:
+    """Build `cls` from a plain dict, rejecting unknown keys with the list of allowed ones."""
+    where = where or cls.__name__
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; allowed keys: {', '.join(sorted(names))}"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints.get(key)
+        if (
+            isinstance(value, dict)
+            and isinstance(hint, type)
+            and dataclasses.is_dataclass(hint)
+        ):
+            value = build_config(hint, value, where=f"{where}.{key}")
+        kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def config_hash(cfg: Any) -> str:
+    """A stable short hash of a config, used to decide whether a stage must be redone."""
+    blob = json.dumps(to_tagged(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ---- validation helpers for __post_init__ -------------------------------------------------
+
+
+def as_enum(enum_cls: type[enum.Enum], value: Any, field: str) -> Any:
+    """Convert a string (or enum) to `enum_cls`, or raise ConfigError listing allowed values."""
+    if isinstance(value, enum_cls):
+        return value
+    try:
+        return enum_cls(value)
+    except ValueError:
+        allowed = ", ".join(str(m.value) for m in enum_cls)
+        raise ConfigError(f"{field}={value!r} is not valid; choose one of: {allowed}") from None
+
+
+def check_range(
+    value: Any,
+    field: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_inclusive: bool = True,
+    high_inclusive: bool = True,
+    integer: bool = False,
+) -> None:
+    """Raise ConfigError unless `value` is a number within the given bounds."""
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+        integer and not isinstance(value, int)
+    ):
+        raise ConfigError(f"{field}={value!r} must be {kind}")
+    bad = (
+        (low is not None and (value < low if low_inclusive else value <= low))
+        or (high is not None and (value > high if high_inclusive else value >= high))
+    )
+    if bad:
+        lo = "" if low is None else ("[" if low_inclusive else "(") + f"{low}"
+        hi = "" if high is None else f"{high}" + ("]" if high_inclusive else ")")
+        raise ConfigError(f"{field}={value!r} is out of range; it must be in {lo or '(-inf'}, {hi or 'inf)'}")
+
+
+def set_frozen(obj: Any, name: str, value: Any) -> None:
+    """Assign to a frozen dataclass field from __post_init__ (after conversion)."""
+    object.__setattr__(obj, name, value)

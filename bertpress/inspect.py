@@ -1,0 +1,139 @@
+"""`bertpress inspect PATH`: what an artifact, HF model directory, ONNX or TorchScript file is."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from bertpress.artifact import MANIFEST_NAME, Artifact, dir_size
+from bertpress.errors import ArtifactError, InputError
+
+
+def _model_file(path: Path, suffix: str) -> Path | None:
+    if path.is_file() and path.suffix == suffix:
+        return path
+    if path.is_dir():
+        files = sorted(path.glob(f"*{suffix}"))
+        return files[0] if files else None
+    return None
+
+
+def inspect_onnx(file: Path) -> dict[str, Any]:
+    import onnx
+
+    try:
+        model = onnx.load(str(file), load_external_data=False)
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise ArtifactError(
+            f"{file}: not a readable ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
+            "re-export it"
+        ) from None
+    ops = Counter(n.op_type for n in model.graph.node)
+    params = sum(int(_numel(t.dims)) for t in model.graph.initializer)
+
+    def io(values):
+        return [{"name": v.name, "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]}
+                for v in values]
+
+    return {
+        "format": "onnx",
+        "file": str(file),
+        "size_bytes": file.stat().st_size,
+        "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None),
+        "inputs": io(model.graph.input),
+        "outputs": io(model.graph.output),
+        "parameters": params,
+        "op_counts": dict(ops.most_common()),
+    }
+
+
+def _numel(dims) -> int:
+    n = 1
+    for d in dims:
+        n *= d
+    return n
+
+
+def inspect_torchscript(file: Path) -> dict[str, Any]:
+    import torch
+
+    try:
+        module = torch.jit.load(str(file), map_location="cpu")
+    except Exception as exc:
+        raise ArtifactError(f"{file}: not a readable TorchScript file ({type(exc).__name__}); re-export it") from None
+    params = sum(p.numel() for p in module.parameters())
+    return {"format": "torchscript", "file": str(file), "size_bytes": file.stat().st_size,
+            "parameters": int(params)}
+
+
+def inspect_hf(path: Path) -> dict[str, Any]:
+    from bertpress.models import layer_shapes, load_classifier, param_count
+
+    model, _ = load_classifier(path)
+    cfg = model.config
+    return {
+        "format": "huggingface",
+        "model_type": cfg.model_type,
+        "architecture": (cfg.architectures or [type(model).__name__])[0],
+        "parameters": param_count(model),
+        "hidden_size": cfg.hidden_size,
+        "layers": layer_shapes(model),
+        "labels": [cfg.id2label[i] for i in range(cfg.num_labels)],
+        "max_position_embeddings": cfg.max_position_embeddings,
+    }
+
+
+def inspect_path(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or directory")
+    out: dict[str, Any] = {"path": str(path), "size_on_disk_bytes": dir_size(path)}
+    if path.is_dir() and (path / MANIFEST_NAME).is_file():
+        out["manifest"] = Artifact.load(path).manifest.to_dict()
+    elif path.is_dir():
+        out["manifest"] = None
+    if (f := _model_file(path, ".onnx")) is not None:
+        out["model"] = inspect_onnx(f)
+    elif (f := _model_file(path, ".pt")) is not None:
+        out["model"] = inspect_torchscript(f)
+    elif path.is_dir() and (path / "config.json").is_file():
+        out["model"] = inspect_hf(path)
+    elif path.is_dir() and out.get("manifest"):
+        out["model"] = None  # e.g. a report directory
+    else:
+        raise ArtifactError(
+            f"{path}: not an artifact, HF model directory, .onnx or .pt file; give one of those"
+        )
+    return out
+
+
+def inspect_text(data: dict[str, Any]) -> str:
+    lines = [f"path         {data['path']}", f"size         {data['size_on_disk_bytes'] / 1e6:.1f} MB"]
+    m = data.get("manifest")
+    if m:
+        lines.append(f"artifact     {m['kind']} (schema {m['schema_version']}, created {m['created']})")
+        lines.append(f"labels       {', '.join(m['labels'])}   max length {m['max_length']}")
+        if m.get("recipe"):
+            lines.append(f"recipe       {m['recipe'].get('_type')} {json.dumps(m['recipe'].get('_data'))[:200]}")
+        if m.get("lineage"):
+            lines.append(f"parent       {m['lineage'].get('parent')} ({m['lineage'].get('parent_kind')})")
+        if m.get("metrics"):
+            lines.append(f"metrics      {json.dumps(m['metrics'])[:300]}")
+    else:
+        lines.append("artifact     none (no bertpress.json)")
+    model = data.get("model")
+    if model:
+        lines.append(f"format       {model['format']}   parameters {model.get('parameters', 0):,}")
+        if model["format"] == "huggingface":
+            lines.append(f"model        {model['architecture']} ({model['model_type']}), hidden {model['hidden_size']}")
+            for i, layer in enumerate(model["layers"]):
+                lines.append(f"  layer {i:2d}   heads {layer['heads']:3d} x {layer['head_size']}   ffn {layer['ffn']}")
+        elif model["format"] == "onnx":
+            lines.append(f"opset        {model['opset']}")
+            lines.append("inputs       " + ", ".join(f"{i['name']}{i['shape']}" for i in model["inputs"]))
+            top = list(model["op_counts"].items())[:12]
+            lines.append("ops          " + ", ".join(f"{k} {v}" for k, v in top))
+    return "\n".join(lines)
