@@ -101,12 +101,8 @@ def build_config(cls: type[T], data: dict[str, Any], where: str | None = None) -
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in data.items():
-        hint = hints.get(key)
-        if (
-            isinstance(value, dict)
-            and isinstance(hint, type)
-            and dataclasses.is_dataclass(hint)
-        ):
+        hint = _dataclass_hint(hints.get(key))
+        if isinstance(value, dict) and hint is not None:
             value = build_config(hint, value, where=f"{where}.{key}")
         kwargs[key] = value
     try:
@@ -115,6 +111,16 @@ def build_config(cls: type[T], data: dict[str, Any], where: str | None = None) -
         raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
+
+
+def _dataclass_hint(hint: Any) -> type | None:
+    """The dataclass type behind a field hint (`X`, `Optional[X]`, `X | None`), if any."""
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return hint
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if len(args) == 1 and isinstance(args[0], type) and dataclasses.is_dataclass(args[0]):
+        return args[0]
+    return None
 
 
 def config_hash(cfg: Any) -> str:

@@ -315,3 +315,15 @@ def test_pickle_weights_that_run_code_are_refused(tmp_path, tiny_checkpoint):
     with pytest.raises(UnsafeInputError, match="refused to load pickled weights"):
         load_classifier(target)
     assert not marker.exists()
+
+
+@register_config()
+@dataclasses.dataclass(frozen=True)
+class _WithOptional:
+    inner: "_Inner | None" = None
+
+
+def test_build_config_builds_optional_nested_dataclasses():
+    cfg = build_config(_WithOptional, {"inner": {"ratio": 0.3}})
+    assert cfg.inner == _Inner(0.3)
+    assert build_config(_WithOptional, {}).inner is None
