@@ -45,6 +45,20 @@ class Manifest:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ArtifactError(f"manifest kind {self.kind!r} is not one of {', '.join(KINDS)}")
+        expected = {
+            "task": str, "labels": list, "metrics": dict, "details": dict, "versions": dict,
+            "created": str, "schema_version": int,
+        }
+        for name, typ in expected.items():
+            if not isinstance(getattr(self, name), typ):
+                raise ArtifactError(f"manifest {name} must be a {typ.__name__}, got {getattr(self, name)!r:.60}")
+        for name in ("recipe", "lineage"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), dict):
+                raise ArtifactError(f"manifest {name} must be an object or null, got {getattr(self, name)!r:.60}")
+        if self.max_length is not None and (isinstance(self.max_length, bool) or not isinstance(self.max_length, int)):
+            raise ArtifactError(f"manifest max_length must be an integer or null, got {self.max_length!r:.60}")
+        if not all(isinstance(x, str) for x in self.labels):
+            raise ArtifactError("manifest labels must be a list of strings")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -54,7 +68,7 @@ class Manifest:
         if not isinstance(data, dict):
             raise ArtifactError(f"{where}: the manifest must be a JSON object")
         version = data.get("schema_version")
-        if not isinstance(version, int) or version > SCHEMA_VERSION:
+        if isinstance(version, bool) or not isinstance(version, int) or version > SCHEMA_VERSION:
             raise ArtifactError(
                 f"{where}: schema_version {version!r} is not supported (this bertpress reads "
                 f"<= {SCHEMA_VERSION}); upgrade bertpress or re-create the artifact"

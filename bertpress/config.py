@@ -109,7 +109,8 @@ def build_config(cls: type[T], data: dict[str, Any], where: str | None = None) -
         return cls(**kwargs)
     except ConfigError:
         raise
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        # wrong types reach a dataclass's own checks as these; they are still the user's input
         raise ConfigError(f"{where}: {exc}") from None
 
 

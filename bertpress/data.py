@@ -86,7 +86,11 @@ class _Collector:
     def build(self, rows: Iterable[_Row]) -> tuple[list[str], list[int], list[str]]:
         kept: list[_Row] = []
         for row in rows:
-            if row.text is None or not isinstance(row.text, str) or not row.text.strip():
+            if row.text is not None and not isinstance(row.text, str):
+                self.bad(row.line, f"text is a {type(row.text).__name__}, not a string",
+                         "write the text as a string (or pass --skip-bad-rows)")
+                continue
+            if row.text is None or not row.text.strip():
                 self.bad(row.line, "blank text", "fill it in or remove the row (or pass --skip-bad-rows)")
                 continue
             if row.label is None or (isinstance(row.label, str) and not row.label.strip()):
@@ -257,14 +261,19 @@ def load_text_classification(
         return _load_hub(str(spec), split, text_column, label_column, label_names)
     col = _Collector(str(file), label_names, skip_bad_rows)
     suffix = file.suffix.lower()
-    if suffix == ".tsv":
-        rows = _read_delimited(file, "\t", col, text_column, label_column)
-    elif suffix == ".csv":
-        rows = _read_delimited(file, ",", col, text_column, label_column)
-    elif suffix == ".jsonl":
-        rows = _read_jsonl(file, col, text_column, label_column)
-    else:
-        raise InputError(f"{file}: unsupported file type {suffix!r}; use .tsv, .csv or .jsonl")
+    try:
+        if suffix == ".tsv":
+            rows = _read_delimited(file, "\t", col, text_column, label_column)
+        elif suffix == ".csv":
+            rows = _read_delimited(file, ",", col, text_column, label_column)
+        elif suffix == ".jsonl":
+            rows = _read_jsonl(file, col, text_column, label_column)
+        else:
+            raise InputError(f"{file}: unsupported file type {suffix!r}; use .tsv, .csv or .jsonl")
+    except csv.Error as exc:
+        raise InputError(f"{file}: malformed CSV ({exc}); fix the quoting or re-save the file") from None
+    except OSError as exc:
+        raise InputError(f"{file}: cannot read it ({exc.strerror}); check the path and permissions") from None
     texts, labels, names = col.build(rows)
     if not texts:
         raise InputError(f"{file}: no usable rows ({col.skipped} skipped as bad); fix the file")

@@ -23,6 +23,9 @@ def _model_file(path: Path, suffix: str) -> Path | None:
 def inspect_onnx(file: Path) -> dict[str, Any]:
     import onnx
 
+    from bertpress.safety import check_onnx_external_data
+
+    check_onnx_external_data(file)
     try:
         model = onnx.load(str(file), load_external_data=False)
         onnx.checker.check_model(model)
