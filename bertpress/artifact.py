@@ -224,7 +224,10 @@ def check_output_dir(out: Path, *, overwrite: bool, inputs: tuple[Path, ...] = (
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise InputError(f"--out {out} exists and is not empty; choose a new directory or pass --overwrite")
     parent = out.parent if str(out.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--out {out}: cannot create {parent} ({exc.strerror}); choose a writable location") from None
     if not os.access(parent, os.W_OK):
         raise InputError(f"--out {out}: cannot write in {parent}; choose a writable location")
     return out
@@ -249,7 +252,10 @@ def staged_output(
     raises or the process dies, `out` is untouched and no finished artifact appears.
     """
     out = check_output_dir(Path(out), overwrite=overwrite, inputs=tuple(Path(p) for p in inputs))
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as exc:
+        raise InputError(f"--out {out}: cannot write in {out.parent} ({exc.strerror}); choose a writable location") from None
     try:
         yield tmp
     except BaseException:
