@@ -108,6 +108,11 @@ def run_handler(handler: Callable[[argparse.Namespace], int | None], args: argpa
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # `bertpress info | head`: the reader left, which is fine
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("error: interrupted; outputs were not finished (re-run to complete)", file=sys.stderr)
         return 130
