@@ -60,3 +60,19 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
         [sys.executable, "-m", "bertpress", *args],
         capture_output=True, text=True, env=full_env, cwd=cwd or REPO, timeout=timeout,
     )
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Print the size of the bad-input matrix (issue: 'print the count in the test summary')."""
+    try:
+        from tests.test_bad_inputs import CASES
+    except Exception:  # the module was not collected or failed to import
+        return
+    reports = terminalreporter.stats
+    ran = [r for key in ("passed", "failed") for r in reports.get(key, [])
+           if getattr(r, "when", "") == "call" and "test_bad_input[" in r.nodeid]
+    if ran:
+        failed = sum(1 for r in ran if r.failed)
+        terminalreporter.write_line(
+            f"bad-input matrix: {len(ran)} of {len(CASES)} entries run, {len(ran) - failed} refused cleanly"
+        )
