@@ -64,7 +64,7 @@ class Recipe:
 
 
 def _field_problems(cls: type, section: dict[str, Any], stage: str) -> list[str]:
-    """Every problem in one stage section: unknown keys, then each invalid field on its own."""
+    """Every problem in one stage section: unknown keys, missing keys, then each invalid field."""
     problems = []
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(section) - set(fields))
@@ -77,14 +77,27 @@ def _field_problems(cls: type, section: dict[str, Any], stage: str) -> list[str]
     }
     for name in sorted(required - set(known)):
         problems.append(f"{stage}.{name}: missing required key")
-    base = {k: v for k, v in known.items() if k in required}
-    for key, value in known.items():
-        try:
-            build_config(cls, {**base, key: value}, where=stage)
-        except ConfigError as exc:
-            problems.append(f"{stage}.{key}: {str(exc).removeprefix(stage + ': ')}")
-    if not problems:
-        try:  # cross-field checks
+    # Add fields one at a time, retrying the ones that failed once the others are in, until
+    # nothing changes: each bad field is reported once, and fields that depend on each other
+    # (search needs eval_data) are judged together, not in isolation.
+    good = {k: v for k, v in known.items() if k in required}
+    pending = {k: v for k, v in known.items() if k not in required}
+    failures: dict[str, str] = {}
+    changed = True
+    while pending and changed:
+        changed = False
+        for key in list(pending):
+            try:
+                build_config(cls, {**good, key: pending[key]}, where=stage)
+            except ConfigError as exc:
+                failures[key] = str(exc).removeprefix(stage + ": ")
+                continue
+            good[key] = pending.pop(key)
+            failures.pop(key, None)
+            changed = True
+    problems += [f"{stage}.{key}: {failures[key]}" for key in pending]
+    if not pending:
+        try:  # the whole section, as given
             build_config(cls, known, where=stage)
         except ConfigError as exc:
             problems.append(str(exc))
