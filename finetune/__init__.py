@@ -15,7 +15,7 @@ _EXPORTS = {
     "finetune": "bertpress.finetune.train",
     "distillation_loss": "bertpress.finetune.distill",
     "DistillationTrainer": "bertpress.finetune.distill",
-    "recover": "bertpress.finetune.recover",
+    "recover": "bertpress.finetune.recovery",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,0 +1,91 @@
+"""`bertpress bench ARTIFACT...` (light: argparse only at import time)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def register(sub, common, formatter) -> None:
+    p = sub.add_parser(
+        "bench", parents=[common], formatter_class=formatter,
+        help="latency, throughput, accuracy, memory and size of every variant, with a report (JSON, Markdown, plots)",
+        description=(
+            "Benchmark artifacts (checkpoint, compressed, onnx, torchscript; plain HF dirs and 'minilm' too)\n"
+            "on CPU and/or CUDA: a batch x sequence-length sweep with synthetic ids, real traffic from the eval\n"
+            "set (length-sorted batches, dynamic padding), accuracy and agreement with the fp32 model, peak\n"
+            "memory and size, against anchor baselines measured in the same run.\n\n"
+            "example:\n"
+            "  bertpress bench runs/minilm-sst2 runs/minilm-sst2-compressed runs/export-onnx \\\n"
+            "      --eval-data ../shared/data/sst2 --baselines hf-pipeline,optimum --out runs/report-sst2"
+        ),
+    )
+    p.add_argument("artifacts", nargs="+", metavar="ARTIFACT",
+                   help="artifact directories to benchmark (the first checkpoint, or the checkpoint in their "
+                        "lineage, is the fp32 reference for every ratio)")
+    p.add_argument("--device", default="cpu", help="comma-separated devices: cpu, cuda, cuda:N")
+    p.add_argument("--batch-sizes", default="1,8,32", help="comma-separated batch sizes of the fixed-shape sweep")
+    p.add_argument("--seq-lens", default="16,64,128", help="comma-separated sequence lengths of the sweep")
+    p.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads for torch and ONNX Runtime (inter-op is 1); default: all usable cores")
+    p.add_argument("--eval-data", default=None,
+                   help="labeled data for accuracy and real traffic: a TSV/CSV/JSONL file, a directory with "
+                        "dev.* files, or a datasets id (e.g. glue/sst2, needs network); none = latency only")
+    p.add_argument("--eval-split", default="dev", help="split of --eval-data to use")
+    p.add_argument("--eval-limit", type=int, default=None, help="use a random subset of this many eval rows")
+    p.add_argument("--traffic-batch-size", type=int, default=32, help="batch size of the real-traffic scenario")
+    p.add_argument("--traffic-passes", type=int, default=1, help="passes over the eval set in the real-traffic scenario")
+    p.add_argument("--baselines", default="", help="anchor baselines on the fp32 checkpoint: hf-pipeline, optimum")
+    p.add_argument("--runtimes", default="",
+                   help="only these runtimes (default: all that apply): pytorch, pytorch-int8-dynamic, "
+                        "pytorch-fp16, pytorch-bf16, torchscript, onnxruntime")
+    p.add_argument("--warmup", type=int, default=5, help="untimed warm-up calls per shape")
+    p.add_argument("--min-iters", type=int, default=20, help="at least this many timed calls per shape")
+    p.add_argument("--min-seconds", type=float, default=1.0, help="and at least this many seconds per shape")
+    p.add_argument("--headline", default=None,
+                   help="BATCHxSEQ of the summary table and accuracy plot (default: smallest batch x longest seq)")
+    p.add_argument("--out", default="runs/bench-report", help="report directory to create")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--json", action="store_true", help="print results.json to stdout instead of the summary")
+    p.set_defaults(handler=_handle)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    # Threads must be fixed before torch / onnxruntime start their pools: OpenMP reads this once.
+    if args.threads is not None and "torch" not in sys.modules:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    from bertpress.bench.config import BenchConfig
+    from bertpress.config import build_config
+
+    cfg = build_config(BenchConfig, {
+        "devices": args.device, "batch_sizes": args.batch_sizes, "seq_lens": args.seq_lens,
+        "threads": args.threads, "eval_data": args.eval_data, "eval_split": args.eval_split,
+        "eval_limit": args.eval_limit, "traffic_batch_size": args.traffic_batch_size,
+        "traffic_passes": args.traffic_passes, "baselines": args.baselines, "runtimes": args.runtimes,
+        "warmup": args.warmup, "min_iters": args.min_iters, "min_seconds": args.min_seconds,
+        "headline": args.headline,
+    })
+    from bertpress.bench.run import bench
+
+    report = bench(args.artifacts, cfg, args.out, overwrite=args.overwrite, progress=not args.no_progress)
+    res = report.results
+    if args.json:
+        from bertpress.cli import print_json
+
+        print_json(res.to_dict())
+        return 0
+    b, s = res.headline["batch_size"], res.headline["seq_len"]
+    print(f"report: {report.path}/report.md  (results.json, plots/)")
+    print(f"{'variant':48s} {'p50 ms':>9s} {'speed-up':>9s} {'sent/s':>9s} {'acc %':>7s}  (batch {b} x {s})")
+    for v in res.variants:
+        lat = v.shape(b, s)
+        sp = v.ratios.get("p50_speedup")
+        print(f"{v.id[:48]:48s} {(f'{lat.p50_ms:.2f}' if lat else '-'):>9s} "
+              f"{(f'{sp:.2f}x' if sp else '-'):>9s} "
+              f"{(f'{v.traffic.sentences_per_s:.1f}' if v.traffic else '-'):>9s} "
+              f"{(f'{v.accuracy * 100:.2f}' if v.accuracy is not None else '-'):>7s}")
+    for r in res.refused:
+        print(f"refused: {r.name} {r.runtime} on {r.device}: {r.reason}", file=sys.stderr)
+    return 0

@@ -1,0 +1,141 @@
+"""`BenchConfig`: what a benchmark run measures (it is the report's recipe)."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+from typing import Any
+
+from bertpress.config import as_enum, check_range, register_config, set_frozen
+from bertpress.errors import ConfigError
+
+
+class Runtime(str, enum.Enum):
+    """How a variant is executed. Which ones apply depends on the artifact kind and device."""
+
+    PYTORCH = "pytorch"  # eager, weights as stored (a compressed artifact gets its recorded quantization)
+    PYTORCH_INT8 = "pytorch-int8-dynamic"  # torch.ao quantize_dynamic on the fly (CPU only)
+    PYTORCH_FP16 = "pytorch-fp16"  # CUDA only
+    PYTORCH_BF16 = "pytorch-bf16"  # CUDA only
+    TORCHSCRIPT = "torchscript"
+    ONNXRUNTIME = "onnxruntime"
+
+
+class Baseline(str, enum.Enum):
+    """Anchor baselines run on the fp32 reference checkpoint in the same run."""
+
+    HF_PIPELINE = "hf-pipeline"  # transformers pipeline("text-classification"): how most users serve
+    OPTIMUM = "optimum"  # optimum-onnx export + its int8 dynamic preset for this CPU's ISA
+
+
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+
+
+def _tuple_of(value: Any, name: str, convert) -> tuple:
+    """Accept a list/tuple or a comma-separated string (the CLI form) and convert each item."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise ConfigError(f"{name}={value!r} must be a list or a comma-separated string")
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            item = item.strip()
+            if not item:
+                continue
+        out.append(convert(item))
+    return tuple(dict.fromkeys(out))  # de-duplicate, keep order
+
+
+def _positive_ints(value: Any, name: str, high: int) -> tuple[int, ...]:
+    def conv(x: Any) -> int:
+        if isinstance(x, str) and x.isdigit():
+            x = int(x)
+        check_range(x, name, low=1, high=high, integer=True)
+        return x
+
+    out = _tuple_of(value, name, conv)
+    if not out:
+        raise ConfigError(f"{name}={value!r} is empty; give at least one value, e.g. 1,8,32")
+    return out
+
+
+@register_config()
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    """A benchmark run.
+
+    devices: `cpu`, `cuda` or `cuda:N`. batch_sizes x seq_lens is the fixed-shape sweep
+    (synthetic token ids); threads is the intra-op thread count for every runtime (None = all
+    usable cores). eval_data (a TSV/CSV/JSONL file, a directory with dev files or a datasets
+    id) drives accuracy, agreement with the fp32 model and the real-traffic scenario
+    (the set's own sentences, length-sorted batches of traffic_batch_size, dynamic padding).
+    runtimes filters the variants (empty = every runtime that applies to each artifact).
+    headline is the (batch, seq) of the main table and the accuracy plot; None = the smallest
+    batch and the largest sequence length.
+    """
+
+    devices: tuple[str, ...] = ("cpu",)
+    batch_sizes: tuple[int, ...] = (1, 8, 32)
+    seq_lens: tuple[int, ...] = (16, 64, 128)
+    threads: int | None = None
+    eval_data: str | None = None
+    eval_split: str = "dev"
+    eval_limit: int | None = None
+    traffic_batch_size: int = 32
+    traffic_passes: int = 1
+    baselines: tuple[Baseline, ...] = ()
+    runtimes: tuple[Runtime, ...] = ()
+    warmup: int = 5
+    min_iters: int = 20
+    min_seconds: float = 1.0
+    headline: tuple[int, int] | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        def device(x: Any) -> str:
+            if not isinstance(x, str) or not _DEVICE.match(x.lower()):
+                raise ConfigError(f"devices: {x!r} is not a device; choose cpu, cuda or cuda:N (e.g. --device cpu,cuda)")
+            return x.lower()
+
+        devices = _tuple_of(self.devices, "devices", device)
+        if not devices:
+            raise ConfigError(f"devices={self.devices!r} is empty; give cpu, cuda or both (cpu,cuda)")
+        set_frozen(self, "devices", devices)
+        set_frozen(self, "batch_sizes", _positive_ints(self.batch_sizes, "batch_sizes", 4096))
+        set_frozen(self, "seq_lens", _positive_ints(self.seq_lens, "seq_lens", 8192))
+        if self.threads is not None:
+            check_range(self.threads, "threads", low=1, high=1024, integer=True)
+        if self.eval_data is not None and (not isinstance(self.eval_data, str) or not self.eval_data.strip()):
+            raise ConfigError(f"eval_data={self.eval_data!r} must be a data path / datasets id, or None")
+        if not isinstance(self.eval_split, str) or not self.eval_split.strip():
+            raise ConfigError(f"eval_split={self.eval_split!r} must be a split name such as dev")
+        if self.eval_limit is not None:
+            check_range(self.eval_limit, "eval_limit", low=1, integer=True)
+        check_range(self.traffic_batch_size, "traffic_batch_size", low=1, high=4096, integer=True)
+        check_range(self.traffic_passes, "traffic_passes", low=1, high=1000, integer=True)
+        set_frozen(self, "baselines", _tuple_of(self.baselines, "baselines",
+                                                lambda x: as_enum(Baseline, x, "baselines")))
+        set_frozen(self, "runtimes", _tuple_of(self.runtimes, "runtimes",
+                                               lambda x: as_enum(Runtime, x, "runtimes")))
+        check_range(self.warmup, "warmup", low=0, integer=True)
+        check_range(self.min_iters, "min_iters", low=1, integer=True)
+        check_range(self.min_seconds, "min_seconds", low=0)
+        check_range(self.seed, "seed", low=0, integer=True)
+        if self.headline is not None:
+            h = self.headline
+            if isinstance(h, str):
+                h = h.lower().replace("x", ",").split(",")
+            if not isinstance(h, (list, tuple)) or len(h) != 2:
+                raise ConfigError(f"headline={self.headline!r} must be (batch, seq), e.g. 1x128")
+            b, s = (int(x) if isinstance(x, str) and x.strip().isdigit() else x for x in h)
+            if b not in self.batch_sizes or s not in self.seq_lens:
+                raise ConfigError(
+                    f"headline={self.headline!r} is not in the sweep (batch_sizes {list(self.batch_sizes)}, "
+                    f"seq_lens {list(self.seq_lens)}); pick a measured shape"
+                )
+            set_frozen(self, "headline", (b, s))
+
+    @property
+    def headline_shape(self) -> tuple[int, int]:
+        return self.headline or (min(self.batch_sizes), max(self.seq_lens))

@@ -1,0 +1,160 @@
+"""Typed benchmark results and their JSON form (`results.json`, schema in docs/bench.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from bertpress.artifact import Artifact
+from bertpress.errors import ArtifactError
+from bertpress.bench.latency import LatencyStats
+
+RESULTS_SCHEMA = "bertpress.bench.results/1"
+
+
+def _stats_from(d: dict[str, Any] | None) -> LatencyStats | None:
+    if d is None:
+        return None
+    names = {f.name for f in dataclasses.fields(LatencyStats)}
+    return LatencyStats(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclasses.dataclass
+class ShapeResult:
+    batch_size: int
+    seq_len: int
+    latency: LatencyStats
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"batch_size": self.batch_size, "seq_len": self.seq_len, "latency": self.latency.to_dict()}
+
+
+@dataclasses.dataclass
+class TrafficResult:
+    """Real traffic: the eval set's sentences, length-sorted batches, dynamic padding, end to end."""
+
+    sentences: int
+    batch_size: int
+    passes: int
+    seconds: float
+    sentences_per_s: float
+    batch_latency: LatencyStats
+    mean_padded_len: float
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["batch_latency"] = self.batch_latency.to_dict()
+        return d
+
+
+@dataclasses.dataclass
+class VariantResult:
+    id: str
+    name: str  # the artifact's display name (or the baseline's)
+    role: str  # "artifact" | "reference" | "baseline"
+    kind: str  # artifact kind the variant was built from
+    runtime: str
+    device: str
+    precision: str
+    source: str  # path (or alias / hub id) it was loaded from
+    size_bytes: int | None = None
+    size_source: str = "files"
+    load_s: float = 0.0
+    memory: dict[str, Any] = dataclasses.field(default_factory=dict)
+    fixed: list[ShapeResult] = dataclasses.field(default_factory=list)
+    traffic: TrafficResult | None = None
+    accuracy: float | None = None
+    agreement: float | None = None  # share of predictions equal to the fp32 reference's
+    ratios: dict[str, float | None] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def shape(self, batch: int, seq: int) -> LatencyStats | None:
+        for r in self.fixed:
+            if r.batch_size == batch and r.seq_len == seq:
+                return r.latency
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["fixed"] = [r.to_dict() for r in self.fixed]
+        d["traffic"] = self.traffic.to_dict() if self.traffic else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "VariantResult":
+        d = dict(d)
+        d["fixed"] = [ShapeResult(r["batch_size"], r["seq_len"], _stats_from(r["latency"])) for r in d["fixed"]]
+        t = d.get("traffic")
+        if t:
+            t = dict(t)
+            t["batch_latency"] = _stats_from(t["batch_latency"])
+            d["traffic"] = TrafficResult(**t)
+        return cls(**d)
+
+
+@dataclasses.dataclass
+class Refusal:
+    name: str
+    runtime: str
+    device: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class BenchResults:
+    config: dict[str, Any]  # tagged BenchConfig
+    environment: dict[str, Any]  # bertpress.hardware.info()
+    threads: int
+    headline: dict[str, int]  # {"batch_size", "seq_len"}
+    reference: str | None  # id of the fp32 PyTorch reference variant (ratios are against it)
+    eval_data: dict[str, Any] | None  # {"source", "split", "rows", "skipped", "labels"}
+    variants: list[VariantResult]
+    refused: list[Refusal] = dataclasses.field(default_factory=list)
+    created: str = ""
+    schema: str = RESULTS_SCHEMA
+
+    def variant(self, vid: str) -> VariantResult:
+        for v in self.variants:
+            if v.id == vid:
+                return v
+        raise KeyError(vid)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["variants"] = [v.to_dict() for v in self.variants]
+        d["refused"] = [r.to_dict() for r in self.refused]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "BenchResults":
+        if d.get("schema") != RESULTS_SCHEMA:
+            raise ArtifactError(f"results.json schema {d.get('schema')!r} is not {RESULTS_SCHEMA!r}; "
+                                "re-run bertpress bench with this version")
+        d = dict(d)
+        d["variants"] = [VariantResult.from_dict(v) for v in d["variants"]]
+        d["refused"] = [Refusal(**r) for r in d.get("refused", [])]
+        return cls(**d)
+
+
+@dataclasses.dataclass
+class BenchReport(Artifact):
+    """A finished report artifact with its parsed results."""
+
+    results: BenchResults | None = None
+
+    @classmethod
+    def load(cls, path) -> "BenchReport":  # type: ignore[override]
+        art = Artifact.load(path)
+        if art.kind != "report":
+            raise ArtifactError(f"{path}: a {art.kind!r} artifact, not a bench report")
+        file = Path(path) / "results.json"
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ArtifactError(f"{file}: unreadable ({exc}); re-run bertpress bench") from None
+        return cls(path=art.path, manifest=art.manifest, results=BenchResults.from_dict(data))

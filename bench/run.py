@@ -1,0 +1,384 @@
+"""`bench(artifacts, BenchConfig, out_dir) -> BenchReport`: plan the variants, measure each one
+(fixed-shape sweep, real traffic, accuracy, memory, size), then write the report artifact.
+
+Variants run one after another in this process with the same thread settings; each is loaded,
+measured and released before the next so peak memory is attributable (bench/memory.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from bertpress.artifact import Manifest, lineage_of, now_iso, staged_output, write_manifest
+from bertpress.config import to_tagged
+from bertpress.errors import DeviceError, InputError
+from bertpress.bench.config import Baseline, BenchConfig, Runtime
+from bertpress.bench.latency import summarize, time_callable
+from bertpress.bench.memory import PeakMemory
+from bertpress.bench.results import (BenchReport, BenchResults, Refusal, ShapeResult, TrafficResult,
+                                     VariantResult)
+from bertpress.bench.sources import Source, find_reference, name_sources, resolve_sources
+
+
+@dataclasses.dataclass
+class _Plan:
+    source: Source
+    runtime: Runtime | Baseline
+    device: str
+    role: str  # artifact | reference | baseline
+
+    @property
+    def runtime_name(self) -> str:
+        return self.runtime.value
+
+    @property
+    def id(self) -> str:
+        if self.role == "baseline":
+            return f"{self.runtime.value}@{self.device}"
+        return f"{self.source.name}:{self.runtime.value}@{self.device}"
+
+
+def check_devices(devices: Sequence[str]) -> None:
+    """Fail early, with the fix, when CUDA is asked for and this machine has none."""
+    if not any(d.startswith("cuda") for d in devices):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        build = ("a CPU-only build" if torch.version.cuda is None
+                 else f"built for CUDA {torch.version.cuda}, but no GPU is visible")
+        raise DeviceError(
+            f"--device cuda was asked for but CUDA is not available (torch {torch.__version__} is {build}); "
+            "run with --device cpu, or on a machine with an NVIDIA GPU and a CUDA build of torch"
+        )
+    for d in devices:
+        if ":" in d and int(d.split(":")[1]) >= torch.cuda.device_count():
+            raise DeviceError(f"--device {d}: only {torch.cuda.device_count()} CUDA device(s) here; "
+                              "use cuda:0 .. cuda:N-1")
+
+
+def plan_variants(sources: list[Source], reference: Source | None, cfg: BenchConfig) -> list[_Plan]:
+    from bertpress.bench.runtimes import runtimes_for
+
+    plans: list[_Plan] = []
+    if reference is not None:
+        # The fp32 PyTorch reference on CPU is always measured: every ratio is against it.
+        plans.append(_Plan(reference, Runtime.PYTORCH, "cpu", "reference"))
+    for s in sources:
+        for device in cfg.devices:
+            for rt in runtimes_for(s.kind, device):
+                if cfg.runtimes and rt not in cfg.runtimes:
+                    continue
+                p = _Plan(s, rt, device, "artifact")
+                if not any(q.id == p.id for q in plans):
+                    plans.append(p)
+    if cfg.baselines and reference is None:
+        raise InputError(
+            f"--baselines {','.join(b.value for b in cfg.baselines)} run on an fp32 checkpoint, and none is "
+            "among the artifacts or in their lineage; add the checkpoint as an ARTIFACT"
+        )
+    for b in cfg.baselines:
+        for device in cfg.devices:
+            plans.append(_Plan(reference, b, device, "baseline"))
+    if not plans:
+        kinds = sorted({s.kind for s in sources})
+        raise InputError(
+            f"nothing to run: --runtimes {','.join(r.value for r in cfg.runtimes)} apply to none of the artifacts "
+            f"(kinds: {', '.join(kinds)}); drop --runtimes or pick ones that apply"
+        )
+    return plans
+
+
+def _load_eval(cfg: BenchConfig, labels: tuple[str, ...], cache: dict) -> Any:
+    if cfg.eval_data is None:
+        return None
+    if labels not in cache:
+        from bertpress.data import load_text_classification
+
+        ds = load_text_classification(cfg.eval_data, cfg.eval_split, label_names=list(labels) or None)
+        cache[labels] = ds.subset(cfg.eval_limit, seed=cfg.seed)
+    return cache[labels]
+
+
+def _build(plan: _Plan, threads: int, work_dir: Path, seed: int):
+    import torch
+
+    from bertpress.bench.runtimes import load_runner
+
+    # A source without a trained head (e.g. the `minilm` encoder) gets a random one on every load;
+    # the same seed gives every variant of it the same head, so accuracy and agreement compare.
+    torch.manual_seed(seed)
+    if plan.runtime == Baseline.HF_PIPELINE:
+        from bertpress.bench.baselines import PipelineRunner
+
+        return PipelineRunner(plan.source, plan.device)
+    if plan.runtime == Baseline.OPTIMUM:
+        from bertpress.bench.baselines import build_optimum
+
+        runner, preset = build_optimum(plan.source, work_dir, plan.device, threads)
+        return runner
+    return load_runner(plan.source, plan.runtime, plan.device, threads)
+
+
+def _measure_traffic(runner, ds, cfg: BenchConfig) -> tuple[TrafficResult, np.ndarray]:
+    """Length-sorted batches of the eval sentences, dynamic padding, timed end to end.
+
+    Sorting needs the token lengths, which a serving batcher would also know; that pre-pass is
+    not timed. Returns the result and the predictions in the data's original order."""
+    lengths = [len(ids) for ids in runner.tokenizer(ds.texts, truncation=True, max_length=runner.max_length)["input_ids"]]
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    bs = cfg.traffic_batch_size
+    batches = [order[i:i + bs] for i in range(0, len(order), bs)]
+    texts = [[ds.texts[j] for j in b] for b in batches]
+    # Warm up on batches spread over the length range (kernels and caches are per shape).
+    for i in sorted(set(np.linspace(0, len(texts) - 1, num=min(max(cfg.warmup, 1), len(texts))).astype(int))):
+        runner.classify(texts[i])
+    preds = np.empty(len(ds), dtype=np.int64)
+    samples: list[float] = []
+    t_all = time.perf_counter()
+    for _ in range(cfg.traffic_passes):
+        for idx, chunk in zip(batches, texts):
+            t0 = time.perf_counter()
+            out = runner.classify(chunk)  # ends with a device->host copy, so CUDA work is finished
+            samples.append((time.perf_counter() - t0) * 1000.0)
+            preds[idx] = out
+    seconds = time.perf_counter() - t_all
+    n = len(ds) * cfg.traffic_passes
+    padded = float(np.mean([max(lengths[j] for j in b) for b in batches]))
+    stats = summarize(samples, items_per_call=bs)
+    return TrafficResult(len(ds), bs, cfg.traffic_passes, seconds, n / seconds, stats, padded), preds
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    if num is None or den is None or den == 0:
+        return None
+    return num / den
+
+
+def _ratios(v: VariantResult, ref: VariantResult | None, headline: tuple[int, int]) -> dict[str, float | None]:
+    if ref is None:
+        return {}
+    b, s = headline
+    lv, lr = v.shape(b, s), ref.shape(b, s)
+    out = {
+        # speed-ups: > 1 means faster than the fp32 PyTorch reference
+        "p50_speedup": _ratio(lr.p50_ms, lv.p50_ms) if lv and lr else None,
+        "p90_speedup": _ratio(lr.p90_ms, lv.p90_ms) if lv and lr else None,
+        "throughput": _ratio(v.traffic.sentences_per_s, ref.traffic.sentences_per_s)
+        if v.traffic and ref.traffic else None,
+        # size: < 1 means smaller
+        "size": _ratio(v.size_bytes, ref.size_bytes),
+        # accuracy: difference in points (percentage), negative = lost accuracy
+        "accuracy_delta_points": (v.accuracy - ref.accuracy) * 100
+        if v.accuracy is not None and ref.accuracy is not None else None,
+    }
+    return out
+
+
+def _set_threads(threads: int) -> None:
+    """intra-op = threads, inter-op = 1 for torch (ORT sessions get the same per session)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # can only be set once per process, before any inter-op work
+        pass
+
+
+def _loadavg() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):  # pragma: no cover - not on this platform
+        return None
+
+
+def default_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover
+        return os.cpu_count() or 1
+
+
+def bench(
+    artifacts: Sequence[str | os.PathLike],
+    cfg: BenchConfig | None = None,
+    out_dir: str | os.PathLike = "runs/bench-report",
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> BenchReport:
+    """Benchmark every variant of `artifacts` and write a report artifact to `out_dir`."""
+    cfg = cfg or BenchConfig()
+    if not isinstance(cfg, BenchConfig):
+        raise TypeError("cfg must be a BenchConfig")
+    if not artifacts:
+        raise InputError("no ARTIFACT given; pass one or more artifact directories (or 'minilm')")
+    check_devices(cfg.devices)
+    sources = [s for a in artifacts for s in resolve_sources(str(a))]
+    name_sources(sources)
+    reference = find_reference(sources)
+    plans = plan_variants(sources, reference, cfg)
+    threads = cfg.threads or default_threads()
+    eval_cache: dict = {}
+    for p in plans:  # fail fast on bad eval data / label mismatches, before any timing
+        _load_eval(cfg, tuple(p.source.labels), eval_cache)
+    inputs = tuple(s.path for s in sources if s.path is not None)
+
+    with staged_output(out_dir, overwrite=overwrite, inputs=inputs) as tmp:
+        _set_threads(threads)
+        from bertpress.hardware import info
+
+        from bertpress.bench.runtimes import preflight
+
+        refused: list[Refusal] = []
+        runnable: list[_Plan] = []
+        for p in plans:
+            try:
+                if p.role != "baseline":
+                    preflight(p.source, p.device)
+                runnable.append(p)
+            except DeviceError as exc:
+                refused.append(Refusal(p.source.name, p.runtime_name, p.device, str(exc)))
+        if not runnable:
+            raise DeviceError(refused[0].reason)
+
+        load_start = _loadavg()
+        results = _measure_all(runnable, cfg, threads, eval_cache, refused, progress)
+        ref = next((v for v in results if v.role == "reference"), None)
+        ref_preds = getattr(ref, "_preds", None) if ref else None
+        for v in results:
+            preds = getattr(v, "_preds", None)
+            if preds is not None and ref_preds is not None and len(preds) == len(ref_preds):
+                v.agreement = float(np.mean(preds == ref_preds))
+            v.ratios = _ratios(v, ref, cfg.headline_shape)
+        first_eval = next(iter(eval_cache.values()), None)
+        env = info()
+        # Other processes competing for the cores distort timings (OpenMP barriers especially):
+        # the 1-minute load average before and after tells the reader how quiet the machine was.
+        env["load_average"] = {"start": load_start, "end": _loadavg()}
+        # Thread-pool settings change CPU timings a lot (e.g. OpenMP spin-waiting on a busy machine).
+        env["thread_env"] = {k: os.environ[k] for k in sorted(os.environ)
+                             if k.startswith(("OMP_", "KMP_", "GOMP_", "MKL_", "ORT_", "CUDA_VISIBLE"))}
+        res = BenchResults(
+            config=to_tagged(cfg),
+            environment=env,
+            threads=threads,
+            headline={"batch_size": cfg.headline_shape[0], "seq_len": cfg.headline_shape[1]},
+            reference=ref.id if ref else None,
+            eval_data=None if first_eval is None else {
+                "source": first_eval.source, "split": cfg.eval_split, "rows": len(first_eval),
+                "skipped": first_eval.skipped, "labels": list(first_eval.label_names)},
+            variants=results,
+            refused=refused,
+            created=now_iso(),
+        )
+        from bertpress.artifact import write_json_atomic
+        from bertpress.bench.report import write_report
+
+        write_json_atomic(tmp / "results.json", res.to_dict())
+        write_report(res, tmp)
+        b, s = cfg.headline_shape
+        manifest = write_manifest(tmp, Manifest(
+            kind="report",
+            labels=list(reference.labels) if reference else list(sources[0].labels),
+            max_length=None,
+            recipe=to_tagged(cfg),
+            lineage=lineage_of(sources[0].where) if sources[0].path is not None else None,
+            metrics={v.id: {f"p50_ms_b{b}_s{s}": (v.shape(b, s).p50_ms if v.shape(b, s) else None),
+                            "accuracy": v.accuracy,
+                            "sentences_per_s": v.traffic.sentences_per_s if v.traffic else None}
+                     for v in results},
+            details={"artifacts": [{"name": s_.name, "kind": s_.kind, "path": s_.where} for s_ in sources],
+                     "reference": ref.id if ref else None,
+                     "refused": [r.to_dict() for r in refused],
+                     "threads": threads},
+        ))
+    return BenchReport(path=Path(out_dir), manifest=manifest, results=res)
+
+
+def _measure_variant(p: _Plan, runner, cfg: BenchConfig, eval_cache: dict, bar) -> VariantResult:
+    v = VariantResult(
+        id=p.id, name=p.source.name if p.role != "baseline" else p.runtime_name, role=p.role,
+        kind=p.source.kind, runtime=p.runtime_name, device=p.device, precision=runner.precision,
+        source=p.source.where, size_bytes=runner.size_bytes, size_source=runner.size_source,
+        notes=list(runner.notes))
+    rng = np.random.default_rng(cfg.seed)
+    for b in cfg.batch_sizes:
+        for s in cfg.seq_lens:
+            if p.source.max_length and s > p.source.max_length:
+                v.notes.append(f"batch {b} x seq {s} skipped: the model accepts at most {p.source.max_length} tokens")
+            else:
+                fn = runner.fixed_call(b, s, rng)
+                stats = time_callable(fn, warmup=cfg.warmup, min_iters=cfg.min_iters, min_seconds=cfg.min_seconds,
+                                      items_per_call=b, cuda=runner.cuda_events)
+                v.fixed.append(ShapeResult(b, s, stats))
+                del fn
+            bar.update(1)
+    ds = _load_eval(cfg, tuple(p.source.labels), eval_cache)
+    if ds is not None:
+        v.traffic, preds = _measure_traffic(runner, ds, cfg)
+        v.accuracy = float(np.mean(preds == np.asarray(ds.labels)))
+        v._preds = preds  # type: ignore[attr-defined]  # for agreement; not serialised
+        bar.update(1)
+    return v
+
+
+def _measure_all(plans: list[_Plan], cfg: BenchConfig, threads: int, eval_cache: dict,
+                 refused: list[Refusal], progress: bool) -> list[VariantResult]:
+    from tqdm.auto import tqdm
+
+    from bertpress.errors import ArtifactError, BertpressError
+
+    results: list[VariantResult] = []
+    steps_per = len(cfg.batch_sizes) * len(cfg.seq_lens) + (1 if cfg.eval_data else 0)
+    bar = tqdm(total=len(plans) * steps_per, desc="bench", unit="run", disable=not progress, leave=False)
+    work_dir = Path(tempfile.mkdtemp(prefix="bertpress-bench-"))
+    try:
+        for p in plans:
+            bar.set_postfix_str(p.id, refresh=False)
+            with PeakMemory(cuda=p.device.startswith("cuda")) as mem:
+                t0 = time.perf_counter()
+                runner = None
+                try:
+                    runner = _build(p, threads, work_dir, cfg.seed)
+                    load_s = time.perf_counter() - t0
+                    if p.runtime == Baseline.OPTIMUM:
+                        mem.restart_peak()  # the export + quantization is not what serving costs
+                    v = _measure_variant(p, runner, cfg, eval_cache, bar)
+                    v.load_s = round(load_s, 3)
+                except DeviceError as exc:  # a refusal (int8 on CUDA...), not a failure of the run
+                    refused.append(Refusal(p.source.name, p.runtime_name, p.device, str(exc)))
+                    bar.update(steps_per)
+                    continue
+                except BertpressError:
+                    raise
+                except Exception as exc:  # a runtime error inside a model: name the variant, no traceback
+                    msg = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+                    if p.device != "cpu":  # e.g. a TorchScript file traced with CPU constants
+                        refused.append(Refusal(p.source.name, p.runtime_name, p.device,
+                                               f"failed on {p.device} ({msg}); it runs on cpu only"))
+                        bar.update(steps_per)
+                        continue
+                    raise ArtifactError(f"{p.id}: failed while running ({msg}); check the artifact with "
+                                        f"`bertpress inspect {p.source.where}` or drop it") from exc
+                finally:
+                    if runner is not None:
+                        runner.close()
+                    del runner
+            v.memory = mem.result()
+            results.append(v)
+            gc.collect()
+    finally:
+        bar.close()
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return results

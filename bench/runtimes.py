@@ -1,0 +1,439 @@
+"""Runtime adapters: one small class per way of executing a model, all with the same interface.
+
+A runner turns a tokenized batch (numpy int64 `input_ids`, `attention_mask`, `token_type_ids`)
+into logits. `prepare` (moving inputs to the device, building an IO binding) is kept out of the
+timed call for the fixed-shape sweep; the real-traffic scenario times everything, tokenization
+included (`classify`), because that is what a deployment pays.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+import re
+import warnings
+import zipfile
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from bertpress.errors import ArtifactError, DeviceError, InputError
+from bertpress.bench.config import Runtime
+from bertpress.bench.sources import Source
+
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+
+# ONNX ops that mean "integer arithmetic": ORT's CUDA EP has no kernels for most of them, so it
+# silently places them on the CPU and copies tensors back and forth (int8 "on GPU" ends up
+# slower than fp32). QuantizeLinear/DequantizeLinear pairs (QDQ format) are listed too: on the
+# CUDA EP they only emulate int8 in float, so the figure would not be an int8 figure either.
+_INT8_OPS = re.compile(
+    r"^(QLinear\w+|MatMulInteger\w*|ConvInteger|DynamicQuantize\w+|QAttention|QGemm|QOrdered\w+|"
+    r"QEmbedLayerNormalization|QuantizeLinear|DequantizeLinear|MatMulNBits|DynamicQuantizeLSTM)$"
+)
+
+
+def int8_ops(op_counts: dict[str, int] | Counter) -> dict[str, int]:
+    return {op: n for op, n in op_counts.items() if _INT8_OPS.match(op)}
+
+
+def check_onnx_device(op_counts: dict[str, int], device: str, providers: Sequence[str]) -> str:
+    """Return the ORT execution provider to use for `device`, or raise DeviceError.
+
+    `providers` is `onnxruntime.get_available_providers()` (a parameter so tests can fake a
+    CUDA build)."""
+    if device == "cpu":
+        return "CPUExecutionProvider"
+    if "CUDAExecutionProvider" not in providers:
+        raise DeviceError(
+            f"onnxruntime here has no CUDAExecutionProvider (available: {', '.join(providers)}); "
+            "install onnxruntime-gpu in place of onnxruntime, or bench the ONNX model with --device cpu"
+        )
+    q = int8_ops(op_counts)
+    if q:
+        ops = ", ".join(f"{k} x{v}" for k, v in sorted(q.items()))
+        raise DeviceError(
+            f"refused: this ONNX graph is int8 ({ops}); ONNX Runtime's CUDA provider has no kernels for "
+            "these ops and runs them on the CPU with copies each way, so its 'GPU' time would be a CPU "
+            "fallback figure, usually slower than fp32. Bench the fp32 (or fp16) export on cuda and the int8 "
+            "one on cpu"
+        )
+    return "CUDAExecutionProvider"
+
+
+class Runner:
+    """Base class. Subclasses set the attributes and implement prepare/run/logits."""
+
+    runtime: Runtime
+    device: str = "cpu"
+    precision: str = "fp32"
+    cuda_events = False  # time with CUDA events (work queued asynchronously on a torch stream)
+    size_bytes: int | None = None
+    size_source: str = "files"  # "files": on disk as shipped; "state_dict": serialized in-memory weights
+
+    def __init__(self, tokenizer, max_length: int | None) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.notes: list[str] = []
+
+    # --- to implement ---
+    def prepare(self, enc: dict[str, np.ndarray]) -> Any:
+        raise NotImplementedError
+
+    def run(self, prepared: Any) -> Any:
+        raise NotImplementedError
+
+    def logits(self, output: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    # --- shared ---
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)
+
+    def synthetic(self, batch: int, seq: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Random token ids framed by [CLS] ... [SEP], full attention mask, segment 0."""
+        vocab = self.vocab_size()
+        low = 1000 if vocab > 2000 else min(5, vocab - 1)  # skip [PAD]/[unused]/special ids
+        ids = rng.integers(low, vocab, size=(batch, seq), dtype=np.int64)
+        if self.tokenizer.cls_token_id is not None:
+            ids[:, 0] = self.tokenizer.cls_token_id
+        if self.tokenizer.sep_token_id is not None and seq > 1:
+            ids[:, -1] = self.tokenizer.sep_token_id
+        return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+
+    def fixed_call(self, batch: int, seq: int, rng: np.random.Generator) -> Callable[[], Any]:
+        prepared = self.prepare(self.synthetic(batch, seq, rng))
+        return lambda: self.run(prepared)
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="np")
+        out = {k: np.asarray(enc[k], dtype=np.int64) for k in INPUT_NAMES if k in enc}
+        out.setdefault("token_type_ids", np.zeros_like(out["input_ids"]))
+        return out
+
+    def classify(self, texts: Sequence[str]) -> np.ndarray:
+        """Predicted class ids, end to end (tokenize with dynamic padding, run, argmax)."""
+        return self.logits(self.run(self.prepare(self.tokenize(texts)))).argmax(axis=-1)
+
+    def close(self) -> None:
+        pass
+
+
+# ---- PyTorch --------------------------------------------------------------------------------
+
+
+def _state_dict_bytes(model) -> int:
+    """Size of the weights if saved as they are in memory (quantized modules pack their weights)."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.tell()
+
+
+def _has_quantized_modules(model) -> bool:
+    return any(type(m).__module__.startswith(("torch.ao.nn.quantized", "torch.nn.quantized",
+                                              "torch.ao.nn.intrinsic.quantized"))
+               for m in model.modules())
+
+
+class TorchRunner(Runner):
+    def __init__(self, model, tokenizer, max_length, *, runtime: Runtime, device: str, precision: str) -> None:
+        import torch
+
+        super().__init__(tokenizer, max_length)
+        self.runtime, self.device, self.precision = runtime, device, precision
+        self.cuda_events = device.startswith("cuda")
+        self.model = model
+        self.torch = torch
+
+    def prepare(self, enc):
+        return {k: self.torch.from_numpy(v).to(self.device) for k, v in enc.items()}
+
+    def run(self, prepared):
+        with self.torch.inference_mode():
+            return self.model(**prepared)
+
+    def logits(self, output):
+        return output.logits.float().cpu().numpy()
+
+    def close(self) -> None:
+        self.model = None
+
+
+def load_torch(source: Source, runtime: Runtime, device: str) -> TorchRunner:
+    """Eager PyTorch. For a compressed artifact the recorded quantization is applied by
+    compress.load_compressed; int8-dynamic quantizes a copy of the fp32 model on the fly."""
+    import torch
+
+    from bertpress.artifact import dir_size
+
+    if source.kind == "compressed":
+        model, tokenizer, note = _load_compressed(source)
+    else:
+        from bertpress.models import load_classifier
+
+        model, tokenizer = load_classifier(source.where)
+        note = None
+    quantized = _has_quantized_modules(model)
+    precision = "int8" if quantized else "fp32"
+    if runtime == Runtime.PYTORCH_INT8:
+        if device != "cpu":
+            raise DeviceError(f"refused: {runtime.value} uses torch.ao dynamic int8 kernels, which exist only on "
+                              "the CPU; bench it with --device cpu")
+        torch.backends.quantized.engine = "x86" if "x86" in torch.backends.quantized.supported_engines \
+            else torch.backends.quantized.engine
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao's quantized-tensor deprecation notice is expected
+            model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear},
+                                                           dtype=torch.qint8)
+        precision = "int8-dynamic"
+        quantized = True
+    elif runtime in (Runtime.PYTORCH_FP16, Runtime.PYTORCH_BF16):
+        if device == "cpu":
+            raise DeviceError(f"{runtime.value} is a CUDA runtime; use pytorch or pytorch-int8-dynamic on cpu")
+        if quantized:
+            raise DeviceError(f"refused: {source.name} holds torch int8 modules, which run only on the CPU")
+        dtype = torch.float16 if runtime == Runtime.PYTORCH_FP16 else torch.bfloat16
+        model = model.to(dtype)
+        precision = "fp16" if dtype == torch.float16 else "bf16"
+    elif device != "cpu" and quantized:
+        raise DeviceError(f"refused: {source.name} holds torch int8 modules (torch.ao), which run only on the "
+                          "CPU; bench it with --device cpu")
+    model = model.to(device).eval()
+    runner = TorchRunner(model, tokenizer, source.max_length, runtime=runtime, device=device, precision=precision)
+    if quantized:
+        runner.size_bytes, runner.size_source = _state_dict_bytes(model), "state_dict"
+    elif source.path is not None:
+        runner.size_bytes = sum(dir_size(p) for p in source.path.glob("*.safetensors")) or \
+            sum(dir_size(p) for p in source.path.glob("pytorch_model*.bin")) or None
+    if note:
+        runner.notes.append(note)
+    return runner
+
+
+def _load_compressed(source: Source):
+    """compress.load_compressed when the compress stage provides it; else the plain HF weights."""
+    try:
+        from bertpress.compress import load_compressed
+    except (ImportError, AttributeError):
+        load_compressed = None
+    if load_compressed is not None:
+        model, tokenizer = load_compressed(source.where)
+        return model, tokenizer, None
+    from bertpress.models import load_classifier
+
+    model, tokenizer = load_classifier(source.where)
+    quant = ((source.manifest or {}).get("details") or {}).get("quantization")
+    note = ("bertpress.compress.load_compressed is not available: ran the stored fp32 weights without the "
+            f"recorded quantization ({quant})") if quant else None
+    return model, tokenizer, note
+
+
+# ---- TorchScript ----------------------------------------------------------------------------
+
+
+class TorchScriptRunner(TorchRunner):
+    def __init__(self, module, tokenizer, max_length, device: str) -> None:
+        super().__init__(module, tokenizer, max_length, runtime=Runtime.TORCHSCRIPT, device=device, precision="fp32")
+        # Traced modules take positional inputs named after the traced forward; scripted ones may
+        # take keywords. Read the schema once and call accordingly.
+        try:
+            args = [a.name for a in module.forward.schema.arguments][1:]  # drop self
+        except Exception:  # pragma: no cover - very old archives
+            args = list(INPUT_NAMES)
+        self.arg_names = [re.sub(r"\.\d+$", "", a) for a in args]
+
+    def prepare(self, enc):
+        tensors = {k: self.torch.from_numpy(v).to(self.device) for k, v in enc.items()}
+        if set(self.arg_names) <= set(tensors):
+            return [tensors[n] for n in self.arg_names]
+        return [tensors[n] for n in INPUT_NAMES[: len(self.arg_names)]]
+
+    def run(self, prepared):
+        with self.torch.inference_mode():
+            return self.model(*prepared)
+
+    def logits(self, output):
+        if isinstance(output, dict):
+            output = output["logits"]
+        elif isinstance(output, (tuple, list)):
+            output = output[0]
+        elif hasattr(output, "logits"):
+            output = output.logits
+        return output.float().cpu().numpy()
+
+
+def load_torchscript(source: Source, device: str) -> TorchScriptRunner:
+    import torch
+
+    from bertpress.models import load_tokenizer
+
+    file = source.path / "model.pt"
+    if not file.is_file():
+        raise ArtifactError(f"{source.path}: no model.pt in this torchscript artifact; re-export it")
+    if not zipfile.is_zipfile(file):
+        raise ArtifactError(f"{file}: not a TorchScript archive (not a zip file); re-export it")
+    try:
+        module = torch.jit.load(str(file), map_location=device).eval()
+    except Exception as exc:
+        raise ArtifactError(f"{file}: torch.jit.load failed ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); re-export it") from None
+    quantized = "quantized::" in str(module.inlined_graph) if hasattr(module, "inlined_graph") else False
+    if device != "cpu" and quantized:
+        raise DeviceError("refused: this TorchScript module calls quantized:: (int8) ops, which run only on the "
+                          "CPU; bench it with --device cpu")
+    runner = TorchScriptRunner(module, load_tokenizer(source.path), source.max_length, device)
+    runner.precision = "int8" if quantized else "fp32"
+    runner.size_bytes = file.stat().st_size
+    return runner
+
+
+# ---- ONNX Runtime ---------------------------------------------------------------------------
+
+
+def onnx_op_counts(file: Path) -> dict[str, int]:
+    """Op histogram of an ONNX file, or ArtifactError if it cannot be read (e.g. truncated)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(file), load_external_data=False)
+    except Exception as exc:
+        raise ArtifactError(f"{file}: not a readable ONNX model ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); re-export it") from None
+    counts: Counter = Counter(n.op_type for n in model.graph.node)
+    for fn in model.functions:  # dynamo exports may hide ops in local functions
+        counts.update(n.op_type for n in fn.node)
+    return dict(counts)
+
+
+class OnnxRunner(Runner):
+    runtime = Runtime.ONNXRUNTIME
+
+    def __init__(self, session, tokenizer, max_length, device: str, provider: str) -> None:
+        super().__init__(tokenizer, max_length)
+        self.session, self.device, self.provider = session, device, provider
+        self.input_names = [i.name for i in session.get_inputs()]
+        outs = [o.name for o in session.get_outputs()]
+        self.output_name = "logits" if "logits" in outs else outs[0]
+        self.device_id = int(device.split(":")[1]) if ":" in device else 0
+
+    def _feeds(self, enc):
+        missing = [n for n in self.input_names if n not in enc]
+        if missing:
+            raise ArtifactError(f"the ONNX model wants inputs {missing} that a BERT tokenizer does not produce; "
+                                "export with inputs input_ids, attention_mask, token_type_ids")
+        return {n: np.ascontiguousarray(enc[n]) for n in self.input_names}
+
+    def prepare(self, enc):
+        feeds = self._feeds(enc)
+        if self.device == "cpu":
+            return feeds
+        # CUDA: IO binding keeps inputs and outputs on the GPU so the timed call is the model alone.
+        import onnxruntime as ort
+
+        binding = self.session.io_binding()
+        for name, arr in feeds.items():
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(arr, "cuda", self.device_id))
+        binding.bind_output(self.output_name, "cuda", self.device_id)
+        return binding
+
+    def run(self, prepared):
+        if self.device == "cpu":
+            return self.session.run([self.output_name], prepared)[0]
+        # run_with_iobinding synchronizes the EP's stream before returning, so perf_counter is right.
+        self.session.run_with_iobinding(prepared)
+        return prepared
+
+    def logits(self, output):
+        if self.device == "cpu":
+            return np.asarray(output, dtype=np.float32)
+        return np.asarray(output.copy_outputs_to_cpu()[0], dtype=np.float32)
+
+    def close(self) -> None:
+        self.session = None
+
+
+def load_onnx_file(file: Path, tokenizer, max_length: int | None, device: str, threads: int,
+                   providers: Sequence[str] | None = None) -> OnnxRunner:
+    import onnxruntime as ort
+
+    counts = onnx_op_counts(file)
+    provider = check_onnx_device(counts, device, providers if providers is not None else ort.get_available_providers())
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3  # warnings about unused initializers etc. are expected noise
+    if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
+        # Mirror torch's OpenMP setting so both runtimes wait the same way at thread barriers
+        # (spinning on a busy machine steals the cores the other thread needs).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    provs: list[Any] = [provider] if provider == "CPUExecutionProvider" else [
+        (provider, {"device_id": int(device.split(":")[1]) if ":" in device else 0}), "CPUExecutionProvider"]
+    try:
+        session = ort.InferenceSession(str(file), sess_options=opts, providers=provs)
+    except Exception as exc:
+        raise ArtifactError(f"{file}: onnxruntime cannot load it ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); re-export it") from None
+    runner = OnnxRunner(session, tokenizer, max_length, device, provider)
+    q = int8_ops(counts)
+    runner.precision = "int8" if q else "fp32"
+    data = [p for p in file.parent.glob(file.name + "*") if p != file]  # external data files
+    runner.size_bytes = file.stat().st_size + sum(p.stat().st_size for p in data)
+    return runner
+
+
+def load_onnx(source: Source, device: str, threads: int) -> OnnxRunner:
+    from bertpress.models import load_tokenizer
+
+    file = source.path / "model.onnx"
+    if not file.is_file():
+        raise ArtifactError(f"{source.path}: no model.onnx in this onnx artifact; re-export it")
+    return load_onnx_file(file, load_tokenizer(source.path), source.max_length, device, threads)
+
+
+# ---- planning -------------------------------------------------------------------------------
+
+
+def runtimes_for(kind: str, device: str) -> tuple[Runtime, ...]:
+    """The runtimes that apply to an artifact kind on a device, in report order."""
+    cpu = device == "cpu"
+    if kind == "checkpoint":
+        return (Runtime.PYTORCH, Runtime.PYTORCH_INT8) if cpu else \
+            (Runtime.PYTORCH, Runtime.PYTORCH_FP16, Runtime.PYTORCH_BF16)
+    if kind == "compressed":
+        return (Runtime.PYTORCH,)
+    if kind == "torchscript":
+        return (Runtime.TORCHSCRIPT,)
+    if kind == "onnx":
+        return (Runtime.ONNXRUNTIME,)
+    raise InputError(f"bench cannot run a {kind!r} artifact")
+
+
+def load_runner(source: Source, runtime: Runtime, device: str, threads: int) -> Runner:
+    if runtime == Runtime.TORCHSCRIPT:
+        return load_torchscript(source, device)
+    if runtime == Runtime.ONNXRUNTIME:
+        return load_onnx(source, device, threads)
+    return load_torch(source, runtime, device)
+
+
+def preflight(source: Source, device: str) -> None:
+    """Cheap checks before any timing starts, so a broken or refused artifact fails (or is
+    refused) in seconds instead of after the other variants ran."""
+    if source.kind == "onnx":
+        file = source.path / "model.onnx"
+        if not file.is_file():
+            raise ArtifactError(f"{source.path}: no model.onnx in this onnx artifact; re-export it")
+        import onnxruntime as ort
+
+        check_onnx_device(onnx_op_counts(file), device, ort.get_available_providers())
+    elif source.kind == "torchscript":
+        file = source.path / "model.pt"
+        if not file.is_file() or not zipfile.is_zipfile(file):
+            raise ArtifactError(f"{file}: missing or not a TorchScript archive; re-export it")

@@ -1,0 +1,327 @@
+"""`compress(checkpoint, CompressConfig, out_dir) -> Artifact` and `load_compressed(path)`.
+
+The pipeline is prune -> recover -> quantize; each step is the handler registered for its
+config type in `HANDLERS` (adding a method = a config class + one handler). With
+`cfg.search`, `search.run_search` walks ratios x schemes with the same handlers instead.
+The artifact is the fp32 (pruned/recovered) HF model + tokenizer; the quantization to apply is
+in the manifest's `details.quantization` (+ `quantization_ranges.json` for static int8), which
+`load_compressed` replays and `export` reproduces in ONNX/TorchScript.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from bertpress.artifact import (Artifact, Manifest, check_output_dir, dir_size, lineage_of, staged_output,
+                                write_manifest)
+from bertpress.compress.config import (CalibrationMethod, CompressConfig, PruneConfig, QuantizeConfig,
+                                       RecoverConfig, Scheme)
+from bertpress.config import to_tagged
+from bertpress.data import TextDataset, load_text_classification
+from bertpress.errors import ArtifactError, BertpressError, ConfigError, InputError
+
+@dataclasses.dataclass
+class Work:
+    """State passed between handlers; `model` stays fp32 (it is what gets saved)."""
+
+    model: Any
+    tokenizer: Any
+    teacher: Any  # the uncompressed input model (distillation teacher, accuracy reference)
+    labels: list[str]
+    cfg: CompressConfig
+    eval_data: TextDataset | None = None
+    qmodel: Any = None  # `model` with the quantization applied (None until quantize ran)
+    ranges: dict[str, Any] | None = None  # static int8: {layer: {input, output}}
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    progress: bool = True
+    data_cache: dict[tuple, TextDataset] = dataclasses.field(default_factory=dict)
+
+    @property
+    def final(self):
+        return self.qmodel if self.qmodel is not None else self.model
+
+    def load_data(self, spec: str, split: str, flag: str) -> TextDataset:
+        key = (spec, split)
+        if key not in self.data_cache:
+            try:
+                self.data_cache[key] = load_text_classification(spec, split, label_names=self.labels)
+            except InputError as exc:
+                raise InputError(f"{flag} {spec}: {exc}") from None
+        return self.data_cache[key]
+
+
+HANDLERS: dict[type, Callable[[Work, Any], Work]] = {}
+
+
+def handler(cfg_type: type):
+    def wrap(fn):
+        HANDLERS[cfg_type] = fn
+        return fn
+    return wrap
+
+
+# ---- handlers ------------------------------------------------------------------------------
+
+
+@handler(PruneConfig)
+def apply_prune(work: Work, cfg: PruneConfig) -> Work:
+    from bertpress.compress.evaluate import batches
+    from bertpress.compress.prune import prune_model
+
+    if not cfg.active:
+        work.details["pruning"] = None
+        return work
+    calib = None
+    if cfg.importance.value == "taylor":
+        data = work.load_data(cfg.calibration_data, "train", "--calibration-data")
+        n = min(len(data), cfg.calibration_batches * cfg.batch_size)
+        data = data.subset(n, seed=work.cfg.seed)
+        calib = batches(work.tokenizer, data.texts, data.labels, batch_size=cfg.batch_size,
+                        max_length=cfg.max_length)
+    work.model, facts = prune_model(work.model, work.tokenizer, cfg, calib)
+    if calib is not None:
+        facts["calibration_data"] = cfg.calibration_data
+    work.details["pruning"] = facts
+    work.qmodel, work.ranges = None, None
+    return work
+
+
+@handler(RecoverConfig)
+def apply_recover(work: Work, cfg: RecoverConfig) -> Work:
+    if not cfg.active:
+        work.details["recovery"] = None
+        return work
+    if not work.details.get("pruning"):
+        work.details["recovery"] = {"skipped": "nothing was pruned, so there is nothing to recover"}
+        return work
+    try:
+        from bertpress.finetune import recover
+    except ImportError as exc:
+        raise ConfigError(f"recovery needs bertpress.finetune.recover, which this install lacks ({exc}); "
+                          "pass --recover-epochs 0") from None
+    spec = work.cfg.recover_data
+    train = work.load_data(spec, "train", "--calibration-data").subset(cfg.samples, seed=cfg.seed)
+    eval_data = work.eval_data
+    tmp = Path(tempfile.mkdtemp(prefix="bertpress-recover-"))
+    for p in work.model.parameters():  # pruning leaves the student frozen; it trains now
+        p.requires_grad_(True)
+    try:
+        work.model = recover(work.model, work.teacher, work.tokenizer, train, eval_data=eval_data,
+                             epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, max_length=cfg.max_length,
+                             alpha=cfg.alpha, temperature=cfg.temperature, seed=cfg.seed,
+                             max_steps=cfg.max_steps, work_dir=tmp, progress=work.progress)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    work.model.eval()
+    for p in work.model.parameters():
+        p.requires_grad_(False)
+    work.details["recovery"] = {"method": "distillation from the unpruned model (bertpress.finetune.recover)",
+                                "data": train.source, "samples": len(train), "epochs": cfg.epochs,
+                                "lr": cfg.lr, "alpha": cfg.alpha, "temperature": cfg.temperature,
+                                "max_steps": cfg.max_steps,
+                                "metrics": dict(getattr(work.model, "recover_metrics", {}) or {})}
+    work.qmodel, work.ranges = None, None
+    return work
+
+
+@handler(QuantizeConfig)
+def apply_quantize(work: Work, cfg: QuantizeConfig) -> Work:
+    from bertpress.compress import quantize as Q
+    from bertpress.compress.evaluate import accuracy, batches
+
+    formats = Q.int8_formats()
+    facts: dict[str, Any] = {"scheme": cfg.scheme.value}
+    if cfg.scheme is Scheme.NONE:
+        work.qmodel, work.ranges = None, None
+        facts["layers"] = []
+        work.details["quantization"] = facts
+        return work
+    names = Q.target_linears(work.model, cfg.scope)
+    facts.update({k: v for k, v in formats.items()})
+    facts.update({"per_channel": cfg.per_channel, "scope": cfg.scope.value, "layers": names,
+                  "granularity": {"weights": "per output channel" if cfg.per_channel else "per tensor",
+                                  "activations": "per tensor"}})
+    if cfg.scheme is Scheme.DYNAMIC:
+        work.qmodel, _ = Q.quantize_dynamic(work.model, cfg, formats)
+        work.ranges = None
+    else:
+        data = work.load_data(cfg.calibration_data, "train", "--calibration-data")
+        if len(data) < cfg.calibration_samples:
+            raise InputError(f"--calibration-data {cfg.calibration_data} has {len(data)} rows but "
+                             f"--calibration-samples is {cfg.calibration_samples}; lower it or give more data")
+        data = data.subset(cfg.calibration_samples, seed=work.cfg.seed)
+        methods = ([CalibrationMethod.MINMAX, CalibrationMethod.ENTROPY, CalibrationMethod.PERCENTILE]
+                   if cfg.calibration_method is CalibrationMethod.AUTO else [cfg.calibration_method])
+        calib = batches(work.tokenizer, data.texts, None, batch_size=cfg.batch_size, max_length=cfg.max_length)
+        all_ranges = Q.calibrate(work.model, calib, names, methods, cfg, formats)
+        chosen, scores = methods[0].value, {}
+        if len(methods) > 1:
+            if work.eval_data is None:
+                raise ConfigError("--calibration-method auto needs --eval-data SPEC to pick the best method")
+            for m in methods:
+                qm = Q.apply_static(work.model, all_ranges[m.value], cfg.per_channel)
+                scores[m.value] = accuracy(qm, work.tokenizer, work.eval_data, max_length=cfg.max_length)
+            chosen = max(scores, key=lambda k: scores[k])  # ties keep the earlier (minmax first)
+        work.ranges = all_ranges[chosen]
+        work.qmodel = Q.apply_static(work.model, work.ranges, cfg.per_channel)
+        facts["static_output"] = "fp32 (input u8 with calibrated qparams; output not requantized)"
+        facts["calibration"] = {"method": chosen, "requested": cfg.calibration_method.value,
+                                "data": data.source, "samples": len(data), "batch_size": cfg.batch_size,
+                                "max_length": cfg.max_length,
+                                "percentile": cfg.percentile if chosen == "percentile" else None,
+                                "auto_eval_accuracy": scores or None,
+                                "ranges_file": Q.RANGES_FILE}
+    facts["num_quantized"] = Q.count_quantized(work.qmodel)
+    work.details["quantization"] = facts
+    return work
+
+
+def run_pipeline(work: Work) -> Work:
+    for step in (work.cfg.prune, work.cfg.recover, work.cfg.quantize):
+        work = HANDLERS[type(step)](work, step)
+    return work
+
+
+# ---- the verb ------------------------------------------------------------------------------
+
+
+def _parent_max_length(checkpoint: Path, model) -> int:
+    if Artifact.is_finished(checkpoint):
+        try:
+            ml = Artifact.load(checkpoint).manifest.max_length
+            if ml:
+                return int(ml)
+        except BertpressError:
+            pass
+    return int(getattr(model.config, "max_position_embeddings", 512))
+
+
+def compress(checkpoint: str | os.PathLike, cfg: CompressConfig, out_dir: str | os.PathLike, *,
+             overwrite: bool = False, progress: bool = True, log: Callable[[str], None] | None = None) -> Artifact:
+    """Compress a checkpoint into a new `compressed` artifact at `out_dir` (input untouched)."""
+    from bertpress.compress.evaluate import accuracy, state_size
+    from bertpress.models import label_names_of, layer_shapes, load_classifier, param_count, resolve_source
+
+    if not isinstance(cfg, CompressConfig):
+        raise ConfigError(f"cfg must be a CompressConfig, got {type(cfg).__name__}")
+    src, local = resolve_source(checkpoint)
+    inputs = (Path(src),) if local else ()
+    check_output_dir(Path(out_dir), overwrite=overwrite, inputs=inputs)
+    model, tokenizer = load_classifier(checkpoint)
+    if cfg.prune.active or cfg.search is not None:
+        from bertpress.compress.prune import check_prunable, plan_shapes
+
+        check_prunable(model)
+        ratios = cfg.search.schedule if cfg.search is not None else [(cfg.prune.heads, cfg.prune.ffn)]
+        for heads, ffn in ratios:  # refuse impossible shapes before any long work
+            plan_shapes(model, dataclasses.replace(cfg.prune, heads=heads, ffn=ffn))
+    labels = label_names_of(model)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    work = Work(model=copy.deepcopy(model), tokenizer=tokenizer, teacher=model, labels=labels, cfg=cfg,
+                progress=progress)
+    if cfg.eval_data is not None:
+        work.eval_data = work.load_data(cfg.eval_data, cfg.eval_split, "--eval-data")
+        if cfg.search is not None and cfg.search.eval_samples:
+            work.eval_data = work.eval_data.subset(cfg.search.eval_samples, seed=cfg.seed)
+    max_length = _parent_max_length(Path(src), model)
+    say = log or (lambda s: None)
+
+    metrics: dict[str, Any] = {}
+    search_facts = None
+    if cfg.search is not None:
+        from bertpress.compress.search import run_search
+
+        work, search_facts = run_search(work, cfg, say)
+        metrics.update(search_facts["winner_metrics"])
+    else:
+        work = run_pipeline(work)
+        if work.eval_data is not None:
+            base = accuracy(work.teacher, tokenizer, work.eval_data, max_length=cfg.quantize.max_length)
+            acc = accuracy(work.final, tokenizer, work.eval_data, max_length=cfg.quantize.max_length)
+            metrics.update({"eval_accuracy": acc, "eval_accuracy_uncompressed": base,
+                            "accuracy_drop": base - acc, "eval_data": work.eval_data.source,
+                            "eval_samples": len(work.eval_data)})
+    metrics["params"] = param_count(work.model)
+    metrics["params_uncompressed"] = param_count(work.teacher)
+    metrics["state_bytes"] = state_size(work.final)
+    metrics["state_bytes_uncompressed"] = state_size(work.teacher)
+
+    with staged_output(out_dir, overwrite=overwrite, inputs=inputs) as tmp:
+        work.model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if work.ranges is not None:
+            from bertpress.compress.quantize import save_ranges
+
+            save_ranges(tmp, work.details["quantization"]["calibration"]["method"], work.ranges)
+        details = dict(work.details)
+        details.setdefault("pruning", None)
+        details.setdefault("recovery", None)
+        details["shapes"] = layer_shapes(work.model)
+        details["search"] = search_facts
+        metrics["dir_bytes_fp32"] = dir_size(tmp)
+        write_manifest(tmp, Manifest(
+            kind="compressed", labels=labels, max_length=max_length, recipe=to_tagged(cfg),
+            lineage=lineage_of(src), metrics=metrics, details=details))
+    return Artifact.load(out_dir)
+
+
+# ---- loading -------------------------------------------------------------------------------
+
+
+def rebuild_pruned(path: str | os.PathLike):
+    """Load a pruned fp32 model from its weights + manifest, without `config.pruned_heads`.
+
+    What our loader does where transformers has no head-pruning replay (5.x): build the full
+    architecture from config.json, cut the recorded heads, then load the weights strictly.
+    """
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from bertpress.compress.prune import manual_prune_heads
+
+    path = Path(path)
+    art = Artifact.load(path)
+    pruning = (art.manifest.details or {}).get("pruning") or {}
+    config = AutoConfig.from_pretrained(path)
+    config.pruned_heads = {}
+    model = AutoModelForSequenceClassification.from_config(config)
+    manual_prune_heads(model, pruning.get("pruned_heads", {}))
+    state = load_file(str(path / "model.safetensors"))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise ArtifactError(f"{path}: weights do not match the recorded pruned shapes "
+                            f"(missing {missing[:3]}, unexpected {unexpected[:3]}); re-run compress")
+    del torch
+    return model.eval()
+
+
+def load_compressed(path: str | os.PathLike):
+    """(model, tokenizer) of a compressed artifact, with its recorded quantization applied."""
+    from bertpress.compress.quantize import apply_recorded
+    from bertpress.models import layer_shapes, load_classifier, load_tokenizer
+
+    path = Path(path)
+    art = Artifact.load(path)
+    if art.kind != "compressed":
+        raise ArtifactError(f"{path}: a {art.kind!r} artifact, not 'compressed'; give a compress output")
+    details = art.manifest.details or {}
+    want = [s["heads"] for s in details.get("shapes", [])]
+    try:
+        model, tokenizer = load_classifier(path)
+        ok = not want or [s["heads"] for s in layer_shapes(model)] == want
+    except ArtifactError:
+        ok = False  # e.g. transformers without pruned_heads replay: weight shapes mismatch
+    if not ok:
+        model, tokenizer = rebuild_pruned(path), load_tokenizer(path)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return apply_recorded(model, details.get("quantization") or {"scheme": "none"}, path).eval(), tokenizer

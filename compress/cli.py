@@ -1,0 +1,127 @@
+"""`bertpress compress CHECKPOINT --out DIR`: argparse only at import time (--help stays instant)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _ratio_pairs(text: str) -> list[str]:
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+def register(sub, common, formatter) -> None:
+    p = sub.add_parser(
+        "compress", parents=[common], formatter_class=formatter,
+        help="int8 quantization, head/FFN pruning, distillation recovery, accuracy-aware search",
+        description="Compress a fine-tuned checkpoint into a new artifact (input untouched).\n\n"
+                    "examples:\n"
+                    "  bertpress compress runs/ckpt --out runs/ckpt-int8 --quantize dynamic\n"
+                    "  bertpress compress runs/ckpt --out runs/ckpt-s8 --quantize static "
+                    "--calibration-data data/ --calibration-method auto --eval-data data/\n"
+                    "  bertpress compress runs/ckpt --out runs/ckpt-p --prune-heads 0.5 --prune-ffn 0.5 "
+                    "--calibration-data data/ --recover-epochs 1\n"
+                    "  bertpress compress runs/ckpt --out runs/best --max-accuracy-drop 1.0 "
+                    "--eval-data data/ --calibration-data data/")
+    p.add_argument("checkpoint", help="HF model directory or bertpress checkpoint (or 'minilm')")
+    p.add_argument("--out", required=True, help="output directory (must be outside the checkpoint)")
+    g = p.add_argument_group("quantization")
+    g.add_argument("--quantize", choices=["none", "dynamic", "static"], default="dynamic",
+                   help="int8 scheme for the Linear layers")
+    g.add_argument("--calibration-data", default=None,
+                   help="labelled data (file, directory with train/dev, or datasets id) for static "
+                        "calibration, Taylor importance and recovery; its train split is used")
+    g.add_argument("--calibration-samples", type=int, default=128, help="samples for static calibration")
+    g.add_argument("--calibration-method", choices=["minmax", "entropy", "percentile", "auto"], default="minmax",
+                   help="activation range method; auto tries all three and keeps the best on --eval-data")
+    g.add_argument("--quantize-scope", choices=["encoder", "all"], default="encoder",
+                   help="which Linear layers: the encoder's, or also pooler + classifier")
+    g = p.add_argument_group("pruning")
+    g.add_argument("--prune-heads", type=float, default=0.0, help="fraction of attention heads removed per layer")
+    g.add_argument("--prune-ffn", type=float, default=0.0, help="fraction of FFN channels removed per layer")
+    g.add_argument("--importance", choices=["taylor", "magnitude"], default="taylor",
+                   help="channel importance: taylor needs --calibration-data, magnitude is data-free")
+    g.add_argument("--round-to", type=int, default=64, help="FFN width kept a multiple of this")
+    g = p.add_argument_group("recovery")
+    g.add_argument("--recover-epochs", type=float, default=0.0,
+                   help="distillation epochs from the unpruned model after pruning (0 = none)")
+    g.add_argument("--recover-samples", type=int, default=None, help="random subset of the training data")
+    g.add_argument("--recover-max-steps", type=int, default=None, help="cap on recovery optimizer steps")
+    g.add_argument("--recover-lr", type=float, default=5e-5, help="recovery learning rate")
+    g.add_argument("--recover-max-length", type=int, default=128, help="recovery max sequence length")
+    g = p.add_argument_group("search")
+    g.add_argument("--max-accuracy-drop", type=float, default=None,
+                   help="accuracy points you accept to lose; turns on the search over --search-schedule x "
+                        "--search-schemes (needs --eval-data)")
+    g.add_argument("--eval-data", default=None, help="labelled eval data (its dev split) for metrics and search")
+    g.add_argument("--eval-samples", type=int, default=None, help="random subset of the eval data in the search")
+    g.add_argument("--search-schedule", type=_ratio_pairs, default=["0:0", "0.25:0.25", "0.5:0.5"],
+                   help="comma-separated heads:ffn pruning ratios")
+    g.add_argument("--search-schemes", default="none,dynamic,static",
+                   help="comma-separated quantization schemes to try")
+    g.add_argument("--latency-statistic", choices=["p50", "min"], default="p50",
+                   help="per-call latency statistic that ranks candidates (min resists noise from other jobs)")
+    g.add_argument("--latency-threads", type=int, default=None,
+                   help="torch threads while timing (default: torch's setting)")
+    p.add_argument("--seed", type=int, default=0, help="random seed for subsets")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.set_defaults(handler=_run)
+
+
+def config_from_args(args: argparse.Namespace):
+    from bertpress.compress.config import (CompressConfig, PruneConfig, QuantizeConfig, RecoverConfig,
+                                           SearchConfig)
+
+    search = None
+    if args.max_accuracy_drop is not None:
+        search = SearchConfig(max_accuracy_drop=args.max_accuracy_drop, schedule=tuple(args.search_schedule),
+                              schemes=tuple(s.strip() for s in args.search_schemes.split(",") if s.strip()),
+                              latency_threads=args.latency_threads, eval_samples=args.eval_samples,
+                              latency_statistic=args.latency_statistic)
+    return CompressConfig(
+        quantize=QuantizeConfig(scheme=args.quantize, calibration_data=args.calibration_data,
+                                calibration_samples=args.calibration_samples,
+                                calibration_method=args.calibration_method, scope=args.quantize_scope),
+        prune=PruneConfig(heads=args.prune_heads, ffn=args.prune_ffn, importance=args.importance,
+                          round_to=args.round_to, calibration_data=args.calibration_data),
+        recover=RecoverConfig(epochs=args.recover_epochs, samples=args.recover_samples,
+                              max_steps=args.recover_max_steps, lr=args.recover_lr,
+                              max_length=args.recover_max_length),
+        search=search, eval_data=args.eval_data, seed=args.seed)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import sys
+
+    from bertpress.cli import print_json
+    from bertpress.compress.api import compress
+
+    cfg = config_from_args(args)
+    log = (lambda s: print(s, file=sys.stderr)) if args.json else print
+    import contextlib
+
+    # With --json, stdout carries only the JSON: training logs and progress go to stderr.
+    quiet = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
+    with quiet:
+        art = compress(args.checkpoint, cfg, args.out, overwrite=args.overwrite, progress=not args.no_progress,
+                       log=log)
+    m = art.manifest
+    if args.json:
+        print_json({"out": str(art.path), "metrics": m.metrics, "details": m.details})
+        return 0
+    q = m.details.get("quantization") or {}
+    pr = m.details.get("pruning") or {}
+    print(f"wrote {art.path} (kind compressed)")
+    print(f"  quantization: {q.get('scheme', 'none')}"
+          + (f" ({q.get('num_quantized')} Linear layers, {q.get('activation_dtype')} x {q.get('weight_dtype')}, "
+             f"reduce_range={q.get('reduce_range')})" if q.get("scheme") not in (None, "none") else ""))
+    if pr:
+        print(f"  pruning: heads/layer {pr['heads_per_layer']}, FFN {pr['ffn_per_layer'][0]} "
+              f"(from {pr['original']['heads']} / {pr['original']['ffn']}), params {pr['params']:,}")
+    if "eval_accuracy" in m.metrics:
+        print(f"  accuracy: {m.metrics['eval_accuracy']:.2f} (uncompressed {m.metrics['eval_accuracy_uncompressed']:.2f})")
+    s = m.details.get("search")
+    if s:
+        print(f"  search winner: {s['winner']} met_budget={s['met_budget']}")
+    return 0

@@ -1,0 +1,234 @@
+"""Typed configs of the compress stage: one frozen dataclass per method, and CompressConfig
+holding them. Each registers with `bertpress.config` (tagged JSON, round-trip tested) and
+validates in `__post_init__` with messages that carry the received value, what is allowed and
+the fix. Methods are applied by the handler registered for their config type (`api.HANDLERS`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Optional
+
+from bertpress.config import as_enum, check_range, register_config, set_frozen
+from bertpress.errors import ConfigError
+
+
+class Scheme(str, enum.Enum):
+    NONE = "none"
+    DYNAMIC = "dynamic"  # int8 weights, activation ranges measured per call
+    STATIC = "static"  # int8 weights, activation ranges calibrated once on real samples
+
+
+class CalibrationMethod(str, enum.Enum):
+    MINMAX = "minmax"
+    ENTROPY = "entropy"
+    PERCENTILE = "percentile"
+    AUTO = "auto"  # calibrate with every method, keep the best on the eval set
+
+
+class Importance(str, enum.Enum):
+    TAYLOR = "taylor"  # |w * dL/dw| from a few labelled calibration batches
+    MAGNITUDE = "magnitude"  # L2 norm of the weights; needs no data
+
+
+class LinearScope(str, enum.Enum):
+    ENCODER = "encoder"  # the 6 Linear layers of every encoder layer
+    ALL = "all"  # encoder + pooler + classifier
+
+
+def _check_optional_str(value, field: str) -> None:
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise ConfigError(f"{field}={value!r} must be a data spec (file, directory or datasets id) or null")
+
+
+@register_config()
+@dataclasses.dataclass(frozen=True)
+class QuantizeConfig:
+    """int8 quantization of nn.Linear layers (x86: u8 activations x s8 per-channel weights)."""
+
+    scheme: Scheme = Scheme.DYNAMIC
+    calibration_data: Optional[str] = None  # needed by `static`
+    calibration_samples: int = 128
+    calibration_method: CalibrationMethod = CalibrationMethod.MINMAX
+    percentile: float = 99.99  # used by `percentile` calibration
+    scope: LinearScope = LinearScope.ENCODER
+    per_channel: bool = True
+    batch_size: int = 16
+    max_length: int = 128
+
+    def __post_init__(self) -> None:
+        set_frozen(self, "scheme", as_enum(Scheme, self.scheme, "quantize.scheme"))
+        set_frozen(self, "calibration_method",
+                   as_enum(CalibrationMethod, self.calibration_method, "quantize.calibration_method"))
+        set_frozen(self, "scope", as_enum(LinearScope, self.scope, "quantize.scope"))
+        _check_optional_str(self.calibration_data, "quantize.calibration_data")
+        check_range(self.calibration_samples, "quantize.calibration_samples", low=1, integer=True)
+        check_range(self.percentile, "quantize.percentile", low=90.0, high=100.0, low_inclusive=True,
+                    high_inclusive=False)
+        check_range(self.batch_size, "quantize.batch_size", low=1, integer=True)
+        check_range(self.max_length, "quantize.max_length", low=8, integer=True)
+        if not isinstance(self.per_channel, bool):
+            raise ConfigError(f"quantize.per_channel={self.per_channel!r} must be true or false")
+        if self.scheme is Scheme.STATIC and self.calibration_data is None:
+            raise ConfigError("quantize.scheme='static' needs calibration data; pass --calibration-data SPEC "
+                              "(e.g. the training set) or use --quantize dynamic")
+
+
+@register_config()
+@dataclasses.dataclass(frozen=True)
+class PruneConfig:
+    """Structured pruning of attention heads and FFN channels (torch-pruning dependency groups)."""
+
+    heads: float = 0.0  # fraction of heads removed in every layer
+    ffn: float = 0.0  # fraction of FFN intermediate channels removed in every layer
+    importance: Importance = Importance.TAYLOR
+    round_to: int = 64  # FFN width kept a multiple of this (int8 GEMM kernels like it)
+    calibration_data: Optional[str] = None  # labelled data for Taylor importance
+    calibration_batches: int = 8
+    batch_size: int = 16
+    max_length: int = 128
+
+    def __post_init__(self) -> None:
+        for name in ("heads", "ffn"):
+            check_range(getattr(self, name), f"prune.{name}", low=0.0, high=1.0, high_inclusive=False)
+        set_frozen(self, "importance", as_enum(Importance, self.importance, "prune.importance"))
+        _check_optional_str(self.calibration_data, "prune.calibration_data")
+        check_range(self.round_to, "prune.round_to", low=1, integer=True)
+        check_range(self.calibration_batches, "prune.calibration_batches", low=1, integer=True)
+        check_range(self.batch_size, "prune.batch_size", low=1, integer=True)
+        check_range(self.max_length, "prune.max_length", low=8, integer=True)
+        if self.active and self.importance is Importance.TAYLOR and self.calibration_data is None:
+            raise ConfigError("prune.importance='taylor' needs labelled calibration data; pass "
+                              "--calibration-data SPEC, or --importance magnitude (data-free)")
+
+    @property
+    def active(self) -> bool:
+        return self.heads > 0 or self.ffn > 0
+
+
+@register_config()
+@dataclasses.dataclass(frozen=True)
+class RecoverConfig:
+    """Distillation fine-tune of the pruned student from the unpruned teacher (finetune.recover)."""
+
+    epochs: float = 0.0  # 0 = no recovery
+    data: Optional[str] = None  # training data; defaults to the calibration data
+    samples: Optional[int] = None  # random subset of the training data (None = all)
+    lr: float = 5e-5
+    alpha: float = 0.5
+    temperature: float = 2.0
+    batch_size: int = 32
+    max_length: int = 128
+    max_steps: Optional[int] = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_range(self.epochs, "recover.epochs", low=0.0)
+        _check_optional_str(self.data, "recover.data")
+        if self.samples is not None:
+            check_range(self.samples, "recover.samples", low=1, integer=True)
+        check_range(self.lr, "recover.lr", low=0.0, low_inclusive=False, high=1.0)
+        check_range(self.alpha, "recover.alpha", low=0.0, high=1.0)
+        check_range(self.temperature, "recover.temperature", low=0.0, low_inclusive=False)
+        check_range(self.batch_size, "recover.batch_size", low=1, integer=True)
+        check_range(self.max_length, "recover.max_length", low=8, integer=True)
+        if self.max_steps is not None:
+            check_range(self.max_steps, "recover.max_steps", low=1, integer=True)
+        check_range(self.seed, "recover.seed", low=0, integer=True)
+
+    @property
+    def active(self) -> bool:
+        return self.epochs > 0
+
+
+def _parse_ratio_pair(item, i: int) -> tuple[float, float]:
+    if isinstance(item, str):
+        parts = item.split(":")
+        try:
+            item = [float(p) for p in parts]
+        except ValueError:
+            item = parts
+    if not isinstance(item, (list, tuple)) or len(item) != 2:
+        raise ConfigError(f"search.schedule[{i}]={item!r} must be a (heads, ffn) ratio pair such as '0.25:0.5'")
+    heads, ffn = item
+    check_range(heads, f"search.schedule[{i}].heads", low=0.0, high=1.0, high_inclusive=False)
+    check_range(ffn, f"search.schedule[{i}].ffn", low=0.0, high=1.0, high_inclusive=False)
+    return float(heads), float(ffn)
+
+
+@register_config()
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """Walk pruning ratios x quantization schemes; keep the fastest within the accuracy budget."""
+
+    max_accuracy_drop: float = 1.0  # accuracy points (0-100 scale) below the uncompressed model
+    schedule: tuple = ((0.0, 0.0), (0.25, 0.25), (0.5, 0.5))  # (heads, ffn) pruning ratios
+    schemes: tuple = (Scheme.NONE, Scheme.DYNAMIC, Scheme.STATIC)
+    latency_seq_len: int = 128
+    latency_threads: Optional[int] = None  # None = torch's current setting
+    latency_min_seconds: float = 1.0
+    # Which per-call statistic ranks candidates: p50, or min (robust on a CPU shared with other
+    # jobs, where preemption inflates the median; both are always recorded).
+    latency_statistic: str = "p50"
+    eval_samples: Optional[int] = None  # subset of the eval set (None = all)
+
+    def __post_init__(self) -> None:
+        check_range(self.max_accuracy_drop, "search.max_accuracy_drop", low=0.0, high=100.0)
+        if not isinstance(self.schedule, (list, tuple)) or not self.schedule:
+            raise ConfigError(f"search.schedule={self.schedule!r} must be a non-empty list of (heads, ffn) ratios")
+        set_frozen(self, "schedule", tuple(_parse_ratio_pair(x, i) for i, x in enumerate(self.schedule)))
+        if not isinstance(self.schemes, (list, tuple)) or not self.schemes:
+            raise ConfigError(f"search.schemes={self.schemes!r} must be a non-empty list of: none, dynamic, static")
+        set_frozen(self, "schemes", tuple(as_enum(Scheme, s, "search.schemes") for s in self.schemes))
+        check_range(self.latency_seq_len, "search.latency_seq_len", low=1, integer=True)
+        if self.latency_threads is not None:
+            check_range(self.latency_threads, "search.latency_threads", low=1, integer=True)
+        check_range(self.latency_min_seconds, "search.latency_min_seconds", low=0.0)
+        if self.latency_statistic not in ("p50", "min"):
+            raise ConfigError(f"search.latency_statistic={self.latency_statistic!r} is not valid; choose p50 or min")
+        if self.eval_samples is not None:
+            check_range(self.eval_samples, "search.eval_samples", low=1, integer=True)
+
+
+@register_config()
+@dataclasses.dataclass(frozen=True)
+class CompressConfig:
+    """What `compress` does: prune -> recover -> quantize, or a search over those (if `search`)."""
+
+    quantize: QuantizeConfig = dataclasses.field(default_factory=QuantizeConfig)
+    prune: PruneConfig = dataclasses.field(default_factory=PruneConfig)
+    recover: RecoverConfig = dataclasses.field(default_factory=RecoverConfig)
+    search: Optional[SearchConfig] = None
+    eval_data: Optional[str] = None  # labelled; used for metrics, `auto` calibration and search
+    eval_split: str = "dev"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name, cls in (("quantize", QuantizeConfig), ("prune", PruneConfig), ("recover", RecoverConfig)):
+            if not isinstance(getattr(self, name), cls):
+                raise ConfigError(f"compress.{name} must be a {cls.__name__}, got {type(getattr(self, name)).__name__}")
+        if self.search is not None and not isinstance(self.search, SearchConfig):
+            raise ConfigError(f"compress.search must be a SearchConfig or null, got {type(self.search).__name__}")
+        _check_optional_str(self.eval_data, "compress.eval_data")
+        check_range(self.seed, "compress.seed", low=0, integer=True)
+        if self.search is not None and self.eval_data is None:
+            raise ConfigError("the accuracy search (--max-accuracy-drop) needs --eval-data SPEC (labelled dev data)")
+        if (self.quantize.calibration_method is CalibrationMethod.AUTO and self.quantize.scheme is Scheme.STATIC
+                and self.eval_data is None):
+            raise ConfigError("--calibration-method auto picks the best method on the eval set; pass --eval-data SPEC "
+                              "or choose minmax, entropy or percentile")
+        if self.recover.active and self.recover.data is None and self.prune.calibration_data is None \
+                and self.quantize.calibration_data is None:
+            raise ConfigError("recovery (--recover-epochs > 0) needs training data; pass --calibration-data SPEC")
+        if (self.search is not None and self.prune.importance is Importance.TAYLOR
+                and self.prune.calibration_data is None and any(h or f for h, f in self.search.schedule)):
+            raise ConfigError("the search prunes with Taylor importance, which needs --calibration-data SPEC; "
+                              "pass it, or --importance magnitude")
+        if self.search is not None and Scheme.STATIC in self.search.schemes and self.quantize.calibration_data is None:
+            raise ConfigError("the search includes static int8, which needs --calibration-data SPEC; pass it, or "
+                              "limit the search to none,dynamic")
+
+    @property
+    def recover_data(self) -> Optional[str]:
+        return self.recover.data or self.prune.calibration_data or self.quantize.calibration_data

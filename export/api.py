@@ -1,0 +1,192 @@
+"""`export(source, ExportConfig, out_dir)`: the export verb.
+
+Loads the input (checkpoint, compressed artifact or plain HF directory), writes the requested
+format(s) into a staged directory, runs the parity gate on every written model file, and only
+then writes the manifest and publishes. With format=all, OUT/onnx and OUT/torchscript are each a
+finished artifact and OUT appears only when both passed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from bertpress.artifact import Artifact, Manifest, dir_size, lineage_of, staged_output, write_manifest
+from bertpress.config import to_tagged
+from bertpress.export.bundle import preprocessing, write_support_files
+from bertpress.export.config import ExportConfig, ExportFormat
+from bertpress.export.source import QuantRecipe, Source, load_source
+from bertpress.export.validate import check_parity, enforce, source_eval_logits
+
+
+def _texts(spec: str | None, split: str, n: int, seed: int, labels: list[str]):
+    """(texts, label ids or None): label ids only when the data's labels map onto the model's."""
+    if not spec:
+        return None, None
+    from bertpress.data import load_text_classification
+
+    ds = load_text_classification(spec, split).subset(n, seed=seed)
+    same = ds.label_names == labels or (
+        all(x.isdigit() for x in ds.label_names) and len(ds.label_names) <= len(labels))
+    return ds.texts, (ds.labels if same else None)
+
+
+def _quant_details(recipe: QuantRecipe, fmt: str) -> dict[str, Any]:
+    d: dict[str, Any] = {"scheme": recipe.scheme, "origin": recipe.origin, "recorded": recipe.raw}
+    if recipe.int8:
+        d.update(per_channel=recipe.per_channel, scope=recipe.scope, reduce_range=recipe.reduce_range)
+    if recipe.scheme == "static":
+        d["calibration"] = {"method": recipe.calibration_method, "data": recipe.calibration_data,
+                            "samples": recipe.calibration_samples}
+    if fmt == "torchscript" and recipe.scheme == "static":
+        d["applied"] = "dynamic"
+        d["note"] = ("TorchScript export applies torch.ao dynamic int8 to static recipes: int8 weights, "
+                     "activation scales computed at run time (static QDQ lives in the ONNX export)")
+    elif fmt == "torchscript" and recipe.int8:
+        d["applied"] = "dynamic"
+        d["note"] = (f"torch.ao dynamic int8 ({'per-channel' if recipe.per_channel else 'per-tensor'} "
+                     "nn.Linear weights, activations quantized per call, x86 engine)")
+    elif recipe.int8:
+        d["applied"] = recipe.scheme
+    return d
+
+
+def _build(src: Source, cfg: ExportConfig, fmt: str, out: Path, eval_set, calib_texts) -> dict[str, Any]:
+    """Write one finished artifact (model, bundle, manifest) into `out`; returns its metrics."""
+    from bertpress.export.signature import torch_runner
+
+    recipe, model, tok = src.recipe, src.model, src.tokenizer
+    precision = "int8" if recipe.int8 else "fp32"
+    out.mkdir(parents=True, exist_ok=True)
+    files_to_check: list[tuple[str, Any]] = []
+    if fmt == "onnx":
+        from bertpress.export.onnx import export_onnx, ort_runner
+
+        with tempfile.TemporaryDirectory(prefix="bertpress-export-") as work:
+            model_details = export_onnx(
+                model, tok, out, Path(work), opset=cfg.opset, optimize=cfg.optimize.value, scheme=recipe.scheme,
+                weight_type=cfg.weight_type.value, per_channel=recipe.per_channel,
+                reduce_range=recipe.reduce_range, scope=recipe.scope, trace_batch=cfg.trace_batch,
+                trace_seq=cfg.trace_seq, max_length=src.max_length, calibration_texts=calib_texts,
+                calibration_method=recipe.calibration_method, ort_format=cfg.ort_format, seed=cfg.seed)
+        files_to_check.append(("model.onnx", ort_runner(out / "model.onnx")))
+        if cfg.ort_format:
+            files_to_check.append(("model.ort", ort_runner(out / "model.ort")))
+    else:
+        from bertpress.export.torchscript import export_torchscript, load_torchscript
+
+        model_details, traced_from = export_torchscript(model, tok, out, recipe=recipe, trace_batch=cfg.trace_batch,
+                                                        trace_seq=cfg.trace_seq, seed=cfg.seed)
+        files_to_check.append(("model.pt", torch_runner(load_torchscript(out / "model.pt"))))
+        if recipe.int8:
+            # The int8 file is gated against the fp32 source (loose); this strict check against
+            # the eager int8 module it was traced from proves the trace itself froze nothing.
+            fidelity = check_parity(
+                files_to_check[0][1], torch_runner(traced_from), tokenizer=tok, vocab_size=model.config.vocab_size,
+                num_labels=len(src.labels), max_length=src.max_length, batch_sizes=cfg.batch_sizes,
+                seq_lengths=cfg.seq_lengths, trace_shape=(cfg.trace_batch, cfg.trace_seq), atol=cfg.fp32_atol,
+                precision="int8 trace vs eager int8", seed=cfg.seed)
+            enforce(fidelity, "the int8 TorchScript trace (vs the eager int8 model)", cfg.allow_mismatch)
+            model_details["trace_fidelity"] = {k: fidelity[k] for k in ("max_abs_diff", "atol", "passed", "failures")}
+    files = write_support_files(model, tok, out, predict=fmt == "onnx")
+
+    run_source = torch_runner(model)
+    texts, labels = eval_set
+    parity, accuracy = {}, {}
+    reference = source_eval_logits(run_source, tok, texts, src.max_length) if texts else None
+    for name, run in files_to_check:
+        report = check_parity(
+            run, run_source, tokenizer=tok, vocab_size=model.config.vocab_size, num_labels=len(src.labels),
+            max_length=src.max_length, batch_sizes=cfg.batch_sizes, seq_lengths=cfg.seq_lengths,
+            trace_shape=(cfg.trace_batch, cfg.trace_seq), atol=cfg.int8_atol if recipe.int8 else cfg.fp32_atol,
+            precision=precision, eval_texts=texts, eval_labels=labels, eval_reference=reference,
+            min_agreement=cfg.min_agreement if recipe.int8 else None, seed=cfg.seed)
+        parity[name] = report
+        if "accuracy" in report:
+            accuracy[name] = report["accuracy"]["export"]
+            accuracy["source"] = report["accuracy"]["source"]
+        enforce(report, f"the {fmt} export ({name})", cfg.allow_mismatch)
+    metrics: dict[str, Any] = {
+        "parity": parity,
+        "parity_passed": all(r["passed"] for r in parity.values()),
+        "size_bytes": {name: (out / name).stat().st_size for name, _ in files_to_check},
+    }
+    if accuracy:
+        metrics["accuracy"] = accuracy
+        metrics["accuracy_on"] = {"data": cfg.eval_data, "n": len(texts)}
+    write_manifest(out, Manifest(
+        kind=fmt,
+        labels=list(src.labels),
+        max_length=src.max_length,
+        recipe=to_tagged(cfg),
+        lineage=lineage_of(src.path),
+        metrics=metrics,
+        details={
+            "format": fmt,
+            "precision": precision,
+            "model": model_details,
+            "quantization": _quant_details(recipe, fmt),
+            "preprocessing": preprocessing(tok, src.max_length),
+            "source_kind": src.kind or "huggingface",
+            "files": sorted(set(files) | {"bertpress.json"}),
+        },
+    ))
+    metrics["bundle_bytes"] = dir_size(out)
+    return metrics
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Tracing touches every attribute of the model, which makes transformers log an irrelevant
+    `loss_type=None` notice; keep its logger at error level while exporting."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def export(source: str | Path, cfg: ExportConfig | None = None, out_dir: str | Path = "export", *,
+           overwrite: bool = False) -> Artifact | list[Artifact]:
+    """Export `source` to ONNX and/or TorchScript under `out_dir`.
+
+    Returns the Artifact written; for format=all a list [onnx, torchscript] (OUT/onnx and
+    OUT/torchscript, each a finished artifact). Raises ParityError, and publishes nothing, when an
+    exported model misses its tolerance, unless cfg.allow_mismatch (the figures are recorded)."""
+    from bertpress.artifact import check_output_dir
+
+    cfg = cfg or ExportConfig()
+    from bertpress.models import ALIASES, alias_path
+
+    source = alias_path(str(source)) if str(source) in ALIASES else Path(source)
+    out_dir = Path(out_dir)
+    check_output_dir(out_dir, overwrite=overwrite, inputs=(source,))  # fail fast, before the slow load
+    if cfg.format != ExportFormat.TORCHSCRIPT:
+        from bertpress.export.onnx import check_opset
+
+        check_opset(cfg.opset)
+    src = load_source(source, cfg)
+    eval_set = _texts(cfg.eval_data, "dev", cfg.eval_samples, cfg.seed, src.labels)
+    calib = None
+    if src.recipe.scheme == "static" and cfg.format != ExportFormat.TORCHSCRIPT:
+        if not src.recipe.calibration_data:
+            from bertpress.errors import ConfigError
+
+            raise ConfigError(
+                "static int8 needs calibration texts and the input records none; pass --calibration-data "
+                "FILE (or --quantize dynamic)"
+            )
+        calib, _ = _texts(src.recipe.calibration_data, "train", src.recipe.calibration_samples, cfg.seed, src.labels)
+    formats = ["onnx", "torchscript"] if cfg.format == ExportFormat.ALL else [cfg.format.value]
+    with staged_output(out_dir, overwrite=overwrite, inputs=(source,)) as tmp, _quiet_transformers():
+        for fmt in formats:
+            target = tmp / fmt if len(formats) > 1 else tmp
+            _build(src, cfg, fmt, target, eval_set, calib)
+    if len(formats) == 1:
+        return Artifact.load(out_dir)
+    return [Artifact.load(out_dir / fmt) for fmt in formats]

@@ -1,0 +1,123 @@
+"""`ExportConfig`: what `bertpress export` writes and how strictly it checks it."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+from bertpress.config import as_enum, check_range, register_config, set_frozen
+from bertpress.errors import ConfigError
+
+
+class ExportFormat(str, enum.Enum):
+    ONNX = "onnx"
+    TORCHSCRIPT = "torchscript"
+    ALL = "all"  # OUT/onnx and OUT/torchscript, each a finished artifact
+
+
+class Optimize(str, enum.Enum):
+    NONE = "none"    # the exporter's graph as written (ORT still optimises when it loads it)
+    BASIC = "basic"  # ORT transformer fusions only (Python passes; no ORT pre-pass)
+    FULL = "full"    # ORT basic graph optimisations (constant folding...) then the fusions
+
+
+class Quantize(str, enum.Enum):
+    FOLLOW = "follow"    # the scheme in the input's manifest ("int8 in, int8 out"); none for fp32 inputs
+    NONE = "none"
+    DYNAMIC = "dynamic"
+    STATIC = "static"
+
+
+class WeightType(str, enum.Enum):
+    S8 = "s8"  # signed int8 weights: measured faster with VNNI/AVX2 (docs/results/export.md)
+    U8 = "u8"
+
+
+class CalibrationMethod(str, enum.Enum):
+    FOLLOW = "follow"  # what compress recorded; minmax if nothing was recorded
+    MINMAX = "minmax"
+    ENTROPY = "entropy"
+    PERCENTILE = "percentile"
+
+
+def _int_tuple(value, field: str, low: int) -> tuple[int, ...]:
+    if isinstance(value, (int, str)) or not hasattr(value, "__iter__"):
+        raise ConfigError(f"{field}={value!r} must be a list of integers, e.g. [1, 3, 8]")
+    out = tuple(value)
+    if not out:
+        raise ConfigError(f"{field}=[] is empty; give at least one value")
+    for v in out:
+        check_range(v, field, low=low, integer=True)
+    return out
+
+
+@register_config()
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """Export settings. Defaults give a fused ONNX graph that follows the input's int8 recipe."""
+
+    format: ExportFormat = ExportFormat.ONNX
+    opset: int = 17
+    optimize: Optimize = Optimize.FULL
+    quantize: Quantize = Quantize.FOLLOW
+    weight_type: WeightType = WeightType.S8
+    per_channel: bool | None = None  # None: follow the recipe (default True)
+    ort_format: bool = False  # also write model.ort (ONNX Runtime's mobile/edge format)
+    max_length: int | None = None  # None: the input's max_length (capped by position embeddings)
+    # Parity gate: grid of batch sizes x sequence lengths (the max length is always added);
+    # the tracing shape below is never part of the grid.
+    batch_sizes: tuple[int, ...] = (1, 3, 8)
+    seq_lengths: tuple[int, ...] = (8, 33, 128)
+    trace_batch: int = 2
+    trace_seq: int = 16
+    fp32_atol: float = 1e-4  # max |dlogit| for fp32 exports
+    int8_atol: float = 1.0  # max |dlogit| for int8 exports, against the fp32 source
+    min_agreement: float = 0.97  # int8 argmax agreement with the fp32 source on the eval set
+    eval_data: str | None = None  # TSV/CSV/JSONL or split directory (dev split) for int8 agreement
+    eval_samples: int = 512
+    calibration_data: str | None = None  # None: the calibration data compress recorded
+    calibration_samples: int | None = None  # None: follow the recipe (or 128)
+    calibration_method: CalibrationMethod = CalibrationMethod.FOLLOW
+    allow_mismatch: bool = False  # publish even if the parity gate fails (differences still recorded)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        set_frozen(self, "format", as_enum(ExportFormat, self.format, "format"))
+        set_frozen(self, "optimize", as_enum(Optimize, self.optimize, "optimize"))
+        set_frozen(self, "quantize", as_enum(Quantize, self.quantize, "quantize"))
+        set_frozen(self, "weight_type", as_enum(WeightType, self.weight_type, "weight_type"))
+        set_frozen(self, "calibration_method",
+                   as_enum(CalibrationMethod, self.calibration_method, "calibration_method"))
+        # The legacy exporter writes opsets 7..20; ORT's BERT fusions need >= 14 (LayerNorm
+        # decomposition and Attention patterns); the exact upper bound is checked at export time
+        # against the installed torch.
+        check_range(self.opset, "opset", low=14, integer=True)
+        for name in ("ort_format", "allow_mismatch"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be true or false")
+        if self.per_channel is not None and not isinstance(self.per_channel, bool):
+            raise ConfigError(f"per_channel={self.per_channel!r} must be true, false or null (follow the recipe)")
+        if self.max_length is not None:
+            check_range(self.max_length, "max_length", low=2, high=8192, integer=True)
+        set_frozen(self, "batch_sizes", _int_tuple(self.batch_sizes, "batch_sizes", 1))
+        set_frozen(self, "seq_lengths", _int_tuple(self.seq_lengths, "seq_lengths", 2))
+        check_range(self.trace_batch, "trace_batch", low=1, integer=True)
+        check_range(self.trace_seq, "trace_seq", low=2, integer=True)
+        if self.trace_seq in self.seq_lengths and self.trace_batch in self.batch_sizes:
+            raise ConfigError(
+                f"trace shape ({self.trace_batch}, {self.trace_seq}) is in the parity grid; the grid must "
+                "exclude it (a trace always matches at its own shape): change trace_seq or seq_lengths"
+            )
+        check_range(self.fp32_atol, "fp32_atol", low=0, low_inclusive=False)
+        check_range(self.int8_atol, "int8_atol", low=0, low_inclusive=False)
+        check_range(self.min_agreement, "min_agreement", low=0, high=1)
+        check_range(self.eval_samples, "eval_samples", low=1, integer=True)
+        if self.calibration_samples is not None:
+            check_range(self.calibration_samples, "calibration_samples", low=1, integer=True)
+        check_range(self.seed, "seed", low=0, integer=True)
+        for name in ("eval_data", "calibration_data"):
+            v = getattr(self, name)
+            if v is not None:
+                if not isinstance(v, str) and not hasattr(v, "__fspath__"):
+                    raise ConfigError(f"{name}={v!r} must be a path (or a datasets id) or null")
+                set_frozen(self, name, str(v))

@@ -1,0 +1,307 @@
+"""ONNX export: legacy exporter -> ORT transformer fusions -> ORT int8 quantizer -> (.ort).
+
+Order of steps (measured, see docs/export.md): export with the TorchScript-based exporter
+(dynamo=False: under transformers 4.57 only its graph gets Attention/EmbedLayerNorm fusion),
+fuse with onnxruntime.transformers.optimizer, and quantize the *fused* graph. Quantizing first
+would hide the MatMuls from the fusion patterns; quantizing the fused graph works once the
+quantizer is told that tensors shape inference cannot type (outputs of the contrib ops) are
+float (extra_options DefaultTensorType=FLOAT) and stale value_info entries are dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from bertpress.errors import ArtifactError, ConfigError
+from bertpress.export.signature import INPUT_NAMES, OUTPUT_NAMES, encode, logits_module, special_ids, synthetic_batch
+
+FILE_NAME = "model.onnx"
+ORT_FILE_NAME = "model.ort"
+# The fusions we read back from the optimizer and record in the manifest.
+FUSION_KEYS = ("Attention", "MultiHeadAttention", "EmbedLayerNormalization", "SkipLayerNormalization",
+               "LayerNormalization", "BiasGelu", "Gelu", "FastGelu")
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence the expected chatter of the exporter, optimizer and quantizer (tracer warnings,
+    'embedding table size' notes, pre-processing advice) without hiding errors."""
+    names = ("onnxruntime", "onnxruntime.transformers", "onnxruntime.quantization", "root", "")
+    saved = {n: logging.getLogger(n).level for n in names}
+    for n in names:
+        logging.getLogger(n).setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for n, level in saved.items():
+            logging.getLogger(n).setLevel(level)
+
+
+def check_opset(opset: int) -> None:
+    from torch.onnx import _constants
+
+    top = getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20)
+    if opset > top:
+        raise ConfigError(
+            f"--opset {opset} cannot be written by the installed exporter (torch's legacy ONNX exporter "
+            f"writes opsets up to {top}); pass --opset between 14 and {top}"
+        )
+
+
+def export_graph(model, tokenizer, file: Path, *, opset: int, trace_batch: int, trace_seq: int, seed: int = 0) -> None:
+    """torch.onnx.export (legacy) with dynamic batch and sequence axes."""
+    import torch
+
+    check_opset(opset)
+    wrapped = logits_module(copy.deepcopy(model).eval())
+    feed = synthetic_batch(model.config.vocab_size, special_ids(tokenizer), trace_batch, trace_seq,
+                           np.random.default_rng(seed))
+    args = tuple(torch.from_numpy(feed[n]) for n in INPUT_NAMES)
+    axes = {n: {0: "batch", 1: "sequence"} for n in INPUT_NAMES}
+    axes["logits"] = {0: "batch"}
+    with quiet(), torch.no_grad():
+        torch.onnx.export(wrapped, args, str(file), input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
+                          dynamic_axes=axes, opset_version=opset, do_constant_folding=True, dynamo=False)
+
+
+def optimize_graph(src: Path, dst: Path, *, level: str, num_layers: int) -> dict[str, Any]:
+    """Apply ORT's BERT fusions; raise if attention did not fuse in every layer.
+
+    num_heads=0 / hidden_size=0 let the optimizer read them from the graph, which is what makes
+    pruned models (fewer heads than the config's original) fuse too."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    opt_level = {"basic": 0, "full": 1}[level]
+    with quiet():
+        opt = optimize_model(str(src), model_type="bert", num_heads=0, hidden_size=0, opt_level=opt_level)
+        stats = opt.get_fused_operator_statistics()
+        opt.save_model_to_file(str(dst))
+    counts = {k: int(stats.get(k, 0)) for k in FUSION_KEYS}
+    check_fusion(counts, num_layers)
+    return counts
+
+
+def check_fusion(counts: dict[str, int], num_layers: int) -> None:
+    """A BERT whose attention did not fuse runs as dozens of small ops: treat it as a failure."""
+    attention = counts.get("Attention", 0) + counts.get("MultiHeadAttention", 0)
+    if attention < num_layers:
+        raise ArtifactError(
+            f"ONNX Runtime fused attention in {attention} of {num_layers} layers (fusions: "
+            f"{ {k: v for k, v in counts.items() if v} }); the optimized graph would be slow — "
+            "pass --optimize none to export the unfused graph, or check the model is a standard BERT"
+        )
+    if counts.get("SkipLayerNormalization", 0) + counts.get("LayerNormalization", 0) == 0:
+        raise ArtifactError(
+            f"ONNX Runtime fused no LayerNormalization (fusions: {counts}); pass --optimize none to export "
+            "the unfused graph"
+        )
+
+
+def drop_stale_value_info(file: Path) -> int:
+    """Remove value_info entries that name initializers: after the exporter's Gemm rewrites
+    their recorded shapes can be stale and break the quantizer's shape inference."""
+    import onnx
+
+    model = onnx.load(str(file))
+    inits = {t.name for t in model.graph.initializer}
+    stale = [v for v in model.graph.value_info if v.name in inits]
+    for v in stale:
+        model.graph.value_info.remove(v)
+    if stale:
+        onnx.save(model, str(file))
+    return len(stale)
+
+
+class TextReader:
+    """ORT CalibrationDataReader over tokenized texts, a few rows per call."""
+
+    def __init__(self, tokenizer, texts: Sequence[str], max_length: int, batch: int = 8):
+        # Every batch padded to max_length: ORT's histogram calibrators (entropy, percentile)
+        # stack the collected tensors across batches and need one shape.
+        self._batches = [encode(tokenizer, texts[i:i + batch], max_length, pad_to_max=True)
+                         for i in range(0, len(texts), batch)]
+        self._it = iter(self._batches)
+
+    def get_next(self):
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = iter(self._batches)
+
+
+def quantize_graph(src: Path, dst: Path, *, scheme: str, weight_type: str, per_channel: bool, fused: bool,
+                   reduce_range: bool = False, scope: str = "all",
+                   calibration: TextReader | None = None, calibration_method: str = "minmax") -> dict[str, Any]:
+    """int8 with ONNX Runtime's quantizer. Dynamic: MatMulInteger / QAttention with uint8
+    activations quantized at run time. Static: QDQ with activation ranges from calibration."""
+    import onnx
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_dynamic,
+                                          quantize_static)
+
+    drop_stale_value_info(src)
+    typed = src.with_name(src.stem + ".typed.onnx")
+    infer_types(src, typed)
+    src = typed
+    wtype = QuantType.QInt8 if weight_type == "s8" else QuantType.QUInt8
+    # Contrib ops (Attention, SkipLayerNormalization...) have no ONNX shape inference: declare
+    # the untyped tensors float rather than failing.
+    extra = {"DefaultTensorType": onnx.TensorProto.FLOAT}
+    # scope "encoder" (compress's default): pooler and classifier stay fp32, as in the torch model.
+    exclude = []
+    if scope == "encoder":
+        exclude = [n.name for n in onnx.load(str(src), load_external_data=False).graph.node
+                   if "pooler" in n.name or "classifier" in n.name]
+    with quiet():
+        if scheme == "dynamic":
+            quantize_dynamic(str(src), str(dst), weight_type=wtype, per_channel=per_channel, reduce_range=reduce_range,
+                             nodes_to_exclude=exclude, extra_options=extra)
+            details = {"format": "QOperator (dynamic)", "activation_type": "u8"}
+        elif scheme == "static":
+            if calibration is None:
+                raise ConfigError("static int8 needs calibration texts; pass --calibration-data FILE")
+            method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                      "percentile": CalibrationMethod.Percentile}[calibration_method]
+            # MatMul only. The classifier Gemm would need a scale for the pooler's Tanh output,
+            # which QDQ does not produce (the quantizer fails). A QDQ fused Attention has no int8
+            # CPU kernel: ORT dequantizes its weights on every call, measured slower than leaving
+            # it fp32 (docs/results/export.md); the int8 attention path is the dynamic QAttention.
+            ops = ["MatMul"]
+            try:
+                quantize_static(str(src), str(dst), calibration, quant_format=QuantFormat.QDQ,
+                                activation_type=QuantType.QUInt8, weight_type=wtype, per_channel=per_channel,
+                                calibrate_method=method, op_types_to_quantize=ops, reduce_range=reduce_range,
+                                nodes_to_exclude=exclude, extra_options=extra)
+            except (ValueError, RuntimeError) as exc:
+                raise ArtifactError(
+                    f"ONNX Runtime static quantization failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
+                    "try --calibration-method minmax or --quantize dynamic"
+                ) from None
+            details = {"format": "QDQ (static)", "activation_type": "u8", "calibration_method": calibration_method,
+                       "quantized_op_types": ops}
+        else:  # pragma: no cover - guarded by the caller
+            raise ValueError(scheme)
+    counts = op_counts(dst)
+    details.update(weight_type=weight_type, per_channel=per_channel, reduce_range=reduce_range,
+                   excluded_nodes=exclude, op_counts=counts)
+    if scheme == "static" and not counts.get("QuantizeLinear"):
+        # Without activation types the calibrator skips every tensor and the result is a
+        # weight-only model that runs in fp32: not what "static int8" promises.
+        raise ArtifactError(
+            "static int8 quantized no activations (no QuantizeLinear in the graph); pass --quantize dynamic "
+            "or --optimize none"
+        )
+    if scheme == "dynamic" and not (counts.get("MatMulInteger") or counts.get("QAttention")
+                                    or counts.get("DynamicQuantizeMatMul")):
+        raise ArtifactError("dynamic int8 quantized no MatMul; pass --optimize none or --quantize none")
+    return details
+
+
+def infer_types(src: Path, dst: Path) -> None:
+    """Give every tensor a type and shape with ORT's symbolic shape inference, which knows the
+    contrib ops (Attention, SkipLayerNormalization...) that ONNX's own inference skips. The
+    static quantizer calibrates only typed tensors: on the fused graph without this step it
+    quantizes the weights and no activation at all."""
+    import onnx
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    model = onnx.load(str(src))
+    try:
+        with quiet():
+            model = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+    except Exception:  # noqa: BLE001 - fall back to the quantizer's DefaultTensorType
+        pass
+    onnx.save(model, str(dst))
+
+
+def op_counts(file: Path) -> dict[str, int]:
+    import onnx
+
+    model = onnx.load(str(file), load_external_data=False)
+    return dict(Counter(n.op_type for n in model.graph.node).most_common())
+
+
+def session(file: Path, threads: int | None = None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(file), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ArtifactError(f"{file}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]}); re-export it") from None
+
+
+def ort_runner(file: Path):
+    sess = session(file)
+    names = {i.name for i in sess.get_inputs()}
+
+    def run(feed: dict[str, np.ndarray]) -> np.ndarray:
+        return sess.run(["logits"], {k: v for k, v in feed.items() if k in names})[0]
+
+    run.session = sess  # type: ignore[attr-defined]
+    return run
+
+
+def write_ort_format(src: Path, dst: Path) -> None:
+    """Convert to ORT format (flatbuffer, for onnxruntime-mobile/minimal builds). Basic level
+    keeps the graph free of CPU-specific layout transforms, like onnxruntime's convert tool."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    opts.optimized_model_filepath = str(dst)
+    opts.add_session_config_entry("session.save_model_format", "ORT")
+    try:
+        ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ArtifactError(f"{src}: could not convert to ORT format ({str(exc).splitlines()[0][:200]})") from None
+    if not dst.is_file():
+        raise ArtifactError(f"{src}: ONNX Runtime wrote no ORT-format file; drop --ort-format")
+
+
+def export_onnx(model, tokenizer, out_dir: Path, work: Path, *, opset: int, optimize: str, scheme: str,
+                weight_type: str, per_channel: bool, reduce_range: bool = False, scope: str = "encoder",
+                trace_batch: int, trace_seq: int, max_length: int,
+                calibration_texts: Sequence[str] | None = None, calibration_method: str = "minmax",
+                ort_format: bool = False, seed: int = 0) -> dict[str, Any]:
+    """Write OUT/model.onnx (and model.ort); intermediate graphs go to `work`. Returns details."""
+    raw = work / "exported.onnx"
+    export_graph(model, tokenizer, raw, opset=opset, trace_batch=trace_batch, trace_seq=trace_seq, seed=seed)
+    details: dict[str, Any] = {"file": FILE_NAME, "opset": opset, "exporter": "torch.onnx (legacy, dynamo=False)",
+                               "trace_shape": [trace_batch, trace_seq], "optimize": optimize,
+                               "input_names": list(INPUT_NAMES), "output_names": list(OUTPUT_NAMES)}
+    current = raw
+    if optimize != "none":
+        fused = work / "fused.onnx"
+        details["fusions"] = optimize_graph(raw, fused, level=optimize, num_layers=model.config.num_hidden_layers)
+        current = fused
+    if scheme != "none":
+        qfile = work / "int8.onnx"
+        reader = None
+        if scheme == "static":
+            reader = TextReader(tokenizer, list(calibration_texts or []), max_length)
+        details["quantization"] = quantize_graph(current, qfile, scheme=scheme, weight_type=weight_type,
+                                                 per_channel=per_channel, fused=optimize != "none",
+                                                 reduce_range=reduce_range, scope=scope,
+                                                 calibration=reader, calibration_method=calibration_method)
+        current = qfile
+    final = out_dir / FILE_NAME
+    final.write_bytes(current.read_bytes())
+    details["op_counts"] = op_counts(final)
+    if ort_format:
+        write_ort_format(final, out_dir / ORT_FILE_NAME)
+        details["ort_file"] = ORT_FILE_NAME
+    return details

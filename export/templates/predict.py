@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Classify texts with this bundle. Needs only onnxruntime, tokenizers and numpy.
+
+    python predict.py "a gripping film" "dull and long"
+    echo "one text per line" | python predict.py
+    python predict.py --json --top 2 "text"
+
+Prints one line per text: label <TAB> score <TAB> text. Reads model.onnx (or --model FILE, e.g.
+model.ort), tokenizer.json and bertpress.json from the directory this file is in.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+HERE = Path(__file__).resolve().parent
+
+
+def load(model_file: Path, threads: int):
+    meta = json.loads((HERE / "bertpress.json").read_text(encoding="utf-8"))
+    pre = meta["details"]["preprocessing"]
+    tok = Tokenizer.from_file(str(HERE / pre.get("tokenizer_file", "tokenizer.json")))
+    tok.enable_truncation(max_length=int(pre["max_length"]))
+    pad_id = pre.get("pad_token_id") or 0
+    tok.enable_padding(pad_id=pad_id, pad_token=pre.get("special_tokens", {}).get("pad_token") or "[PAD]")
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(str(model_file), opts, providers=["CPUExecutionProvider"])
+    return meta, tok, sess
+
+
+def predict(texts, meta, tok, sess, batch_size=32):
+    names = {i.name for i in sess.get_inputs()}
+    labels = meta["labels"]
+    results = []
+    for start in range(0, len(texts), batch_size):
+        encs = tok.encode_batch(texts[start:start + batch_size])
+        feed = {
+            "input_ids": np.array([e.ids for e in encs], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encs], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in encs], dtype=np.int64),
+        }
+        logits = sess.run(["logits"], {k: v for k, v in feed.items() if k in names})[0].astype(np.float64)
+        probs = np.exp(logits - logits.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        for p in probs:
+            order = np.argsort(-p)
+            results.append([(labels[i], float(p[i])) for i in order])
+    return results
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Classify texts with this ONNX bundle.")
+    ap.add_argument("texts", nargs="*", help="texts to classify (default: one per line from stdin)")
+    ap.add_argument("--model", default=None, help="model file inside the bundle (default model.onnx)")
+    ap.add_argument("--top", type=int, default=1, help="how many labels to show per text")
+    ap.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = all cores)")
+    ap.add_argument("--json", action="store_true", help="print JSON lines instead of TSV")
+    args = ap.parse_args(argv)
+    texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not texts:
+        ap.error("no texts: give them as arguments or on stdin")
+    model_file = HERE / (args.model or "model.onnx")
+    if not model_file.is_file():
+        ap.error(f"{model_file}: no such model file in the bundle")
+    meta, tok, sess = load(model_file, args.threads)
+    for text, ranked in zip(texts, predict(texts, meta, tok, sess)):
+        top = ranked[: max(1, args.top)]
+        if args.json:
+            print(json.dumps({"text": text, "label": top[0][0], "score": top[0][1],
+                              "top": [{"label": l, "score": s} for l, s in top]}))
+        else:
+            print("\t".join([f"{l}\t{s:.4f}" for l, s in top] + [text]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Tokenised examples for the Trainer, and the accuracy metric.
+
+Examples are tokenised once without padding: `DataCollatorWithPadding` pads each batch to its
+longest member, and `group_by_length` batches similar lengths together, so a short-sentence
+corpus like SST-2 runs at its real length instead of max_length.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bertpress.data import TextDataset
+
+
+class Features:
+    """A list of tokenised examples (dicts with input_ids, attention_mask, ..., labels).
+
+    A plain sequence is all the Trainer needs; `LengthGroupedSampler` reads `input_ids` lengths.
+    """
+
+    def __init__(self, rows: list[dict[str, Any]]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.rows[i]
+
+
+def tokenize(data: TextDataset, tokenizer, max_length: int, chunk: int = 4096) -> Features:
+    rows: list[dict[str, Any]] = []
+    for start in range(0, len(data), chunk):
+        texts = data.texts[start:start + chunk]
+        enc = tokenizer(texts, truncation=True, max_length=max_length)
+        for j in range(len(texts)):
+            row = {k: enc[k][j] for k in enc.keys()}
+            row["labels"] = int(data.labels[start + j])
+            rows.append(row)
+    return Features(rows)
+
+
+def accuracy(eval_pred) -> dict[str, float]:
+    logits, labels = eval_pred.predictions, eval_pred.label_ids
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}

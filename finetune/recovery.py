@@ -1,0 +1,126 @@
+"""`recover(student, teacher, tokenizer, train, ...)`: distil a (pruned) student back toward its
+teacher, in memory. The compress stage calls this after pruning.
+
+The student may have other shapes than the teacher (fewer heads, narrower FFN): only the
+logits must agree in shape. Training runs through `DistillationTrainer`, the same loss and
+loop as `bertpress finetune --teacher`, in one process, without checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+
+from bertpress.data import TextDataset
+from bertpress.errors import ConfigError, InputError
+
+
+def recover(
+    student,
+    teacher,
+    tokenizer,
+    train: TextDataset,
+    *,
+    eval_data: TextDataset | None = None,
+    epochs: float = 1.0,
+    lr: float = 5e-5,
+    batch_size: int = 32,
+    max_length: int = 128,
+    alpha: float = 0.5,
+    temperature: float = 2.0,
+    seed: int = 0,
+    max_steps: int | None = None,
+    work_dir: str | Path | None = None,
+    progress: bool = True,
+):
+    """Train `student` in place against the frozen `teacher`; return it in eval mode.
+
+    alpha weighs the soft-target (KL at `temperature`) loss against cross-entropy on `train`'s
+    labels. max_steps (if given) caps the optimizer steps regardless of epochs. eval_data, if
+    given, is scored before and after (accuracy printed when progress=True, and stored on the
+    student as `student.recover_metrics`). Nothing is written outside work_dir (a temp dir by
+    default, removed afterwards).
+    """
+    import torch
+    from transformers import DataCollatorWithPadding, TrainingArguments
+    from transformers.utils import logging as hf_logging
+
+    from bertpress.finetune.distill import DistillationTrainer
+    from bertpress.finetune.features import accuracy, tokenize
+
+    if not isinstance(train, TextDataset) or len(train) == 0:
+        raise InputError("recover: train must be a non-empty TextDataset; load one with "
+                         "bertpress.data.load_text_classification")
+    if not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"recover: alpha={alpha!r} must be in [0, 1]")
+    if temperature <= 0:
+        raise ConfigError(f"recover: temperature={temperature!r} must be > 0")
+    if max_steps is not None and max_steps < 1:
+        raise ConfigError(f"recover: max_steps={max_steps!r} must be >= 1 or None")
+    if epochs <= 0 or batch_size < 1 or lr <= 0:
+        raise ConfigError(f"recover: epochs={epochs!r}, batch_size={batch_size!r} and lr={lr!r} must be positive")
+    n_s, n_t = student.config.num_labels, teacher.config.num_labels
+    if n_s != n_t:
+        raise InputError(f"recover: the student has {n_s} labels but the teacher has {n_t}; they must match")
+    if max(train.labels) >= n_s:
+        raise InputError(f"recover: train labels go up to {max(train.labels)} but the models have {n_s} classes")
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    owned = work_dir is None
+    work = Path(tempfile.mkdtemp(prefix="bertpress-recover-")) if owned else Path(work_dir)
+    try:
+        train_f = tokenize(train, tokenizer, max_length)
+        eval_f = tokenize(eval_data, tokenizer, max_length) if eval_data is not None else None
+        args = TrainingArguments(
+            output_dir=str(work),
+            num_train_epochs=epochs,
+            max_steps=max_steps if max_steps is not None else -1,
+            learning_rate=lr,
+            per_device_train_batch_size=batch_size,
+            per_device_eval_batch_size=batch_size * 2,
+            warmup_ratio=0.06,
+            weight_decay=0.01,
+            seed=seed,
+            data_seed=seed,
+            eval_strategy="no",
+            save_strategy="no",
+            logging_steps=max(1, min(50, math.ceil(len(train_f) / batch_size) // 4 or 1)),
+            group_by_length=True,
+            use_cpu=not torch.cuda.is_available(),
+            report_to="none",
+            disable_tqdm=not progress,
+            dataloader_num_workers=0,
+        )
+        trainer = DistillationTrainer(
+            model=student, args=args, train_dataset=train_f, eval_dataset=eval_f,
+            data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=accuracy,
+            teacher=teacher, alpha=alpha, temperature=temperature,
+        )
+        if not progress:
+            from transformers.trainer_callback import PrinterCallback
+
+            trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout
+        metrics = {}
+        if eval_f is not None:
+            metrics["accuracy_before"] = trainer.evaluate()["eval_accuracy"]
+        result = trainer.train()
+        metrics["train_loss"] = float(result.training_loss)
+        metrics["steps"] = int(trainer.state.global_step)
+        metrics["train_runtime_s"] = float(result.metrics.get("train_runtime", 0.0))
+        if eval_f is not None:
+            metrics["accuracy_after"] = trainer.evaluate()["eval_accuracy"]
+            if progress:
+                print(f"recover: dev accuracy {100 * metrics['accuracy_before']:.2f}% -> "
+                      f"{100 * metrics['accuracy_after']:.2f}% in {metrics['steps']} steps")
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if owned:
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
+    student.eval()
+    # A plain attribute, not config: it must not leak into a saved config.json.
+    student.recover_metrics = metrics
+    return student

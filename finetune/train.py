@@ -1,0 +1,419 @@
+"""`finetune(config, out) -> Artifact`: fine-tune a BERT classifier with the HF Trainer.
+
+The Trainer owns the loop, so DDP (torchrun), mixed precision, gradient accumulation,
+checkpointing and resume are the library's. What we add: input checks up front (before any
+training time is spent), dynamic padding + length grouping, Trainer checkpoints in
+`partial_dir(out)` so `resume=True` continues a killed run, the best evaluation by dev accuracy
+as the saved model, and a finished artifact (staged, manifest last) written by rank 0 alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+from bertpress import dist
+from bertpress.artifact import (Artifact, Manifest, check_output_dir, lineage_of, partial_dir,
+                                staged_output, write_json_atomic, write_manifest)
+from bertpress.config import to_tagged
+from bertpress.data import TextDataset, load_text_classification
+from bertpress.errors import ConfigError, DeviceError, InputError
+from bertpress.finetune.config import FinetuneConfig, Precision
+
+RUN_FILE = "bertpress-run.json"  # in the partial dir: the config a resumed run must match
+
+
+def finetune(config: FinetuneConfig, out: str | os.PathLike, *, progress: bool = True) -> Artifact:
+    """Train `config.model` on `config.data` and write a checkpoint artifact at `out`.
+
+    Under torchrun every rank calls this; only rank 0 writes the artifact, the others wait for
+    it and return the same Artifact.
+    """
+    import torch
+
+    t0 = time.perf_counter()
+    if not isinstance(config, FinetuneConfig):
+        raise ConfigError(f"config must be a FinetuneConfig, got {type(config).__name__}")
+    out = Path(out)
+    cuda = torch.cuda.is_available()
+    _check_precision(config.precision, cuda)
+    inputs = _local_inputs(config)
+    check_output_dir(out, overwrite=config.overwrite, inputs=inputs)
+
+    model, tokenizer, train, dev, base_labels = _load_model_and_data(config)
+    teacher = _load_teacher(config, model, tokenizer) if config.teacher else None
+    _quiet_library_logs()
+
+    from bertpress.finetune.features import tokenize
+
+    train_f = tokenize(train, tokenizer, config.max_length)
+    dev_f = tokenize(dev, tokenizer, config.max_length)
+    work = partial_dir(out)
+    resume_from = _resume_checkpoint(config, work) if config.resume else None
+    trainer, stats = _build_trainer(config, model, tokenizer, train_f, dev_f, teacher, work, cuda, progress)
+
+    if dist.is_main_process():
+        if resume_from is None:
+            shutil.rmtree(work, ignore_errors=True)  # stale checkpoints of an earlier run
+            if config.resume and progress:
+                print(f"note: --resume found no finished checkpoint in {work}; starting from scratch",
+                      file=sys.stderr)
+        work.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(work / RUN_FILE, to_tagged(config))
+    trainer.accelerator.wait_for_everyone()
+
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    state = trainer.state
+    if state.best_metric is None:  # no evaluation happened inside the loop (e.g. eval_every > steps)
+        state.best_metric = trainer.evaluate()["eval_accuracy"]
+
+    if not dist.is_main_process():
+        trainer.accelerator.wait_for_everyone()  # rank 0 writes the artifact meanwhile
+        return Artifact.load(out)
+
+    metrics = _metrics(config, trainer, result, stats, len(train), time.perf_counter() - t0, resume_from)
+    final = trainer.model.eval()
+    with staged_output(out, overwrite=config.overwrite, inputs=inputs) as tmp:
+        final.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        write_json_atomic(tmp / "training_log.json", state.log_history)
+        write_manifest(tmp, Manifest(
+            kind="checkpoint",
+            labels=list(train.label_names),
+            max_length=config.max_length,
+            recipe=to_tagged(config),
+            lineage=lineage_of(_source_path(config.model)),
+            metrics=metrics,
+            details=_details(config, final, train, dev, base_labels),
+        ))
+    shutil.rmtree(work, ignore_errors=True)
+    if dist.is_distributed():
+        trainer.accelerator.wait_for_everyone()
+    return Artifact.load(out)
+
+
+# ---- checks --------------------------------------------------------------------------------
+
+
+def _check_precision(precision: Precision, cuda: bool) -> None:
+    import torch
+
+    if precision is Precision.FP16 and not cuda:
+        raise ConfigError(
+            "precision fp16 needs a CUDA GPU: PyTorch has no fp16 mixed-precision training on CPU "
+            "(no fp16 autocast/GradScaler path); use --precision fp32, or bf16 on a CPU that supports it"
+        )
+    if precision is Precision.BF16 and cuda and not torch.cuda.is_bf16_supported():
+        raise DeviceError("precision bf16 needs an Ampere or newer GPU; use --precision fp16 or fp32 here")
+
+
+def _source_path(source: str) -> str:
+    from bertpress.models import resolve_source
+
+    try:
+        return resolve_source(source)[0]
+    except Exception:
+        return source
+
+
+def _local_inputs(config: FinetuneConfig) -> tuple[Path, ...]:
+    """Local paths that --out must not overlap (the data, the model, the teacher)."""
+    paths = [Path(config.data).expanduser()]
+    for src in (config.model, config.teacher):
+        if src and Path(src).expanduser().exists():
+            paths.append(Path(src).expanduser())
+    return tuple(p for p in paths if p.exists())
+
+
+def _is_classifier(model_config) -> bool:
+    return any(a.endswith("ForSequenceClassification") for a in (model_config.architectures or []))
+
+
+def _load_model_and_data(config: FinetuneConfig):
+    from bertpress.models import load_classifier, load_config
+
+    if Path(config.data).expanduser().is_file():
+        raise InputError(
+            f"--data {config.data} is a single file; fine-tuning needs a train and a dev split: "
+            "give a directory with train.tsv and dev.tsv (or .csv/.jsonl), or a datasets id"
+        )
+    mcfg = load_config(config.model)
+    limit = int(getattr(mcfg, "max_position_embeddings", 0) or 0)
+    if limit and config.max_length > limit:
+        raise InputError(
+            f"--max-length {config.max_length} is above the model's {limit} position embeddings; "
+            f"use --max-length {limit} or less"
+        )
+    base_labels = None
+    labels = list(config.labels) if config.labels else None
+    if _is_classifier(mcfg):
+        # A trained classifier keeps its label map: the data must fit it.
+        base_labels = [str(mcfg.id2label[i]) for i in range(mcfg.num_labels)]
+        if labels is not None and labels != base_labels:
+            raise InputError(
+                f"--model {config.model} is a classifier with labels {base_labels}; --labels {','.join(labels)} "
+                "differs: drop --labels, or start from an encoder such as minilm"
+            )
+        labels = base_labels
+    kw = dict(text_column=config.text_column, label_column=config.label_column)
+    train = load_text_classification(config.data, "train", label_names=labels, **kw)
+    if len(train) == 0:
+        raise InputError(f"{train.source}: the training split is empty; add labeled rows")
+    if base_labels is not None and len(train.label_names) != len(base_labels):
+        raise InputError(
+            f"{train.source}: labels {train.label_names} do not fit the model's label map {base_labels}; "
+            "fix the data, or start from an encoder such as minilm"
+        )
+    if len(train.label_names) < 2:
+        raise InputError(f"{train.source}: only one class ({train.label_names}); a classifier needs at least two")
+    dev = load_text_classification(config.data, "dev", label_names=train.label_names, **kw)
+    train = train.subset(config.train_samples, seed=config.seed)
+    model, tokenizer = load_classifier(
+        config.model, labels=None if base_labels is not None else train.label_names
+    )
+    return model, tokenizer, train, dev, base_labels
+
+
+def _load_teacher(config: FinetuneConfig, student, tokenizer):
+    from bertpress.models import label_names_of, load_classifier
+
+    teacher, teacher_tok = load_classifier(config.teacher)
+    want, got = label_names_of(student), label_names_of(teacher)
+    if got != want:
+        raise InputError(
+            f"--teacher {config.teacher} has labels {got} but the student has {want}; "
+            "use a teacher fine-tuned on the same label set (same names, same order)"
+        )
+    if teacher_tok.get_vocab() != tokenizer.get_vocab():
+        raise InputError(
+            f"--teacher {config.teacher} uses a different vocabulary than --model {config.model}; "
+            "distillation feeds both the same token ids, so use a teacher with the same tokenizer"
+        )
+    return teacher.eval()
+
+
+def _resume_checkpoint(config: FinetuneConfig, work: Path) -> Path | None:
+    """The newest finished Trainer checkpoint in `work` (trainer_state.json is written last)."""
+    run_file = work / RUN_FILE
+    if run_file.is_file():
+        from bertpress.config import from_tagged
+
+        try:
+            previous = from_tagged(json.loads(run_file.read_text(encoding="utf-8")))
+        except Exception:
+            previous = None
+        if previous is not None and previous.training_identity() != config.training_identity():
+            changed = sorted(k for k, v in config.training_identity().items()
+                             if previous.training_identity().get(k) != v)
+            raise InputError(
+                f"--resume: the run in {work} used different settings ({', '.join(changed)}); "
+                "resume with the same settings, or drop --resume to start over"
+            )
+    done = [p for p in work.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    done.sort(key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+    return done[-1] if done else None
+
+
+def _quiet_library_logs() -> None:
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", message=".*torch.utils.checkpoint.*")
+    warnings.filterwarnings("ignore", message=".*non-tensor.*")
+    warnings.filterwarnings("ignore", message="mtime may not be reliable")
+
+
+# ---- the Trainer ---------------------------------------------------------------------------
+
+
+def _build_trainer(config, model, tokenizer, train_f, dev_f, teacher, work, cuda, progress):
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    from bertpress.finetune.features import accuracy
+
+    strategy = "steps" if config.eval_every else "epoch"
+    args = TrainingArguments(
+        output_dir=str(work),
+        num_train_epochs=config.epochs,
+        learning_rate=config.lr,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size * 2,
+        gradient_accumulation_steps=config.grad_accum,
+        warmup_ratio=config.warmup,
+        weight_decay=config.weight_decay,
+        lr_scheduler_type="linear",
+        seed=config.seed,
+        data_seed=config.seed,
+        eval_strategy=strategy,
+        save_strategy=strategy,
+        eval_steps=config.eval_every,
+        save_steps=config.eval_every,
+        save_total_limit=2,  # the best and the latest survive rotation
+        load_best_model_at_end=True,
+        metric_for_best_model="accuracy",
+        greater_is_better=True,
+        logging_strategy="steps",
+        logging_steps=max(1, min(50, len(train_f) // (config.batch_size * config.grad_accum * 4) or 1)),
+        logging_first_step=True,
+        group_by_length=True,
+        bf16=config.precision is Precision.BF16,
+        fp16=config.precision is Precision.FP16,
+        use_cpu=not cuda,
+        # Set only under torchrun: accelerate treats any ddp_backend as "distributed".
+        ddp_backend=("nccl" if cuda else "gloo") if dist.is_distributed() else None,
+        ddp_find_unused_parameters=False,
+        dataloader_num_workers=0,
+        report_to="none",
+        disable_tqdm=not progress,
+        save_safetensors=True,
+    )
+    common = dict(model=model, args=args, train_dataset=train_f, eval_dataset=dev_f,
+                  data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
+                  compute_metrics=accuracy)
+    if teacher is not None:
+        from bertpress.finetune.distill import DistillationTrainer
+
+        trainer = DistillationTrainer(**common, teacher=teacher, alpha=config.alpha,
+                                      temperature=config.temperature)
+    else:
+        trainer = Trainer(**common)
+    # Logs go to stderr as one line per evaluation (stdout stays clean for --json); the loss
+    # and samples/s ride on the progress bar instead of a printed dict per logging step.
+    trainer.remove_callback(PrinterCallback)
+    if progress:
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(_QuietProgress())
+    stats = _Throughput(config.batch_size)
+    trainer.add_callback(stats)
+    stats.callbacks = trainer.callback_handler.callbacks
+    return trainer, stats
+
+
+class _QuietProgress(ProgressCallback):
+    """The Trainer's progress bars without its printed log dicts."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        pass
+
+
+class _Throughput(TrainerCallback):
+    """Records where this session started (for resumed runs) and shows loss and samples/s
+    on the Trainer's progress bar."""
+
+    def __init__(self, batch_size: int):
+        self.batch_size = batch_size
+        self.start_epoch = 0.0
+        self.start_step = 0
+        self.t_start = 0.0
+        self.callbacks: list = []  # the trainer's callbacks, to find its progress bar
+
+    def on_train_begin(self, args, state, control, **kw):
+        self.start_epoch = float(state.epoch or 0.0)
+        self.start_step = int(state.global_step)
+        self.t_start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kw):
+        # The Trainer saves the last step but only evaluates on multiples of eval_steps; evaluate
+        # it too, so the final weights compete for "best" like every other checkpoint.
+        if args.eval_strategy == "steps" and state.global_step >= state.max_steps:
+            control.should_evaluate = True
+        return control
+
+    def on_evaluate(self, args, state, control, metrics=None, **kw):
+        if not state.is_world_process_zero or not metrics or "eval_accuracy" not in metrics:
+            return
+        line = (f"eval: step {state.global_step}, epoch {float(state.epoch or 0):.2f}, "
+                f"dev accuracy {100 * metrics['eval_accuracy']:.2f}%")
+        tqdm.write(line, file=sys.stderr)
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if not state.is_world_process_zero or not logs or "loss" not in logs:
+            return
+        seconds = time.perf_counter() - self.t_start
+        steps = state.global_step - self.start_step
+        rate = steps * self.batch_size * args.gradient_accumulation_steps * args.world_size / max(seconds, 1e-9)
+        bar = None
+        for cb in self.callbacks:
+            bar = getattr(cb, "training_bar", None) or bar
+        if bar is not None:
+            bar.set_postfix(loss=f"{logs['loss']:.4f}", samples_s=f"{rate:.0f}")
+
+
+# ---- what the manifest records -------------------------------------------------------------
+
+
+def _metrics(config, trainer, result, stats, n_train, wall_s, resume_from) -> dict[str, Any]:
+    import torch
+
+    from bertpress.hardware import cpu_info, cuda_devices
+
+    history = trainer.state.log_history
+    evals = [h for h in history if "eval_accuracy" in h]
+    best_step = None
+    if trainer.state.best_model_checkpoint:
+        tail = Path(trainer.state.best_model_checkpoint).name.split("-")[-1]
+        best_step = int(tail) if tail.isdigit() else None
+    best = next((e for e in evals if e.get("step") == best_step), None)
+    if best is None and evals:
+        best = max(evals, key=lambda e: e["eval_accuracy"])
+    # Throughput of this session's training, without the time spent evaluating on dev.
+    train_runtime = float(result.metrics.get("train_runtime", 0.0))
+    eval_time = sum(float(e.get("eval_runtime", 0.0)) for e in evals if e.get("step", 0) > stats.start_step)
+    samples = (float(trainer.state.epoch or 0.0) - stats.start_epoch) * n_train
+    train_only = max(train_runtime - eval_time, 1e-9)
+    return {
+        "dev_accuracy": float(trainer.state.best_metric),
+        "best_epoch": round(float(best["epoch"]), 3) if best else None,
+        "best_step": best["step"] if best else None,
+        "dev_accuracy_per_epoch": [
+            {"epoch": round(float(e["epoch"]), 3), "step": e["step"], "accuracy": float(e["eval_accuracy"])}
+            for e in evals
+        ],
+        "epochs": round(float(trainer.state.epoch or 0.0), 3),
+        "steps": int(trainer.state.global_step),
+        "train_loss": float(result.training_loss),
+        "train_samples": n_train,
+        "train_wall_s": round(train_runtime, 2),
+        "eval_wall_s": round(eval_time, 2),
+        "wall_s": round(wall_s, 2),
+        "train_samples_per_s": round(samples / train_only, 2),
+        "resumed_from_step": stats.start_step if resume_from else None,
+        "hardware": {
+            "cpu": cpu_info(),
+            "cuda": cuda_devices(),
+            "torch_threads": torch.get_num_threads(),
+            "world_size": dist.world_size(),
+        },
+    }
+
+
+def _details(config, model, train: TextDataset, dev: TextDataset, base_labels) -> dict[str, Any]:
+    from bertpress.models import layer_shapes, param_count
+
+    world = dist.world_size()
+    return {
+        "model_source": config.model,
+        "data": {"train": train.source, "dev": dev.source, "dev_samples": len(dev),
+                 "skipped_rows": train.skipped + dev.skipped},
+        "label_map_from": "model" if base_labels is not None else ("--labels" if config.labels else "data"),
+        "precision": config.precision.value,
+        "world_size": world,
+        "effective_batch_size": config.batch_size * config.grad_accum * world,
+        "padding": "dynamic (DataCollatorWithPadding) + group_by_length",
+        "selection": "best dev accuracy (load_best_model_at_end)",
+        "distillation": ({"teacher": str(Path(config.teacher).resolve()), "alpha": config.alpha,
+                          "temperature": config.temperature} if config.teacher else None),
+        "params": param_count(model),
+        "layers": layer_shapes(model),
+    }

@@ -1,0 +1,519 @@
+"""compress stage: pruning shapes and reload, int8 SQNR and layer counts, static ranges reload,
+search table and winner, recovery wiring, bad inputs, CLI. Tiny random BERTs; real MiniLM /
+SST-2 tests are marked slow."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bertpress.compress import api as A
+from bertpress.compress import quantize as Q
+from bertpress.compress.config import (CalibrationMethod, CompressConfig, Importance, LinearScope, PruneConfig,
+                                       QuantizeConfig, RecoverConfig, Scheme, SearchConfig)
+from bertpress.compress.prune import prune_model
+from bertpress.config import from_tagged, to_tagged
+from bertpress.errors import ConfigError, InputError
+from tests.conftest import REPO, run_cli
+
+SENTENCES = ["the film was good", "a bad and boring movie", "great acting, lovely music",
+             "the plot is weak and the ending is cold", "it was fine"]
+SQNR_FLOOR_DB = 25.0  # int8 per-channel on the tiny BERT measures ~60 dB; 25 dB catches broken scales
+
+
+def sqnr(ref: torch.Tensor, out: torch.Tensor) -> float:
+    return float(10 * torch.log10(ref.pow(2).mean() / (ref - out).pow(2).mean().clamp(min=1e-20)))
+
+
+def logits(model, tokenizer, texts=SENTENCES) -> torch.Tensor:
+    enc = tokenizer(texts, return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        return model(**enc).logits
+
+
+def fresh_process_logits(path: Path, *loaders: str) -> dict[str, torch.Tensor]:
+    """Logits from the model at `path` loaded in a new Python process (nothing shared with this
+    one), once per loader: transformers' from_pretrained, our rebuild_pruned, load_compressed."""
+    code = """
+import json, sys, torch
+path, texts, loaders = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3:]
+out = {}
+for loader in loaders:
+    if loader == "transformers":
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+        tok = AutoTokenizer.from_pretrained(path)
+    elif loader == "rebuild":
+        from bertpress.compress import rebuild_pruned
+        from transformers import AutoTokenizer
+        model, tok = rebuild_pruned(path), AutoTokenizer.from_pretrained(path)
+    else:
+        from bertpress.compress import load_compressed
+        model, tok = load_compressed(path)
+    with torch.inference_mode():
+        out[loader] = model(**tok(texts, return_tensors="pt", padding=True)).logits.tolist()
+print(json.dumps(out))
+"""
+    res = subprocess.run([sys.executable, "-c", code, str(path), json.dumps(SENTENCES), *loaders],
+                         capture_output=True, text=True, cwd=REPO, timeout=180)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return {k: torch.tensor(v) for k, v in json.loads(res.stdout.strip().splitlines()[-1]).items()}
+
+
+def tree_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(path.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(path)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    """Tiny BERT with 4 heads and FFN 64 (so FFN pruning can round to multiples of 8)."""
+    from bertpress.testing import save_tiny_checkpoint
+
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("cmp") / "ckpt", intermediate_size=64)
+
+
+@pytest.fixture(scope="module")
+def model_tok(ckpt):
+    from bertpress.models import load_classifier
+
+    return load_classifier(ckpt)
+
+
+def calib_batches(tok, data_dir: Path, n_batches: int = 3, bs: int = 8):
+    from bertpress.compress.evaluate import batches
+    from bertpress.data import load_text_classification
+
+    ds = load_text_classification(data_dir, "train", label_names=["negative", "positive"])
+    return list(batches(tok, ds.texts[: n_batches * bs], ds.labels[: n_batches * bs], batch_size=bs,
+                        max_length=32))
+
+
+# ---- configs -------------------------------------------------------------------------------
+
+CONFIGS = {
+    "quantize-static-auto": QuantizeConfig(scheme="static", calibration_data="d", calibration_method="auto"),
+    "prune-magnitude": PruneConfig(heads=0.25, ffn=0.5, importance="magnitude"),
+    "recover": RecoverConfig(epochs=1.0, samples=100, alpha=0.7),
+    "search": SearchConfig(max_accuracy_drop=0.5, schedule=["0:0", (0.5, 0.25)], schemes=["dynamic"],
+                           latency_statistic="min"),
+    "compress": CompressConfig(prune=PruneConfig(heads=0.5, importance="magnitude"),
+                               search=SearchConfig(schemes=("none", "dynamic")), eval_data="d"),
+}
+
+
+@pytest.mark.parametrize("cfg", CONFIGS.values(), ids=CONFIGS.keys())
+def test_config_round_trip(cfg):
+    blob = json.loads(json.dumps(to_tagged(cfg)))
+    assert from_tagged(blob) == cfg
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    (dict(heads=1.0), "prune.heads=1.0 is out of range"),
+    (dict(ffn=-0.1), "prune.ffn=-0.1 is out of range"),
+    (dict(importance="random"), "choose one of: taylor, magnitude"),
+], ids=["heads-1", "ffn-negative", "importance"])
+def test_prune_config_rejects(kwargs, needle):
+    with pytest.raises(ConfigError, match=needle):
+        PruneConfig(**{"importance": "magnitude", **kwargs})
+
+
+def test_config_errors_carry_the_fix():
+    with pytest.raises(ConfigError, match="--calibration-data"):
+        QuantizeConfig(scheme="static")
+    with pytest.raises(ConfigError, match="choose one of: none, dynamic, static"):
+        QuantizeConfig(scheme="int4")
+    with pytest.raises(ConfigError, match="--importance magnitude"):
+        PruneConfig(heads=0.5)  # taylor without data
+    with pytest.raises(ConfigError, match="--eval-data"):
+        CompressConfig(search=SearchConfig(schemes=["dynamic"]), prune=PruneConfig(importance="magnitude"))
+    with pytest.raises(ConfigError, match=r"search.schedule\[0\]"):
+        SearchConfig(schedule=["0.5"])
+
+
+# ---- pruning -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("importance", ["magnitude", "taylor"])
+def test_prune_shapes_and_fresh_process_reload(model_tok, tiny_data, tmp_path, importance):
+    model, tok = model_tok
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = PruneConfig(heads=0.5, ffn=0.5, importance=importance, round_to=8,
+                      calibration_data=str(tiny_data) if importance == "taylor" else None)
+    batches = calib_batches(tok, tiny_data) if importance == "taylor" else None
+    pruned, facts = prune_model(model, tok, cfg, batches)
+    # the caller's model is untouched
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert facts["heads_per_layer"] == [2, 2] and facts["ffn_per_layer"] == [32, 32]
+    for layer in pruned.bert.encoder.layer:
+        assert layer.attention.self.query.out_features == 2 * 8
+        assert layer.attention.output.dense.in_features == 16
+        assert layer.intermediate.dense.out_features == 32 and layer.output.dense.in_features == 32
+    assert pruned.config.intermediate_size == 32
+    assert {int(k): sorted(v) for k, v in pruned.config.pruned_heads.items()} == \
+        {int(k): v for k, v in facts["pruned_heads"].items()}
+    ref = logits(pruned, tok)
+    pruned.save_pretrained(tmp_path / "p")
+    tok.save_pretrained(tmp_path / "p")
+    got = fresh_process_logits(tmp_path / "p", "transformers")["transformers"]
+    assert torch.allclose(ref, got, atol=1e-5), (ref - got).abs().max()
+
+
+def test_taylor_uses_the_data(model_tok, tiny_data):
+    """Taylor scores come from gradients: different data can pick different heads than magnitude."""
+    model, tok = model_tok
+    _, mag = prune_model(model, tok, PruneConfig(heads=0.5, importance="magnitude"))
+    _, tay = prune_model(model, tok, PruneConfig(heads=0.5, calibration_data="x"), calib_batches(tok, tiny_data))
+    assert tay["calibration_batches"] == 3
+    assert mag["pruned_heads"] != tay["pruned_heads"] or mag["importance"] != tay["importance"]
+    assert all(len(h) == 2 for h in tay["pruned_heads"].values())
+
+
+def test_rebuild_without_pruned_heads_matches(ckpt, tmp_path):
+    """The transformers-5.x path: fresh model + recorded head indices, no config.pruned_heads replay."""
+    cfg = CompressConfig(quantize=QuantizeConfig(scheme="none"),
+                         prune=PruneConfig(heads=0.25, ffn=0.5, importance="magnitude", round_to=8))
+    art = A.compress(ckpt, cfg, tmp_path / "out", progress=False)
+    got = fresh_process_logits(art.path, "transformers", "rebuild", "load_compressed")
+    assert torch.allclose(got["transformers"], got["rebuild"], atol=1e-6)
+    assert torch.allclose(got["transformers"], got["load_compressed"], atol=1e-6)
+    assert art.manifest.details["pruning"]["heads_per_layer"] == [3, 3]
+
+
+def test_ffn_width_rounds_to_multiple(model_tok):
+    model, tok = model_tok
+    _, facts = prune_model(model, tok, PruneConfig(ffn=0.3, importance="magnitude", round_to=16))
+    assert facts["ffn_per_layer"] == [48, 48]  # 64 * 0.7 = 44.8 -> nearest multiple of 16
+
+
+def test_zero_heads_refused(model_tok):
+    model, tok = model_tok
+    with pytest.raises(InputError, match="would remove all 4 heads"):
+        prune_model(model, tok, PruneConfig(heads=0.9, importance="magnitude"))
+
+
+def test_unsupported_model_type_refused():
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    from bertpress.testing import tiny_tokenizer
+
+    m = DistilBertForSequenceClassification(DistilBertConfig(vocab_size=50, dim=16, n_layers=1, n_heads=2,
+                                                             hidden_dim=32))
+    with pytest.raises(InputError, match="cannot prune model type 'distilbert'; supported: bert"):
+        prune_model(m, tiny_tokenizer(), PruneConfig(heads=0.5, importance="magnitude"))
+
+
+# ---- quantization --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scope,expected", [("encoder", 12), ("all", 14)])
+def test_dynamic_sqnr_and_layer_count(model_tok, scope, expected):
+    model, tok = model_tok
+    cfg = QuantizeConfig(scheme="dynamic", scope=scope)
+    qmodel, names = Q.quantize_dynamic(model, cfg, Q.int8_formats())
+    assert len(names) == expected == Q.count_quantized(qmodel)
+    assert Q.count_quantized(model) == 0  # caller's model untouched
+    assert sqnr(logits(model, tok), logits(qmodel, tok)) > SQNR_FLOOR_DB
+
+
+@pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
+def test_static_sqnr_per_method(model_tok, tiny_data, method):
+    model, tok = model_tok
+    cfg = QuantizeConfig(scheme="static", calibration_data="x", calibration_method=method)
+    names = Q.target_linears(model, LinearScope.ENCODER)
+    ranges = Q.calibrate(model, calib_batches(tok, tiny_data), names, [CalibrationMethod(method)], cfg,
+                         Q.int8_formats())[method]
+    assert set(ranges) == set(names)
+    for r in ranges.values():
+        assert r["input"]["scale"] > 0 and 0 <= r["input"]["zero_point"] <= 255
+    qmodel = Q.apply_static(model, ranges)
+    assert Q.count_quantized(qmodel) == 12
+    assert sqnr(logits(model, tok), logits(qmodel, tok)) > SQNR_FLOOR_DB
+
+
+def test_static_linear_matches_fake_quant_reference():
+    """StaticInt8Linear = fp32 math on the quantize-dequantized input and weights."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(48, 24)
+    x = torch.randn(3, 7, 48)
+    scale, zp = float((x.max() - x.min()) / 255), int(round(float(-x.min() / ((x.max() - x.min()) / 255))))
+    ranges = {"input": {"scale": scale, "zero_point": zp}, "output": {"scale": 0.1, "zero_point": 128}}
+    mod = Q.StaticInt8Linear(lin, ranges, per_channel=True)
+    xq = (torch.clamp(torch.round(x / scale) + zp, 0, 255) - zp) * scale
+    wscale = lin.weight.abs().amax(dim=1, keepdim=True) / 127
+    wq = torch.clamp(torch.round(lin.weight / wscale), -128, 127) * wscale
+    ref = xq @ wq.T + lin.bias
+    with torch.no_grad():
+        assert torch.allclose(mod(x), ref, atol=1e-4), (mod(x) - ref).abs().max()
+
+
+def test_int8_formats_follow_the_isa():
+    vnni = Q.int8_formats({"avx2": True, "avx512": True, "avx512_vnni": True, "vnni": True, "amx": False})
+    avx2 = Q.int8_formats({"avx2": True, "vnni": False, "amx": False})
+    assert vnni["reduce_range"] is False and avx2["reduce_range"] is True
+    assert vnni["activation_dtype"] == "uint8" and vnni["weight_dtype"] == "int8"
+    assert "VNNI" in vnni["why"] and "saturate" in avx2["why"]
+
+
+@pytest.fixture(scope="module")
+def static_artifact(ckpt, tiny_data, tmp_path_factory):
+    cfg = CompressConfig(
+        quantize=QuantizeConfig(scheme="static", calibration_data=str(tiny_data), calibration_samples=48,
+                                calibration_method="auto", batch_size=16),
+        prune=PruneConfig(heads=0.5, ffn=0.5, round_to=8, calibration_data=str(tiny_data), calibration_batches=2),
+        eval_data=str(tiny_data))
+    return A.compress(ckpt, cfg, tmp_path_factory.mktemp("static") / "out", progress=False)
+
+
+def test_static_artifact_reloads_identically(static_artifact, model_tok):
+    art = static_artifact
+    q = art.manifest.details["quantization"]
+    assert art.kind == "compressed" and q["scheme"] == "static" and q["num_quantized"] == 12
+    assert set(q["calibration"]["auto_eval_accuracy"]) == {"minmax", "entropy", "percentile"}
+    assert q["calibration"]["method"] in q["calibration"]["auto_eval_accuracy"]
+    ranges = json.loads((art.path / Q.RANGES_FILE).read_text())
+    assert ranges["method"] == q["calibration"]["method"] and sorted(ranges["layers"]) == sorted(q["layers"])
+    model, tok = A.load_compressed(art.path)
+    assert Q.count_quantized(model) == 12
+    here = logits(model, tok)
+    there = fresh_process_logits(art.path, "load_compressed")["load_compressed"]
+    assert torch.allclose(here, there, atol=1e-6)
+    # and int8 stays close to the pruned fp32 model it was calibrated on
+    from bertpress.models import load_classifier
+
+    fp32, _ = load_classifier(art.path)
+    assert sqnr(logits(fp32, tok), here) > SQNR_FLOOR_DB
+    m = art.manifest
+    assert m.recipe["_type"] == "CompressConfig" and m.lineage["parent_sha256"]
+    assert m.details["shapes"] == [{"heads": 2, "head_size": 8, "ffn": 32}] * 2
+
+
+def test_dynamic_artifact_reloads(ckpt, tmp_path, model_tok):
+    cfg = CompressConfig(quantize=QuantizeConfig(scheme="dynamic", scope="all"))
+    art = A.compress(ckpt, cfg, tmp_path / "dyn", progress=False)
+    q = art.manifest.details["quantization"]
+    assert q["num_quantized"] == 14 and q["reduce_range"] == Q.int8_formats()["reduce_range"]
+    model, tok = A.load_compressed(art.path)
+    assert Q.count_quantized(model) == 14
+    there = fresh_process_logits(art.path, "load_compressed")["load_compressed"]
+    assert torch.allclose(logits(model, tok), there, atol=1e-6)
+    assert sqnr(logits(model_tok[0], tok), logits(model, tok)) > SQNR_FLOOR_DB
+
+
+# ---- recovery ------------------------------------------------------------------------------
+
+
+def test_recover_handler_calls_finetune_recover(ckpt, tiny_data, tmp_path, monkeypatch):
+    """Wiring: the pruned student and the unpruned teacher go to finetune.recover with our knobs."""
+    calls = {}
+
+    def fake_recover(student, teacher, tokenizer, train, **kw):
+        calls.update(kw, student_heads=student.bert.encoder.layer[0].attention.self.num_attention_heads,
+                     teacher_heads=teacher.bert.encoder.layer[0].attention.self.num_attention_heads, n=len(train))
+        with torch.no_grad():
+            student.classifier.bias.add_(1.0)  # a visible change
+        return student
+
+    import bertpress.finetune
+
+    monkeypatch.setattr(bertpress.finetune, "recover", fake_recover, raising=False)
+    cfg = CompressConfig(quantize=QuantizeConfig(scheme="none"),
+                         prune=PruneConfig(heads=0.5, importance="magnitude"),
+                         recover=RecoverConfig(epochs=2.0, samples=40, alpha=0.3, temperature=3.0, data=str(tiny_data)))
+    art = A.compress(ckpt, cfg, tmp_path / "rec", progress=False)
+    assert calls["student_heads"] == 2 and calls["teacher_heads"] == 4 and calls["n"] == 40
+    assert (calls["epochs"], calls["alpha"], calls["temperature"]) == (2.0, 0.3, 3.0)
+    assert art.manifest.details["recovery"]["samples"] == 40
+
+
+def test_recover_for_real_if_available(ckpt, tiny_data, tmp_path):
+    try:
+        from bertpress.finetune import recover  # noqa: F401
+    except ImportError:
+        pytest.skip("bertpress.finetune.recover is not there yet")
+    cfg = CompressConfig(quantize=QuantizeConfig(scheme="none"),
+                         prune=PruneConfig(heads=0.5, ffn=0.5, round_to=8, importance="magnitude"),
+                         recover=RecoverConfig(epochs=1.0, max_steps=3, batch_size=16, max_length=32,
+                                               data=str(tiny_data)))
+    art = A.compress(ckpt, cfg, tmp_path / "rec", progress=False)
+    assert art.manifest.details["recovery"]["max_steps"] == 3
+    got = fresh_process_logits(art.path, "transformers", "load_compressed")
+    assert torch.allclose(got["transformers"], got["load_compressed"], atol=1e-6)
+
+
+# ---- search --------------------------------------------------------------------------------
+
+
+def test_select_prefers_fastest_in_budget_else_most_accurate():
+    from bertpress.compress.search import select
+
+    rows = [{"baseline": True, "accuracy": 90, "accuracy_drop": 0, "latency_ms": 10},
+            {"accuracy": 89.5, "accuracy_drop": 0.5, "latency_ms": 6},
+            {"accuracy": 89.8, "accuracy_drop": 0.2, "latency_ms": 8},
+            {"accuracy": 80, "accuracy_drop": 10, "latency_ms": 2}]
+    assert select(rows, 1.0) == (1, True)
+    assert select(rows, 0.3) == (2, True)
+    assert select(rows, 0.1) == (2, False)  # none in budget: most accurate
+
+
+def _search_cfg(tiny_data, drop):
+    return CompressConfig(
+        quantize=QuantizeConfig(calibration_data=str(tiny_data), calibration_samples=32),
+        prune=PruneConfig(importance="magnitude", round_to=8),
+        search=SearchConfig(max_accuracy_drop=drop, schedule=["0:0", "0.5:0.5"],
+                            schemes=["none", "dynamic", "static"], latency_min_seconds=0.0, latency_seq_len=32),
+        eval_data=str(tiny_data))
+
+
+def test_search_saves_best_and_table_when_budget_missed(ckpt, tiny_data, tmp_path, monkeypatch):
+    from bertpress.compress import evaluate
+
+    real = evaluate.accuracy
+    scores = iter([100.0] + [50.0 + i for i in range(10)])  # the first call scores the uncompressed model
+
+    def fake_accuracy(model, *a, **kw):
+        real(model, *a, **kw)  # still runs the model
+        return next(scores)
+
+    monkeypatch.setattr(evaluate, "accuracy", fake_accuracy)
+    art = A.compress(ckpt, _search_cfg(tiny_data, 0.0), tmp_path / "s", progress=False)
+    s = art.manifest.details["search"]
+    assert s["met_budget"] is False
+    assert len(s["table"]) == 1 + 5  # baseline + 2 ratios x 3 schemes - the baseline combination
+    assert {(r["heads"], r["scheme"]) for r in s["table"][1:]} == {
+        (0.0, "dynamic"), (0.0, "static"), (0.5, "none"), (0.5, "dynamic"), (0.5, "static")}
+    winner = [r for r in s["table"] if r.get("winner")]
+    assert len(winner) == 1 and winner[0]["accuracy"] == max(r["accuracy"] for r in s["table"][1:])
+    assert all(set(r) >= {"heads", "ffn", "scheme", "accuracy", "latency_ms", "size_bytes"} for r in s["table"])
+    assert art.manifest.metrics["met_budget"] is False
+    A.load_compressed(art.path)  # the saved candidate is a usable artifact
+
+
+def test_search_picks_fastest_within_budget(ckpt, tiny_data, tmp_path):
+    art = A.compress(ckpt, _search_cfg(tiny_data, 100.0), tmp_path / "s", progress=False)
+    s = art.manifest.details["search"]
+    assert s["met_budget"] is True
+    cands = [r for r in s["table"] if not r.get("baseline")]
+    win = [r for r in cands if r.get("winner")][0]
+    assert win["latency_ms"] == min(r["latency_ms"] for r in cands)
+    # the artifact holds exactly the winner
+    q = art.manifest.details["quantization"]
+    assert q["scheme"] == win["scheme"]
+    assert art.manifest.details["shapes"][0]["heads"] == win["heads_per_layer"]
+    assert from_tagged(s["winner_recipe"]).search is None
+
+
+# ---- bad input, CLI ------------------------------------------------------------------------
+
+
+def test_calibration_set_smaller_than_asked(ckpt, tiny_data, tmp_path):
+    cfg = CompressConfig(quantize=QuantizeConfig(scheme="static", calibration_data=str(tiny_data),
+                                                 calibration_samples=10_000))
+    with pytest.raises(InputError, match="has 96 rows but --calibration-samples is 10000"):
+        A.compress(ckpt, cfg, tmp_path / "x", progress=False)
+    assert not (tmp_path / "x").exists()
+
+
+def test_eval_labels_must_match_model(ckpt, tmp_path):
+    bad = tmp_path / "dev.tsv"
+    bad.write_text("sentence\tlabel\ngood film\t0\nbad film\t2\n")
+    cfg = CompressConfig(quantize=QuantizeConfig(scheme="dynamic"), eval_data=str(bad))
+    with pytest.raises(InputError, match=r"--eval-data .*label '2' is not one of the model's labels"):
+        A.compress(ckpt, cfg, tmp_path / "x", progress=False)
+
+
+def test_output_inside_input_refused_and_input_untouched(ckpt):
+    h = tree_hash(ckpt)
+    with pytest.raises(InputError, match="inside"):
+        A.compress(ckpt, CompressConfig(), ckpt / "sub", progress=False)
+    assert tree_hash(ckpt) == h
+
+
+def test_cli_dynamic_json(ckpt, tmp_path, capsys):
+    h = tree_hash(ckpt)
+    res = run_cli("compress", str(ckpt), "--out", str(tmp_path / "o"), "--quantize", "dynamic", "--json")
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["details"]["quantization"]["num_quantized"] == 12
+    assert tree_hash(ckpt) == h
+    from bertpress.cli import main
+
+    assert main(["compress", str(ckpt), "--out", str(tmp_path / "o")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--prune-heads", "1.5", "--importance", "magnitude"], "prune.heads=1.5 is out of range"),
+    (["--prune-heads", "0.9", "--importance", "magnitude"], "would remove all 4 heads"),
+    (["--prune-heads", "0.5"], "--importance magnitude"),
+    (["--quantize", "static"], "--calibration-data"),
+    (["--max-accuracy-drop", "1"], "--eval-data"),
+    (["--max-accuracy-drop", "1", "--eval-data", "x", "--search-schemes", "none,dynamic", "--importance",
+      "magnitude", "--search-schedule", "0:0,0.95:0"], "would remove all 4 heads"),
+], ids=["ratio", "zero-heads", "taylor-no-data", "static-no-data", "search-no-eval", "search-zero-heads"])
+def test_cli_bad_input_one_line_exit_2(ckpt, tmp_path, args, needle, capsys):
+    from bertpress.cli import main  # in-process: the fresh-process CLI run is test_cli_dynamic_json
+
+    code = main(["compress", str(ckpt), "--out", str(tmp_path / "o"), *args])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], err
+    assert not (tmp_path / "o").exists()
+
+
+def test_unsupported_checkpoint_type_via_api(tmp_path):
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    d = tmp_path / "distil"
+    DistilBertForSequenceClassification(DistilBertConfig(vocab_size=50, dim=16, n_layers=1, n_heads=2,
+                                                         hidden_dim=32)).save_pretrained(d)
+    with pytest.raises(InputError, match="supported: bert"):
+        A.compress(d, CompressConfig(), tmp_path / "o", progress=False)
+
+
+# ---- every registered method has a test ----------------------------------------------------
+
+METHOD_TESTS = {
+    PruneConfig: test_prune_shapes_and_fresh_process_reload,
+    RecoverConfig: test_recover_handler_calls_finetune_recover,
+    QuantizeConfig: test_static_sqnr_per_method,
+}
+
+
+def test_every_registered_method_has_a_test():
+    assert set(A.HANDLERS) == set(METHOD_TESTS)
+    # and every scheme / calibration method / importance is exercised above
+    assert {s.value for s in Scheme} == {"none", "dynamic", "static"}
+    assert {m.value for m in CalibrationMethod} == {"minmax", "entropy", "percentile", "auto"}
+    assert {i.value for i in Importance} == {"taylor", "magnitude"}
+
+
+# ---- real model ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_minilm_prune_reload_and_int8(tmp_path):
+    """all-MiniLM-L6-v2: 6 of 12 heads and FFN 1536 -> 768 reload in a fresh process; int8 SQNR."""
+    from bertpress.models import load_classifier
+
+    model, tok = load_classifier("minilm", num_labels=2)
+    pruned, facts = prune_model(model, tok, PruneConfig(heads=0.5, ffn=0.5, importance="magnitude"))
+    assert facts["heads_per_layer"] == [6] * 6 and facts["ffn_per_layer"] == [768] * 6
+    ref = logits(pruned, tok)
+    pruned.save_pretrained(tmp_path / "p")
+    tok.save_pretrained(tmp_path / "p")
+    assert torch.allclose(ref, fresh_process_logits(tmp_path / "p", "transformers")["transformers"], atol=1e-5)
+    qmodel, names = Q.quantize_dynamic(model, QuantizeConfig(), Q.int8_formats())
+    assert len(names) == 36 == Q.count_quantized(qmodel)
+    assert sqnr(logits(model, tok), logits(qmodel, tok)) > 15.0

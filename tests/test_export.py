@@ -1,0 +1,497 @@
+"""export: TorchScript and ONNX (fused, int8, .ort), the parity gate, the edge bundle, interop.
+
+Tiny random BERTs (hidden 32, 4 heads: ORT's fusions do fire on that shape). The classifier
+head of the test model is scaled up so that its logits are well separated: with the random
+head's near-zero logits every int8 rounding would flip an argmax and agreement means nothing.
+Exports take seconds, so each kind is made once per module and several tests read it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bertpress.errors import ArtifactError, ConfigError, InputError, ParityError
+from tests.conftest import run_cli
+
+TEXTS = ["a great and lovely film", "the plot was dull and boring", "the acting is superb",
+         "awful music , worst ending", "it was quite fun really"]
+
+
+def _save_confident_tiny(path: Path, *, manifest: bool = True, details: dict | None = None,
+                         kind: str = "checkpoint", prune: dict | None = None, hidden: int = 32) -> Path:
+    import torch
+
+    from bertpress.artifact import Manifest, write_manifest
+    from bertpress.testing import tiny_bert
+
+    model, tok = tiny_bert(hidden_size=hidden, intermediate_size=hidden + 5)
+    with torch.no_grad():
+        model.classifier.weight.mul_(40.0)
+    if prune:
+        model.prune_heads(prune)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    if manifest:
+        write_manifest(path, Manifest(kind=kind, labels=["negative", "positive"], max_length=128,
+                                      details=details or {}))
+    return path
+
+
+def _torch_logits(ckpt: Path, feed: dict[str, np.ndarray]) -> np.ndarray:
+    import torch
+
+    from bertpress.models import load_classifier
+
+    model, _ = load_classifier(ckpt)
+    with torch.no_grad():
+        out = model(**{k: torch.from_numpy(v) for k, v in feed.items()})
+    return out.logits.numpy()
+
+
+def _feed(ckpt: Path, texts=TEXTS, max_length: int = 128) -> dict[str, np.ndarray]:
+    from bertpress.export.signature import encode
+    from bertpress.models import load_tokenizer
+
+    return encode(load_tokenizer(ckpt), texts, max_length)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return _save_confident_tiny(tmp_path_factory.mktemp("exp") / "checkpoint")
+
+
+@pytest.fixture(scope="module")
+def fp32_all(ckpt, tmp_path_factory):
+    """format=all, fp32, with the ORT-format file: OUT/onnx and OUT/torchscript."""
+    from bertpress.export import ExportConfig, export
+
+    out = tmp_path_factory.mktemp("fp32") / "deploy"
+    arts = export(ckpt, ExportConfig(format="all", ort_format=True), out)
+    return out, {a.kind: a for a in arts}
+
+
+@pytest.fixture(scope="module")
+def int8_all(ckpt, tiny_data, tmp_path_factory):
+    from bertpress.export import ExportConfig, export
+
+    out = tmp_path_factory.mktemp("int8") / "deploy"
+    arts = export(ckpt, ExportConfig(format="all", quantize="dynamic", eval_data=str(tiny_data)), out)
+    return out, {a.kind: a for a in arts}
+
+
+# ---- config --------------------------------------------------------------------------------
+
+
+def test_config_roundtrips_and_rejects_bad_values():
+    from bertpress.config import from_tagged, to_tagged
+    from bertpress.export import ExportConfig
+
+    cfg = ExportConfig(format="all", quantize="static", seq_lengths=[8, 64], calibration_data="x.tsv")
+    assert from_tagged(json.loads(json.dumps(to_tagged(cfg)))) == cfg
+    with pytest.raises(ConfigError, match=r"format='tflite'.*choose one of: onnx, torchscript, all"):
+        ExportConfig(format="tflite")
+    with pytest.raises(ConfigError, match="opset=11"):
+        ExportConfig(opset=11)
+    with pytest.raises(ConfigError, match="in the parity grid"):
+        ExportConfig(trace_batch=1, trace_seq=8)
+    with pytest.raises(ConfigError, match="min_agreement"):
+        ExportConfig(min_agreement=1.5)
+
+
+# ---- ONNX ----------------------------------------------------------------------------------
+
+
+def test_onnx_fp32_passes_parity_on_grid_excluding_trace_shape(fp32_all, ckpt):
+    out, arts = fp32_all
+    m = arts["onnx"].manifest
+    report = m.metrics["parity"]["model.onnx"]
+    assert report["passed"] and report["max_abs_diff"] < 1e-4
+    cases = {(c["batch"], c["seq"]) for c in report["grid"]["cases"]}
+    assert {(1, 8), (3, 33), (8, 128)} <= cases  # 128 is also the max length here
+    assert tuple(report["grid"]["trace_shape"]) not in cases
+    # independent check at a shape the gate never used
+    import onnxruntime as ort
+
+    feed = _feed(ckpt, TEXTS * 2)
+    sess = ort.InferenceSession(str(out / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert [o.name for o in sess.get_outputs()] == ["logits"]
+    got = sess.run(["logits"], feed)[0]
+    np.testing.assert_allclose(got, _torch_logits(ckpt, feed), atol=1e-4)
+
+
+def test_attention_and_layernorm_fused_and_recorded(fp32_all):
+    out, arts = fp32_all
+    fusions = arts["onnx"].manifest.details["model"]["fusions"]
+    assert fusions["Attention"] == 2  # one per layer
+    assert fusions["EmbedLayerNormalization"] == 1
+    assert fusions["SkipLayerNormalization"] == 4
+    assert fusions["BiasGelu"] + fusions["Gelu"] + fusions["FastGelu"] == 2
+    ops = arts["onnx"].manifest.details["model"]["op_counts"]
+    assert ops.get("Attention") == 2 and "Softmax" not in ops
+
+
+@pytest.mark.parametrize("level", ["none", "basic"])
+def test_optimize_levels(level, ckpt, tmp_path):
+    from bertpress.export import ExportConfig, export
+
+    art = export(ckpt, ExportConfig(optimize=level, batch_sizes=(1, 3), seq_lengths=(8, 33)), tmp_path / level)
+    d = art.manifest.details["model"]
+    if level == "none":
+        assert "fusions" not in d and "Attention" not in d["op_counts"] and d["op_counts"].get("Softmax") == 2
+    else:
+        assert d["fusions"]["Attention"] == 2 and d["op_counts"].get("Attention") == 2
+    assert art.manifest.metrics["parity"]["model.onnx"]["passed"]
+
+
+def test_unfused_attention_is_an_error():
+    from bertpress.export.onnx import check_fusion
+
+    with pytest.raises(ArtifactError, match=r"fused attention in 0 of 6 layers.*--optimize none"):
+        check_fusion({"Attention": 0, "SkipLayerNormalization": 12}, 6)
+    check_fusion({"Attention": 6, "SkipLayerNormalization": 12}, 6)
+
+
+def test_int8_fused_onnx_runs_and_agrees(int8_all, fp32_all, ckpt):
+    out, arts = int8_all
+    m = arts["onnx"].manifest
+    assert m.details["precision"] == "int8"
+    assert m.details["quantization"]["applied"] == "dynamic"
+    ops = m.details["model"]["op_counts"]
+    assert ops.get("QAttention") == 2 and ops.get("MatMulInteger", 0) >= 4  # fused *and* int8
+    assert m.details["model"]["fusions"]["Attention"] == 2
+    report = m.metrics["parity"]["model.onnx"]
+    assert report["passed"] and report["agreement"]["on"] == "eval texts"
+    assert report["agreement"]["value"] >= 0.97
+    assert m.metrics["accuracy"]["model.onnx"] == pytest.approx(m.metrics["accuracy"]["source"], abs=0.07)
+    fp32_size = (fp32_all[0] / "onnx" / "model.onnx").stat().st_size
+    assert (out / "onnx" / "model.onnx").stat().st_size < 0.6 * fp32_size
+    import onnxruntime as ort
+
+    feed = _feed(ckpt)
+    sess = ort.InferenceSession(str(out / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(["logits"], feed)[0]
+    want = _torch_logits(ckpt, feed)
+    assert (got.argmax(-1) == want.argmax(-1)).all()
+    assert np.abs(got - want).max() < 1.0
+
+
+def test_static_int8_follows_the_compressed_recipe(tmp_path, tiny_data):
+    """int8 in, int8 out: a compressed artifact recording static int8 exports static QDQ with
+    the recorded calibration, activations quantized (not a weight-only graph)."""
+    from bertpress.export import ExportConfig, export
+
+    quant = {"scheme": "static", "per_channel": True, "scope": "encoder",
+             "calibration": {"method": "minmax", "data": str(tiny_data), "samples": 32}}
+    src = _save_confident_tiny(tmp_path / "compressed", kind="compressed", details={"quantization": quant})
+    art, ts = export(src, ExportConfig(format="all", eval_data=str(tiny_data)), tmp_path / "out")
+    # TorchScript has no static QDQ path: it applies dynamic int8 and says so.
+    assert ts.manifest.details["quantization"]["applied"] == "dynamic"
+    assert "static" in ts.manifest.details["quantization"]["note"]
+    d = art.manifest.details
+    assert d["quantization"]["origin"] == "manifest" and d["quantization"]["applied"] == "static"
+    assert d["quantization"]["calibration"] == {"method": "minmax", "data": str(tiny_data), "samples": 32}
+    ops = d["model"]["op_counts"]
+    assert ops.get("QuantizeLinear", 0) >= 4 and ops.get("DequantizeLinear", 0) >= 8
+    assert d["model"]["fusions"]["Attention"] == 2
+    assert any("classifier" in n for n in d["model"]["quantization"]["excluded_nodes"])
+    assert art.manifest.metrics["parity"]["model.onnx"]["passed"]
+
+
+def test_static_without_calibration_data_is_a_config_error(ckpt, tmp_path):
+    from bertpress.export import ExportConfig, export
+
+    with pytest.raises(ConfigError, match="--calibration-data"):
+        export(ckpt, ExportConfig(quantize="static"), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_pruned_model_fuses_and_exports_int8(tmp_path):
+    """Different head counts per layer (a pruned checkpoint): the optimizer must auto-detect."""
+    from bertpress.export import ExportConfig, export
+
+    src = _save_confident_tiny(tmp_path / "pruned", manifest=False, prune={0: [0], 1: [1, 2]}, hidden=64)
+    art = export(src, ExportConfig(quantize="dynamic"), tmp_path / "out")
+    assert art.manifest.details["model"]["fusions"]["Attention"] == 2
+    assert art.manifest.details["source_kind"] == "huggingface"
+    assert art.manifest.metrics["parity"]["model.onnx"]["passed"]
+
+
+def test_ort_format_file_written_and_validated(fp32_all):
+    out, arts = fp32_all
+    assert (out / "onnx" / "model.ort").is_file()
+    assert arts["onnx"].manifest.metrics["parity"]["model.ort"]["passed"]
+
+
+# ---- TorchScript ---------------------------------------------------------------------------
+
+
+def test_torchscript_loads_in_fresh_process_without_bertpress(fp32_all, int8_all, ckpt, tmp_path):
+    feed = _feed(ckpt, TEXTS + TEXTS[:2])  # batch 7, a length not traced
+    np.savez(tmp_path / "feed.npz", **feed)
+    want = _torch_logits(ckpt, feed)
+    code = textwrap.dedent("""
+        import sys, numpy as np, torch
+        f = np.load(sys.argv[2])
+        m = torch.jit.load(sys.argv[1])
+        with torch.no_grad():
+            y = m(*(torch.from_numpy(f[k]) for k in ("input_ids", "attention_mask", "token_type_ids")))
+        assert not any(name.startswith("bertpress") for name in sys.modules), "bertpress was imported"
+        print(" ".join(repr(float(v)) for v in y.flatten()))
+    """)
+    for out, atol in ((fp32_all[0], 1e-4), (int8_all[0], 1.0)):
+        proc = subprocess.run([sys.executable, "-c", code, str(out / "torchscript" / "model.pt"),
+                               str(tmp_path / "feed.npz")], capture_output=True, text=True, cwd=tmp_path,
+                              timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        got = np.array([float(x) for x in proc.stdout.split()]).reshape(want.shape)
+        assert np.abs(got - want).max() <= atol
+        assert (got.argmax(-1) == want.argmax(-1)).all()
+
+
+def test_torchscript_grid_and_int8_ops(fp32_all, int8_all):
+    import torch
+
+    r = fp32_all[1]["torchscript"].manifest.metrics["parity"]["model.pt"]
+    assert r["passed"] and len(r["grid"]["cases"]) == 9 and r["max_abs_diff"] < 1e-4
+    q = torch.jit.load(str(int8_all[0] / "torchscript" / "model.pt"))
+    assert "quantized::linear_dynamic" in str(q.graph)
+    assert int8_all[1]["torchscript"].manifest.metrics["parity"]["model.pt"]["passed"]
+    fidelity = int8_all[1]["torchscript"].manifest.details["model"]["trace_fidelity"]
+    assert fidelity["passed"] and fidelity["max_abs_diff"] < 1e-4
+
+
+# ---- the parity gate -----------------------------------------------------------------------
+
+
+def test_gate_catches_frozen_shapes_and_wrong_outputs():
+    from bertpress.export.validate import check_parity
+    from bertpress.testing import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+
+    def source(feed):
+        return np.stack([feed["input_ids"].sum(-1), -feed["input_ids"].sum(-1)], -1).astype(np.float32) / 1e3
+
+    def frozen(feed):  # behaves like a trace that baked in batch 2
+        if feed["input_ids"].shape[0] != 2:
+            raise RuntimeError("shape mismatch: expected batch 2")
+        return source(feed)
+
+    kw = dict(tokenizer=tok, vocab_size=100, num_labels=2, max_length=64, batch_sizes=(1, 3),
+              seq_lengths=(8, 33), trace_shape=(2, 16), atol=1e-4, precision="fp32")
+    rep = check_parity(frozen, source, **kw)
+    assert not rep["passed"] and any("failed to run" in f for f in rep["failures"])
+    rep = check_parity(lambda f: source(f) + 0.01, source, **kw)
+    assert not rep["passed"] and rep["max_abs_diff"] == pytest.approx(0.01, rel=1e-3)
+    rep = check_parity(source, source, output_names=("output",), **kw)
+    assert any("output names" in f for f in rep["failures"])
+    assert check_parity(source, source, **kw)["passed"]
+
+
+def test_parity_miss_publishes_nothing_unless_allowed(ckpt, tmp_path):
+    from bertpress.export import ExportConfig, export
+
+    strict = dict(quantize="dynamic", int8_atol=1e-9)  # int8 can never be that close
+    with pytest.raises(ParityError, match=r"max \|dlogit\|.*--allow-mismatch"):
+        export(ckpt, ExportConfig(**strict), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no staged leftovers
+    art = export(ckpt, ExportConfig(allow_mismatch=True, **strict), tmp_path / "out")
+    rep = art.manifest.metrics["parity"]["model.onnx"]
+    assert not rep["passed"] and not art.manifest.metrics["parity_passed"] and rep["max_abs_diff"] > 1e-9
+
+
+# ---- the edge bundle -----------------------------------------------------------------------
+
+BLOCK_TORCH = """
+import importlib.abc, sys
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "transformers", "bertpress", "optimum"):
+            raise ImportError(f"{name} is blocked for this test")
+        return None
+sys.meta_path.insert(0, _Block())
+"""
+
+
+def test_bundle_contents(fp32_all):
+    out, arts = fp32_all
+    onnx_dir = out / "onnx"
+    for name in ("model.onnx", "tokenizer.json", "config.json", "predict.py", "bertpress.json"):
+        assert (onnx_dir / name).is_file(), name
+    pre = arts["onnx"].manifest.details["preprocessing"]
+    assert pre["lowercase"] is True and pre["max_length"] == 128
+    assert pre["input_names"] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert arts["onnx"].manifest.lineage["parent_kind"] == "checkpoint"
+    assert (out / "torchscript" / "model.pt").is_file() and not (out / "torchscript" / "predict.py").exists()
+    assert not (out / "bertpress.json").exists()  # OUT holds two artifacts, it is not one
+
+
+@pytest.mark.parametrize("which", ["fp32", "int8"])
+def test_predict_py_runs_without_torch_and_agrees(which, fp32_all, int8_all, ckpt, tmp_path):
+    out = (fp32_all if which == "fp32" else int8_all)[0] / "onnx"
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(BLOCK_TORCH)
+    env = dict(os.environ, PYTHONPATH=str(shim))
+    check = subprocess.run([sys.executable, "-c", "import torch"], env=env, capture_output=True, text=True)
+    assert check.returncode != 0 and "blocked" in check.stderr  # the shim really blocks torch
+    proc = subprocess.run([sys.executable, str(out / "predict.py"), *TEXTS[:3]], env=env, capture_output=True,
+                          text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    stdin = subprocess.run([sys.executable, str(out / "predict.py"), "--json"], input="\n".join(TEXTS[3:]) + "\n",
+                           env=env, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert stdin.returncode == 0, stdin.stderr
+    rows = [line.split("\t") for line in proc.stdout.splitlines()]
+    rows += [[r["label"], str(r["score"]), r["text"]] for r in map(json.loads, stdin.stdout.splitlines())]
+    assert [r[2] for r in rows] == TEXTS
+    logits = _torch_logits(ckpt, _feed(ckpt))
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    assert [r[0] for r in rows] == [["negative", "positive"][i] for i in logits.argmax(-1)]
+    tol = 1e-3 if which == "fp32" else 0.05
+    np.testing.assert_allclose([float(r[1]) for r in rows], probs.max(-1), atol=tol)
+
+
+@pytest.mark.parametrize("which", ["fp32", "int8"])
+def test_optimum_loads_the_bundle(which, fp32_all, int8_all, ckpt):
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+    from transformers import AutoTokenizer
+
+    out = (fp32_all if which == "fp32" else int8_all)[0] / "onnx"
+    model = ORTModelForSequenceClassification.from_pretrained(out)
+    tok = AutoTokenizer.from_pretrained(out)
+    logits = model(**tok(TEXTS, padding=True, return_tensors="np")).logits
+    want = _torch_logits(ckpt, _feed(ckpt))
+    assert (np.asarray(logits).argmax(-1) == want.argmax(-1)).all()
+    assert model.config.id2label[1] == "positive"
+
+
+# ---- bad input and the CLI -----------------------------------------------------------------
+
+
+def test_bad_inputs(ckpt, tmp_path, fp32_all):
+    from bertpress.export import ExportConfig, export
+
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "notes.txt").write_text("hello")
+    with pytest.raises(ArtifactError, match="not a bertpress artifact .* or a Hugging Face checkpoint"):
+        export(junk, ExportConfig(), tmp_path / "o1")
+    with pytest.raises(ArtifactError, match="'onnx' artifact cannot be exported"):
+        export(fp32_all[0] / "onnx", ExportConfig(), tmp_path / "o2")
+    with pytest.raises(ConfigError, match=r"--opset 21 cannot be written.*between 14 and 20"):
+        export(ckpt, ExportConfig(opset=21), tmp_path / "o3")
+    with pytest.raises(InputError, match="inside"):
+        export(ckpt, ExportConfig(), ckpt / "export")
+    with pytest.raises(ConfigError, match="max_length=999 exceeds"):
+        export(ckpt, ExportConfig(max_length=999), tmp_path / "o4")
+    assert not (ckpt / "export").exists()
+
+
+def test_cli_export_json_and_errors(ckpt, tmp_path):
+    proc = run_cli("export", str(ckpt), "--format", "torchscript", "--out", str(tmp_path / "ts"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["kind"] == "torchscript" and data["parity"]["model.pt"]["passed"]
+    again = run_cli("export", str(ckpt), "--format", "torchscript", "--out", str(tmp_path / "ts"))
+    assert again.returncode == 2 and again.stderr.strip().count("\n") == 0
+    assert "--overwrite" in again.stderr
+    bad = run_cli("export", str(ckpt), "--out", str(tmp_path / "x"), "--opset", "99")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --opset 99")
+
+
+def test_inspect_corrupt_onnx_gives_one_line_error(fp32_all, tmp_path):
+    from bertpress.inspect import inspect_path
+
+    good = (fp32_all[0] / "onnx" / "model.onnx").read_bytes()
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(good[: len(good) // 2])
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x00\xffnot a protobuf" * 100)
+    assert inspect_path(fp32_all[0] / "onnx")["model"]["format"] == "onnx"
+    for f in (truncated, garbage):
+        with pytest.raises(ArtifactError, match="not a readable ONNX model.*re-export it"):
+            inspect_path(f)
+    proc = run_cli("inspect", str(truncated))
+    assert proc.returncode == 2 and proc.stderr.startswith("error:") and proc.stderr.strip().count("\n") == 0
+
+
+# ---- real model ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_minilm_fuses_all_six_layers(tmp_path, sst2_dir):
+    """The real 6-layer MiniLM (random classifier head): every attention block fuses, fp32
+    parity holds on the grid, and the int8 graph is fused too."""
+    from bertpress.export import ExportConfig, export
+    from bertpress.models import alias_path
+
+    cfg = ExportConfig(batch_sizes=(1, 3), seq_lengths=(8, 33), max_length=128, quantize="dynamic",
+                       eval_data=str(sst2_dir), eval_samples=64, min_agreement=0.0, int8_atol=10.0)
+    art = export(alias_path("minilm"), cfg, tmp_path / "minilm")
+    fus = art.manifest.details["model"]["fusions"]
+    assert fus["Attention"] == 6 and fus["SkipLayerNormalization"] == 12 and fus["EmbedLayerNormalization"] == 1
+    assert art.manifest.details["model"]["op_counts"].get("QAttention") == 6
+    assert (tmp_path / "minilm" / "model.onnx").stat().st_size < 30e6
+    fp32 = export(alias_path("minilm"), ExportConfig(batch_sizes=(1, 3), seq_lengths=(8, 33), max_length=128),
+                  tmp_path / "minilm-fp32")
+    assert fp32.manifest.metrics["parity"]["model.onnx"]["max_abs_diff"] < 1e-4
+
+
+@pytest.mark.cuda
+def test_exports_run_on_cuda(fp32_all, ckpt):
+    """The files are device-neutral: TorchScript moves to CUDA, ONNX runs on the CUDA provider."""
+    import torch
+
+    feed = _feed(ckpt)
+    want = _torch_logits(ckpt, feed)
+    ts = torch.jit.load(str(fp32_all[0] / "torchscript" / "model.pt"), map_location="cuda")
+    with torch.no_grad():
+        got = ts(*(torch.from_numpy(feed[k]).cuda() for k in ("input_ids", "attention_mask", "token_type_ids")))
+    np.testing.assert_allclose(got.cpu().numpy(), want, atol=1e-3)
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime here has no CUDA provider (CPU wheel)")
+    sess = ort.InferenceSession(str(fp32_all[0] / "onnx" / "model.onnx"), providers=["CUDAExecutionProvider"])
+    np.testing.assert_allclose(sess.run(["logits"], feed)[0], want, atol=1e-3)
+
+
+def test_recipe_is_read_defensively():
+    from bertpress.artifact import Manifest
+    from bertpress.export import ExportConfig
+    from bertpress.export.source import resolve_recipe
+
+    def m(q):
+        return Manifest(kind="compressed", details={"quantization": q})
+
+    r = resolve_recipe(m({"scheme": "int8-dynamic", "per_channel": False, "layers": ["bert.encoder.layer.0.output.dense"]}),
+                       ExportConfig())
+    assert (r.scheme, r.per_channel, r.origin, r.layers) == ("dynamic", False, "manifest", ("bert.encoder.layer.0.output.dense",))
+    assert resolve_recipe(m("static"), ExportConfig()).scheme == "static"
+    assert resolve_recipe(None, ExportConfig()).scheme == "none"
+    assert resolve_recipe(m({"scheme": "dynamic"}), ExportConfig(quantize="none")).scheme == "none"
+    r = resolve_recipe(m({"scheme": "static", "calibration": {"method": "entropy", "data": "d.tsv", "samples": "7"}}),
+                       ExportConfig())
+    assert (r.calibration_method, r.calibration_data, r.calibration_samples) == ("entropy", "d.tsv", 7)
+    with pytest.raises(ArtifactError, match=r"'fp8'.*--quantize none\|dynamic\|static"):
+        resolve_recipe(m({"scheme": "fp8"}), ExportConfig())
+
+
+def test_measure_side_by_side(fp32_all, tiny_data):
+    from bertpress.export.measure import measure
+
+    rows = measure([fp32_all[0] / "onnx", fp32_all[0] / "torchscript"], str(tiny_data), threads=1, seq=32,
+                   rounds=1, seconds=0.05)
+    assert [r["kind"] for r in rows] == ["onnx", "torchscript"]
+    assert rows[0]["accuracy"] == rows[1]["accuracy"]  # the same fp32 model in two formats
+    assert all(r["p50_ms"] > 0 and r["iters"] >= 30 for r in rows)
