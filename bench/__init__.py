@@ -7,8 +7,7 @@ Exports are lazy so `bertpress --help` does not import torch/transformers.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from bertpress.lazy import lazy_exports
 
 _EXPORTS = {
     "BenchConfig": "bertpress.bench.config",
@@ -23,10 +22,4 @@ _EXPORTS = {
     "summarize": "bertpress.bench.latency",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'bertpress.bench' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -6,8 +6,7 @@ Light on purpose (`bertpress --help` imports the CLI): the public names load on 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from bertpress.lazy import lazy_exports
 
 _EXPORTS = {
     "compress": "bertpress.compress.api",
@@ -26,10 +25,4 @@ _EXPORTS = {
     "int8_formats": "bertpress.compress.quantize",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'bertpress.compress' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

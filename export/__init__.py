@@ -5,7 +5,7 @@ Light on purpose (`bertpress --help` imports the stage's cli): the API is loaded
 
 from __future__ import annotations
 
-from typing import Any
+from bertpress.lazy import lazy_exports
 
 _LAZY = {
     "export": "bertpress.export.api",
@@ -16,12 +16,4 @@ _LAZY = {
     "check_parity": "bertpress.export.validate",
 }
 
-__all__ = list(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'bertpress.export' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _LAZY)

@@ -6,8 +6,7 @@ Exports are lazy so `bertpress --help` does not import torch/transformers.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from bertpress.lazy import lazy_exports
 
 _EXPORTS = {
     "FinetuneConfig": "bertpress.finetune.config",
@@ -18,10 +17,4 @@ _EXPORTS = {
     "recover": "bertpress.finetune.recovery",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'bertpress.finetune' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)
