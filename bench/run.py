@@ -20,7 +20,7 @@ import numpy as np
 
 from bertpress.artifact import Manifest, lineage_of, now_iso, staged_output, write_manifest
 from bertpress.config import to_tagged
-from bertpress.errors import DeviceError, InputError
+from bertpress.errors import ConfigError, DeviceError, InputError
 from bertpress.bench.config import Baseline, BenchConfig, Runtime
 from bertpress.bench.latency import summarize, time_callable
 from bertpress.bench.memory import PeakMemory
@@ -220,7 +220,7 @@ def bench(
     """Benchmark every variant of `artifacts` and write a report artifact to `out_dir`."""
     cfg = cfg or BenchConfig()
     if not isinstance(cfg, BenchConfig):
-        raise TypeError("cfg must be a BenchConfig")
+        raise ConfigError(f"cfg must be a BenchConfig, got {type(cfg).__name__}; build one with BenchConfig(...)")
     if not artifacts:
         raise InputError("no ARTIFACT given; pass one or more artifact directories (or 'minilm')")
     check_devices(cfg.devices)

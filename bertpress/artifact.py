@@ -194,10 +194,11 @@ def lineage_of(parent: str | os.PathLike) -> dict[str, Any]:
 
 def write_manifest(directory: Path, manifest: Manifest) -> Manifest:
     """Fill in versions and creation time, then write the manifest atomically (call it last)."""
-    if not manifest.versions:
-        manifest.versions = package_versions()
-    if not manifest.created:
-        manifest.created = now_iso()
+    manifest = dataclasses.replace(
+        manifest,
+        versions=manifest.versions or package_versions(),
+        created=manifest.created or now_iso(),
+    )
     write_json_atomic(Path(directory) / MANIFEST_NAME, manifest.to_dict())
     return manifest
 
@@ -258,6 +259,10 @@ def staged_output(
         raise InputError(f"--out {out}: cannot write in {out.parent} ({exc.strerror}); choose a writable location") from None
     try:
         yield tmp
+        # A stage that forgot its manifest must not publish something that looks finished.
+        if not (Artifact.is_finished(tmp) or any(
+                Artifact.is_finished(p) for p in tmp.iterdir() if p.is_dir())):
+            raise ArtifactError(f"internal error: nothing in {out} has a {MANIFEST_NAME}; not published")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -270,7 +275,13 @@ def publish(tmp: Path, out: Path) -> None:
     if out.exists():
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         os.replace(out, old)
-    os.replace(tmp, out)
+    try:
+        os.replace(tmp, out)
+    except OSError:
+        if old is not None:  # put the previous artifact back
+            os.replace(old, out)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

@@ -88,13 +88,13 @@ class _Collector:
         for row in rows:
             if row.text is not None and not isinstance(row.text, str):
                 self.bad(row.line, f"text is a {type(row.text).__name__}, not a string",
-                         "write the text as a string (or pass --skip-bad-rows)")
+                         "write the text as a string")
                 continue
             if row.text is None or not row.text.strip():
-                self.bad(row.line, "blank text", "fill it in or remove the row (or pass --skip-bad-rows)")
+                self.bad(row.line, "blank text", "fill it in or remove the row")
                 continue
             if row.label is None or (isinstance(row.label, str) and not row.label.strip()):
-                self.bad(row.line, "missing label", "fill it in or remove the row (or pass --skip-bad-rows)")
+                self.bad(row.line, "missing label", "fill it in or remove the row")
                 continue
             kept.append(row)
         names = self.label_names

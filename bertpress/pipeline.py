@@ -27,7 +27,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from bertpress.artifact import MANIFEST_NAME, Artifact, partial_dir, write_json_atomic
+from bertpress.artifact import MANIFEST_NAME, Artifact, lineage_of, partial_dir, write_json_atomic
 from bertpress.config import build_config, to_tagged
 from bertpress.errors import ConfigError, InputError
 
@@ -193,6 +193,8 @@ def stage_key(stage: str, cfg: Any, inputs: list[Path]) -> str:
         if Artifact.is_finished(path):
             mf = path / MANIFEST_NAME
             h.update(mf.read_bytes())  # includes the parent's lineage and creation time
+        elif path.exists():  # a plain model directory: hash its weights
+            h.update(str(lineage_of(path)["parent_sha256"]).encode())
     return h.hexdigest()[:20]
 
 
@@ -254,7 +256,8 @@ def run_recipe(recipe: Recipe, *, progress: Callable[[str], None] = print) -> li
         state_file = state_dir / f"{stage}.json"
         done = _is_up_to_date(target, state_file, key)
         if done:
-            progress(f"[{stage}] up to date, skipped ({target})")
+            if main:
+                progress(f"[{stage}] up to date, skipped ({target})")
             results.append(StageResult(stage, target, True, done))
         else:
             if main:
@@ -268,10 +271,36 @@ def run_recipe(recipe: Recipe, *, progress: Callable[[str], None] = print) -> li
             done = _artifacts_under(target)
             write_json_atomic(state_file, {"key": key, "artifacts": [str(p) for p in done]})
             results.append(StageResult(stage, target, False, done))
+        if stage == "finetune" and dist.is_distributed():
+            # The later stages run on rank 0 alone: leave DDP first, or their Trainer (compress
+            # recovery) would wait forever for ranks that have returned.
+            _leave_distributed()
+            if not main:
+                return []
         if stage != "bench":
             current = done if stage == "export" else done[:1]
             produced.extend(done)
     return results
+
+
+def _leave_distributed() -> None:
+    import os
+
+    import torch.distributed as tdist
+
+    if tdist.is_available() and tdist.is_initialized():
+        tdist.barrier()
+        tdist.destroy_process_group()
+    for name, value in (("WORLD_SIZE", "1"), ("RANK", "0"), ("LOCAL_RANK", "0"),
+                        ("LOCAL_WORLD_SIZE", "1")):
+        os.environ[name] = value
+    try:
+        from accelerate.state import AcceleratorState, PartialState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
+        PartialState._reset_state()
+    except (ImportError, AttributeError):  # pragma: no cover - accelerate internals moved
+        pass
 
 
 def _run_stage(stage: str, cfg: Any, inputs: list[Path], target: Path) -> None:

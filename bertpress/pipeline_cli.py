@@ -59,19 +59,36 @@ def _print_results(results, as_json: bool) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    import sys
-
-    from bertpress.pipeline import load_recipe, run_recipe
+    from bertpress.pipeline import load_recipe
 
     recipe = load_recipe(args.recipe)
     if args.check:
         stages = ", ".join(recipe.stages)
         print(f"{args.recipe}: OK ({stages}; out {recipe.out})")
         return 0
-    log = (lambda m: print(m, file=sys.stderr)) if args.json else print
-    results = run_recipe(recipe, progress=log)
-    _print_results(results, args.json)
+    results = _run_quietly(recipe, args.json)
+    if dist_main():
+        _print_results(results, args.json)
     return 0
+
+
+def dist_main() -> bool:
+    from bertpress import dist
+
+    return dist.is_main_process()
+
+
+def _run_quietly(recipe, as_json: bool):
+    """Run a recipe; with --json, everything the stages print goes to stderr, not stdout."""
+    import contextlib
+    import sys
+
+    from bertpress.pipeline import run_recipe
+
+    if not as_json:
+        return run_recipe(recipe)
+    with contextlib.redirect_stdout(sys.stderr):
+        return run_recipe(recipe, progress=lambda m: print(m, file=sys.stderr))
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> int:
@@ -81,23 +98,33 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
 
     import yaml
 
-    from bertpress.pipeline import parse_recipe, run_recipe
+    from bertpress.errors import InputError
+    from bertpress.pipeline import parse_recipe
     from bertpress.quickstart import quickstart_recipe, write_summary
 
     out = Path(args.out)
-    if args.overwrite and out.exists():
+    main = dist_main()
+    if main and args.overwrite and out.exists():
+        # only ever delete a directory that quickstart itself made
+        if any(out.iterdir()) and not ((out / ".pipeline").is_dir() or (out / "recipe.yaml").is_file()):
+            raise InputError(f"--out {out} is not a quickstart directory; refusing to delete it with "
+                             "--overwrite (choose another --out)")
         shutil.rmtree(out)
     data, recipe_data, note = quickstart_recipe(args.data, out, train_samples=args.train_samples,
                                                 epochs=args.epochs)
     recipe = parse_recipe(recipe_data, source="quickstart")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "recipe.yaml").write_text(yaml.safe_dump(recipe_data, sort_keys=False), encoding="utf-8")
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "recipe.yaml").write_text(yaml.safe_dump(recipe_data, sort_keys=False), encoding="utf-8")
     if args.recipe_only:
-        print(f"wrote {out / 'recipe.yaml'}; run it with: bertpress run {out / 'recipe.yaml'}")
+        if main:
+            print(f"wrote {out / 'recipe.yaml'}; run it with: bertpress run {out / 'recipe.yaml'}")
         return 0
-    log = (lambda m: print(m, file=sys.stderr)) if args.json else print
-    log(f"quickstart: data = {note}")
-    results = run_recipe(recipe, progress=log)
+    if main:
+        print(f"quickstart: data = {note}", file=sys.stderr if args.json else sys.stdout)
+    results = _run_quietly(recipe, args.json)
+    if not main:
+        return 0
     summary = write_summary(out, note, results)
     _print_results(results, args.json)
     if not args.json:

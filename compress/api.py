@@ -106,7 +106,8 @@ def apply_recover(work: Work, cfg: RecoverConfig) -> Work:
         raise ConfigError(f"recovery needs bertpress.finetune.recover, which this install lacks ({exc}); "
                           "pass --recover-epochs 0") from None
     spec = work.cfg.recover_data
-    train = work.load_data(spec, "train", "--calibration-data").subset(cfg.samples, seed=cfg.seed)
+    flag = "recover.data" if cfg.data else "--calibration-data"
+    train = work.load_data(spec, "train", flag).subset(cfg.samples, seed=cfg.seed)
     eval_data = work.eval_data
     tmp = Path(tempfile.mkdtemp(prefix="bertpress-recover-"))
     for p in work.model.parameters():  # pruning leaves the student frozen; it trains now
@@ -238,13 +239,13 @@ def compress(checkpoint: str | os.PathLike, cfg: CompressConfig, out_dir: str | 
     if cfg.search is not None:
         from bertpress.compress.search import run_search
 
-        work, search_facts = run_search(work, cfg, say)
+        work, search_facts = run_search(work, cfg, say, max_length)
         metrics.update(search_facts["winner_metrics"])
     else:
         work = run_pipeline(work)
         if work.eval_data is not None:
-            base = accuracy(work.teacher, tokenizer, work.eval_data, max_length=cfg.quantize.max_length)
-            acc = accuracy(work.final, tokenizer, work.eval_data, max_length=cfg.quantize.max_length)
+            base = accuracy(work.teacher, tokenizer, work.eval_data, max_length=max_length)
+            acc = accuracy(work.final, tokenizer, work.eval_data, max_length=max_length)
             metrics.update({"eval_accuracy": acc, "eval_accuracy_uncompressed": base,
                             "accuracy_drop": base - acc, "eval_data": work.eval_data.source,
                             "eval_samples": len(work.eval_data)})
@@ -281,7 +282,6 @@ def rebuild_pruned(path: str | os.PathLike):
     What our loader does where transformers has no head-pruning replay (5.x): build the full
     architecture from config.json, cut the recorded heads, then load the weights strictly.
     """
-    import torch
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
@@ -300,7 +300,6 @@ def rebuild_pruned(path: str | os.PathLike):
     if missing or unexpected:
         raise ArtifactError(f"{path}: weights do not match the recorded pruned shapes "
                             f"(missing {missing[:3]}, unexpected {unexpected[:3]}); re-run compress")
-    del torch
     return model.eval()
 
 

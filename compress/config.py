@@ -189,6 +189,9 @@ class SearchConfig:
             raise ConfigError(f"search.latency_statistic={self.latency_statistic!r} is not valid; choose p50 or min")
         if self.eval_samples is not None:
             check_range(self.eval_samples, "search.eval_samples", low=1, integer=True)
+        if not any(h or f or s is not Scheme.NONE for h, f in self.schedule for s in self.schemes):
+            raise ConfigError("search has no candidate besides the uncompressed baseline (0:0 x none); "
+                              "add a pruning ratio to --search-schedule or an int8 scheme to --search-schemes")
 
 
 @register_config()

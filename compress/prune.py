@@ -53,7 +53,10 @@ def plan_shapes(model: nn.Module, cfg: PruneConfig) -> tuple[int, int, int]:
         m = cfg.round_to
         keep_ffn = max(m, int(round(ffn * (1.0 - cfg.ffn) / m)) * m)
         if keep_ffn >= ffn:  # rounding ate the pruning: keep the largest multiple below ffn if any
-            keep_ffn = (ffn - 1) // m * m if ffn > m else ffn
+            if ffn <= m:
+                raise InputError(f"--prune-ffn {cfg.ffn}: the FFN width {ffn} is not above --round-to {m}, "
+                                 "so nothing would be pruned; lower --round-to")
+            keep_ffn = (ffn - 1) // m * m
     return drop, n_heads - drop, keep_ffn
 
 

@@ -40,12 +40,12 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def run_search(work, cfg: CompressConfig, say: Callable[[str], None]):
+def run_search(work, cfg: CompressConfig, say: Callable[[str], None], max_length: int):
     from bertpress.compress.api import HANDLERS, Work
     from bertpress.compress.evaluate import accuracy, latency, state_size
 
     s = cfg.search
-    ml = cfg.quantize.max_length
+    ml = max_length  # the artifact's own max length, as in the non-search path
 
     def measure(model) -> tuple[float, dict[str, float], int]:
         acc = accuracy(model, work.tokenizer, work.eval_data, max_length=ml)

@@ -15,6 +15,7 @@ from typing import Any, Iterator
 
 from bertpress.artifact import Artifact, Manifest, dir_size, lineage_of, staged_output, write_manifest
 from bertpress.config import to_tagged
+from bertpress.errors import ConfigError
 from bertpress.export.bundle import preprocessing, write_support_files
 from bertpress.export.config import ExportConfig, ExportFormat
 from bertpress.export.source import QuantRecipe, Source, load_source
@@ -161,6 +162,8 @@ def export(source: str | Path, cfg: ExportConfig | None = None, out_dir: str | P
     from bertpress.artifact import check_output_dir
 
     cfg = cfg or ExportConfig()
+    if not isinstance(cfg, ExportConfig):
+        raise ConfigError(f"cfg must be an ExportConfig, got {type(cfg).__name__}; build one with ExportConfig(...)")
     from bertpress.models import ALIASES, alias_path
 
     source = alias_path(str(source)) if str(source) in ALIASES else Path(source)
@@ -175,8 +178,6 @@ def export(source: str | Path, cfg: ExportConfig | None = None, out_dir: str | P
     calib = None
     if src.recipe.scheme == "static" and cfg.format != ExportFormat.TORCHSCRIPT:
         if not src.recipe.calibration_data:
-            from bertpress.errors import ConfigError
-
             raise ConfigError(
                 "static int8 needs calibration texts and the input records none; pass --calibration-data "
                 "FILE (or --quantize dynamic)"

@@ -26,7 +26,7 @@ from bertpress.artifact import (Artifact, Manifest, check_output_dir, lineage_of
                                 staged_output, write_json_atomic, write_manifest)
 from bertpress.config import to_tagged
 from bertpress.data import TextDataset, load_text_classification
-from bertpress.errors import ConfigError, DeviceError, InputError
+from bertpress.errors import ArtifactError, ConfigError, DeviceError, InputError
 from bertpress.finetune.config import FinetuneConfig, Precision
 
 RUN_FILE = "bertpress-run.json"  # in the partial dir: the config a resumed run must match
@@ -77,9 +77,39 @@ def finetune(config: FinetuneConfig, out: str | os.PathLike, *, progress: bool =
         state.best_metric = trainer.evaluate()["eval_accuracy"]
 
     if not dist.is_main_process():
-        trainer.accelerator.wait_for_everyone()  # rank 0 writes the artifact meanwhile
+        _outcome_from_rank0(out)  # rank 0 writes the artifact meanwhile; raises if that failed
         return Artifact.load(out)
 
+    try:
+        _write_artifact(config, trainer, result, stats, train, dev, base_labels, tokenizer, inputs,
+                        out, work, t0, resume_from)
+    except BaseException as exc:
+        _tell_other_ranks(f"{type(exc).__name__}: {exc}")
+        raise
+    _tell_other_ranks("ok")
+    return Artifact.load(out)
+
+
+def _tell_other_ranks(outcome: str) -> None:
+    """Broadcast rank 0's outcome, so a failure there never leaves the other ranks waiting."""
+    if dist.is_distributed():
+        import torch.distributed as tdist
+
+        tdist.broadcast_object_list([outcome], src=0)
+
+
+def _outcome_from_rank0(out: Path) -> None:
+    import torch.distributed as tdist
+
+    box: list = [None]
+    tdist.broadcast_object_list(box, src=0)
+    if box[0] != "ok":
+        raise ArtifactError(f"rank 0 failed to write {out} ({box[0]}); see rank 0's error above")
+
+
+def _write_artifact(config, trainer, result, stats, train, dev, base_labels, tokenizer, inputs,
+                    out, work, t0, resume_from) -> None:
+    state = trainer.state
     metrics = _metrics(config, trainer, result, stats, len(train), time.perf_counter() - t0, resume_from)
     final = trainer.model.eval()
     with staged_output(out, overwrite=config.overwrite, inputs=inputs) as tmp:
@@ -96,9 +126,6 @@ def finetune(config: FinetuneConfig, out: str | os.PathLike, *, progress: bool =
             details=_details(config, final, train, dev, base_labels),
         ))
     shutil.rmtree(work, ignore_errors=True)
-    if dist.is_distributed():
-        trainer.accelerator.wait_for_everyone()
-    return Artifact.load(out)
 
 
 # ---- checks --------------------------------------------------------------------------------
@@ -412,7 +439,7 @@ def _details(config, model, train: TextDataset, dev: TextDataset, base_labels) -
         "effective_batch_size": config.batch_size * config.grad_accum * world,
         "padding": "dynamic (DataCollatorWithPadding) + group_by_length",
         "selection": "best dev accuracy (load_best_model_at_end)",
-        "distillation": ({"teacher": str(Path(config.teacher).resolve()), "alpha": config.alpha,
+        "distillation": ({"teacher": str(_source_path(config.teacher)), "alpha": config.alpha,
                           "temperature": config.temperature} if config.teacher else None),
         "params": param_count(model),
         "layers": layer_shapes(model),

@@ -170,13 +170,19 @@ def test_prune_shapes_and_fresh_process_reload(model_tok, tiny_data, tmp_path, i
 
 
 def test_taylor_uses_the_data(model_tok, tiny_data):
-    """Taylor scores come from gradients: different data can pick different heads than magnitude."""
+    """Taylor scores come from gradients: the same model pruned with other labels keeps other channels."""
     model, tok = model_tok
-    _, mag = prune_model(model, tok, PruneConfig(heads=0.5, importance="magnitude"))
-    _, tay = prune_model(model, tok, PruneConfig(heads=0.5, calibration_data="x"), calib_batches(tok, tiny_data))
+    cfg = PruneConfig(heads=0.5, ffn=0.5, round_to=8, calibration_data="x")
+    batches = calib_batches(tok, tiny_data)
+    flipped = [{**b, "labels": 1 - b["labels"]} for b in batches]
+    a, tay = prune_model(model, tok, cfg, batches)
+    b, _ = prune_model(model, tok, cfg, flipped)
     assert tay["calibration_batches"] == 3
-    assert mag["pruned_heads"] != tay["pruned_heads"] or mag["importance"] != tay["importance"]
     assert all(len(h) == 2 for h in tay["pruned_heads"].values())
+    wa = [layer.intermediate.dense.weight for layer in a.bert.encoder.layer]
+    wb = [layer.intermediate.dense.weight for layer in b.bert.encoder.layer]
+    assert wa[0].shape == wb[0].shape
+    assert any(not torch.equal(x, y) for x, y in zip(wa, wb)), "Taylor importance ignored the data"
 
 
 def test_rebuild_without_pruned_heads_matches(ckpt, tmp_path):
@@ -517,3 +523,18 @@ def test_minilm_prune_reload_and_int8(tmp_path):
     qmodel, names = Q.quantize_dynamic(model, QuantizeConfig(), Q.int8_formats())
     assert len(names) == 36 == Q.count_quantized(qmodel)
     assert sqnr(logits(model, tok), logits(qmodel, tok)) > 15.0
+
+
+def test_search_without_any_candidate_is_a_config_error():
+    from bertpress.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no candidate besides the uncompressed baseline"):
+        SearchConfig(schedule=[(0.0, 0.0)], schemes=["none"])
+
+
+def test_ffn_pruning_that_rounding_would_cancel_is_refused(model_tok):
+    from bertpress.errors import InputError
+
+    model, tok = model_tok  # FFN width 64: rounding to 64 would keep it all
+    with pytest.raises(InputError, match="not above --round-to 64"):
+        prune_model(model, tok, PruneConfig(ffn=0.5, importance="magnitude", round_to=64))

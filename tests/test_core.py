@@ -327,3 +327,18 @@ def test_build_config_builds_optional_nested_dataclasses():
     cfg = build_config(_WithOptional, {"inner": {"ratio": 0.3}})
     assert cfg.inner == _Inner(0.3)
     assert build_config(_WithOptional, {}).inner is None
+
+
+def test_staged_output_refuses_to_publish_without_manifest(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(ArtifactError, match="not published"):
+        with staged_output(out) as tmp:
+            (tmp / "model.safetensors").write_bytes(b"x")
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_write_manifest_does_not_modify_the_callers_manifest(tmp_path):
+    m = Manifest(kind="report")
+    written = write_manifest(tmp_path, m)
+    assert m.versions == {} and m.created == ""
+    assert written.versions and written.created

@@ -140,3 +140,12 @@ def test_quickstart_recipe_is_valid_and_names_its_data(tmp_path):
     assert list(recipe.stages) == ["finetune", "compress", "export", "bench"]
     assert "sample_data" in recipe.stages["finetune"].data
     assert recipe.stages["compress"].search.max_accuracy_drop == 1.0
+
+
+def test_quickstart_overwrite_only_deletes_its_own_directories(tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    proc = run_cli("quickstart", "--out", str(precious), "--overwrite", "--recipe-only")
+    assert proc.returncode == 2 and "not a quickstart directory" in proc.stderr
+    assert (precious / "thesis.tex").read_text() == "years of work"
