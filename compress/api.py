@@ -59,6 +59,14 @@ class Work:
 HANDLERS: dict[type, Callable[[Work, Any], Work]] = {}
 
 
+
+def data_spec(spec: str | None) -> str | None:
+    """A data spec as recorded in manifests: local paths made absolute so they reload anywhere."""
+    if spec is None:
+        return None
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else spec
+
 def handler(cfg_type: type):
     def wrap(fn):
         HANDLERS[cfg_type] = fn
@@ -86,7 +94,7 @@ def apply_prune(work: Work, cfg: PruneConfig) -> Work:
                         max_length=cfg.max_length)
     work.model, facts = prune_model(work.model, work.tokenizer, cfg, calib)
     if calib is not None:
-        facts["calibration_data"] = cfg.calibration_data
+        facts["calibration_data"] = data_spec(cfg.calibration_data)
     work.details["pruning"] = facts
     work.qmodel, work.ranges = None, None
     return work
@@ -123,7 +131,8 @@ def apply_recover(work: Work, cfg: RecoverConfig) -> Work:
     for p in work.model.parameters():
         p.requires_grad_(False)
     work.details["recovery"] = {"method": "distillation from the unpruned model (bertpress.finetune.recover)",
-                                "data": train.source, "samples": len(train), "epochs": cfg.epochs,
+                                "data": data_spec(spec), "source": train.source,
+                                "samples": len(train), "epochs": cfg.epochs,
                                 "lr": cfg.lr, "alpha": cfg.alpha, "temperature": cfg.temperature,
                                 "max_steps": cfg.max_steps,
                                 "metrics": dict(getattr(work.model, "recover_metrics", {}) or {})}
@@ -173,7 +182,10 @@ def apply_quantize(work: Work, cfg: QuantizeConfig) -> Work:
         work.qmodel = Q.apply_static(work.model, work.ranges, cfg.per_channel)
         facts["static_output"] = "fp32 (input u8 with calibrated qparams; output not requantized)"
         facts["calibration"] = {"method": chosen, "requested": cfg.calibration_method.value,
-                                "data": data.source, "samples": len(data), "batch_size": cfg.batch_size,
+                                # `data` is the spec export re-loads ("int8 in, int8 out"); `source`
+                                # describes the rows that were actually used
+                                "data": data_spec(cfg.calibration_data), "source": data.source,
+                                "samples": len(data), "batch_size": cfg.batch_size,
                                 "max_length": cfg.max_length,
                                 "percentile": cfg.percentile if chosen == "percentile" else None,
                                 "auto_eval_accuracy": scores or None,

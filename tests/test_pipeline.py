@@ -71,7 +71,8 @@ def _tiny_recipe(out: Path, checkpoint: Path, data: Path) -> dict:
         "out": str(out),
         "finetune": {"model": str(checkpoint), "data": str(data), "epochs": 1, "batch_size": 16,
                      "max_length": 32, "lr": 1e-3},
-        "compress": {"quantize": {"scheme": "dynamic"},
+        # static int8: export must re-load the calibration data compress recorded (int8 in, int8 out)
+        "compress": {"quantize": {"scheme": "static", "calibration_data": str(data), "calibration_samples": 32},
                      "prune": {"heads": 0.25, "ffn": 0.5, "importance": "magnitude", "round_to": 8},
                      "eval_data": str(data)},
         "export": {"format": "all", "eval_data": str(data), "allow_mismatch": True},
