@@ -247,6 +247,9 @@ def run_recipe(recipe: Recipe, *, progress: Callable[[str], None] = print) -> li
     current: list[Path] = [Path(recipe.checkpoint)] if recipe.checkpoint else []
     produced: list[Path] = list(current)
     results: list[StageResult] = []
+    ddp = dist.is_distributed() and "finetune" in recipe.stages
+    if ddp:
+        _join_distributed()
     for stage, cfg in recipe.stages.items():
         if not main and stage != "finetune":
             break
@@ -254,8 +257,11 @@ def run_recipe(recipe: Recipe, *, progress: Callable[[str], None] = print) -> li
         inputs = produced if stage == "bench" else current
         key = stage_key(stage, cfg, inputs)
         state_file = state_dir / f"{stage}.json"
-        done = _is_up_to_date(target, state_file, key)
-        if done:
+        done = _is_up_to_date(target, state_file, key) if main else []
+        skip = bool(done)
+        if ddp and stage == "finetune":
+            skip = _decision_of_rank0(skip)  # every rank must take the same branch
+        if skip:
             if main:
                 progress(f"[{stage}] up to date, skipped ({target})")
             results.append(StageResult(stage, target, True, done))
@@ -266,12 +272,11 @@ def run_recipe(recipe: Recipe, *, progress: Callable[[str], None] = print) -> li
                     shutil.rmtree(target)
                 progress(f"[{stage}] running -> {target}")
             _run_stage(stage, cfg, inputs, target)
-            if not main:
-                break
-            done = _artifacts_under(target)
-            write_json_atomic(state_file, {"key": key, "artifacts": [str(p) for p in done]})
-            results.append(StageResult(stage, target, False, done))
-        if stage == "finetune" and dist.is_distributed():
+            if main:
+                done = _artifacts_under(target)
+                write_json_atomic(state_file, {"key": key, "artifacts": [str(p) for p in done]})
+                results.append(StageResult(stage, target, False, done))
+        if ddp and stage == "finetune":
             # The later stages run on rank 0 alone: leave DDP first, or their Trainer (compress
             # recovery) would wait forever for ranks that have returned.
             _leave_distributed()
@@ -281,6 +286,29 @@ def run_recipe(recipe: Recipe, *, progress: Callable[[str], None] = print) -> li
             current = done if stage == "export" else done[:1]
             produced.extend(done)
     return results
+
+
+def _join_distributed() -> None:
+    """Open the process group ourselves (the Trainer reuses it) so ranks can agree on skipping."""
+    import torch
+    import torch.distributed as tdist
+
+    from bertpress import dist
+
+    if not tdist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(dist.local_rank())  # NCCL collectives use the current device
+            tdist.init_process_group("nccl")
+        else:
+            tdist.init_process_group("gloo")
+
+
+def _decision_of_rank0(value: bool) -> bool:
+    import torch.distributed as tdist
+
+    box = [value]
+    tdist.broadcast_object_list(box, src=0)
+    return bool(box[0])
 
 
 def _leave_distributed() -> None:

@@ -150,3 +150,28 @@ def test_quickstart_overwrite_only_deletes_its_own_directories(tmp_path):
     proc = run_cli("quickstart", "--out", str(precious), "--overwrite", "--recipe-only")
     assert proc.returncode == 2 and "not a quickstart directory" in proc.stderr
     assert (precious / "thesis.tex").read_text() == "years of work"
+
+
+@pytest.mark.distributed
+def test_recipe_under_torchrun_finetunes_on_every_rank_then_compresses_on_rank0(tmp_path, tiny_checkpoint,
+                                                                                 tiny_data):
+    """DDP fine-tuning, then compress with distillation recovery on rank 0 alone: no hang."""
+    out = tmp_path / "run"
+    recipe = {
+        "out": str(out),
+        "finetune": {"model": str(tiny_checkpoint), "data": str(tiny_data), "epochs": 1, "batch_size": 16,
+                     "max_length": 32, "lr": 1e-3},
+        "compress": {"quantize": {"scheme": "dynamic"},
+                     "prune": {"heads": 0.25, "ffn": 0.5, "importance": "magnitude", "round_to": 8,
+                               "calibration_data": str(tiny_data)},
+                     "recover": {"epochs": 1, "max_steps": 2, "batch_size": 8, "max_length": 32}},
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "bertpress", "run", str(path), "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert Artifact.load(out / "checkpoint").manifest.metrics["hardware"]["world_size"] == 2
+    assert Artifact.load(out / "compressed").kind == "compressed"
+    assert proc.stdout.count('"stage"') == 2  # one report (rank 0's), two stages
