@@ -26,7 +26,7 @@ def resolve_data(data: str | None) -> tuple[str, str, list[str] | None]:
 def quickstart_recipe(data: str | None, out: Path, *, train_samples: int = 4000,
                       epochs: float = 1.0) -> tuple[str, dict[str, Any], str]:
     spec, note, labels = resolve_data(data)
-    note += f"; fine-tuning subset {train_samples} sentences, {epochs:g} epoch(s)"
+    note += f"; fine-tuned on a random subset of at most {train_samples} training sentences, {epochs:g} epoch(s)"
     finetune: dict[str, Any] = {
         "model": "minilm", "data": spec, "epochs": epochs, "train_samples": train_samples,
         "lr": 1e-4, "batch_size": 32, "max_length": 128, "warmup": 0.06, "seed": 0,
