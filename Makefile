@@ -25,7 +25,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)
-	$(BIN)/bertpress quickstart $(if $(DATA),--data $(DATA)) --out runs/quickstart --overwrite
+	$(BIN)/bertpress quickstart $(if $(DATA),--data $(DATA)) --out runs/quickstart
 
 clean:
 	rm -rf $(VENV) runs

@@ -92,9 +92,10 @@ def test_config_errors_name_the_problem():
 def test_manifest_round_trip(tmp_path):
     m = Manifest(kind="checkpoint", labels=["neg", "pos"], max_length=128,
                  recipe=to_tagged(_Inner(0.1)), metrics={"dev_accuracy": 0.9})
-    write_manifest(tmp_path, m)
+    written = write_manifest(tmp_path, m)
     loaded = Artifact.load(tmp_path)
-    assert loaded.manifest == m
+    assert loaded.manifest == written
+    assert (loaded.manifest.labels, loaded.manifest.recipe, loaded.manifest.metrics) == (m.labels, m.recipe, m.metrics)
     assert loaded.manifest.versions["torch"].startswith("2.")
     assert loaded.manifest.created
     assert [p.name for p in tmp_path.iterdir()] == [MANIFEST_NAME]  # no temp files left
