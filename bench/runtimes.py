@@ -9,7 +9,6 @@ included (`classify`), because that is what a deployment pays.
 from __future__ import annotations
 
 import copy
-import io
 import os
 import re
 import warnings
@@ -21,6 +20,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from bertpress.errors import ArtifactError, DeviceError, InputError
+from bertpress.models import state_dict_bytes
 from bertpress.bench.config import Runtime
 from bertpress.bench.sources import Source
 
@@ -126,15 +126,6 @@ class Runner:
 # ---- PyTorch --------------------------------------------------------------------------------
 
 
-def _state_dict_bytes(model) -> int:
-    """Size of the weights if saved as they are in memory (quantized modules pack their weights)."""
-    import torch
-
-    buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
-    return buf.tell()
-
-
 def _has_quantized_modules(model) -> bool:
     return any(type(m).__module__.startswith(("torch.ao.nn.quantized", "torch.nn.quantized",
                                               "torch.ao.nn.intrinsic.quantized"))
@@ -207,7 +198,7 @@ def load_torch(source: Source, runtime: Runtime, device: str) -> TorchRunner:
     model = model.to(device).eval()
     runner = TorchRunner(model, tokenizer, source.max_length, runtime=runtime, device=device, precision=precision)
     if quantized:
-        runner.size_bytes, runner.size_source = _state_dict_bytes(model), "state_dict"
+        runner.size_bytes, runner.size_source = state_dict_bytes(model), "state_dict"
     elif source.path is not None:
         runner.size_bytes = sum(dir_size(p) for p in source.path.glob("*.safetensors")) or \
             sum(dir_size(p) for p in source.path.glob("pytorch_model*.bin")) or None
@@ -362,6 +353,9 @@ def load_onnx_file(file: Path, tokenizer, max_length: int | None, device: str, t
                    providers: Sequence[str] | None = None) -> OnnxRunner:
     import onnxruntime as ort
 
+    from bertpress.safety import check_onnx_external_data
+
+    check_onnx_external_data(file)  # an untrusted file must not read outside its directory
     counts = onnx_op_counts(file)
     provider = check_onnx_device(counts, device, providers if providers is not None else ort.get_available_providers())
     opts = ort.SessionOptions()

@@ -186,3 +186,14 @@ def layer_shapes(model) -> list[dict[str, int]]:
 
 def param_count(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def state_dict_bytes(model) -> int:
+    """Bytes of the state dict serialized as it is in memory (int8 packed weights count as int8)."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.getbuffer().nbytes

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import io
 from typing import Iterator, Sequence
 
 import torch
@@ -61,6 +60,6 @@ def latency(model: nn.Module, tokenizer, *, seq_len: int = 128, threads: int | N
 
 def state_size(model: nn.Module) -> int:
     """Bytes of the serialized state dict (int8 packed weights count as int8)."""
-    buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
-    return buf.getbuffer().nbytes
+    from bertpress.models import state_dict_bytes
+
+    return state_dict_bytes(model)

@@ -73,3 +73,12 @@ def test_onnx_external_data_inside_its_directory_is_allowed(tmp_path):
     path = _onnx_with_external(tmp_path, "weights.bin")
     (path.parent / "weights.bin").write_bytes(b"\0" * 16)
     assert check_onnx_external_data(path) == ["weights.bin"]
+
+
+def test_bench_refuses_onnx_reading_outside_its_directory(tmp_path):
+    from bertpress.bench.runtimes import load_onnx_file
+
+    (tmp_path / "secret.bin").write_bytes(b"\0" * 16)
+    path = _onnx_with_external(tmp_path, "../secret.bin")
+    with pytest.raises(UnsafeInputError, match="outside the model's directory"):
+        load_onnx_file(path, None, 8, "cpu", 1)
