@@ -271,6 +271,10 @@ def run_recipe(recipe: Recipe, *, progress: Callable[[str], None] = print) -> li
                 if target.exists():  # stale output of an older recipe or input: ours to replace
                     shutil.rmtree(target)
                 progress(f"[{stage}] running -> {target}")
+            if ddp and stage == "finetune":
+                import torch.distributed as tdist
+
+                tdist.barrier()  # the other ranks start only after rank 0 cleared stale output
             _run_stage(stage, cfg, inputs, target)
             if main:
                 done = _artifacts_under(target)
