@@ -96,6 +96,7 @@ def _tell_other_ranks(outcome: str) -> None:
         import torch.distributed as tdist
 
         tdist.broadcast_object_list([outcome], src=0)
+        tdist.barrier()  # nobody leaves while the broadcast is still in flight
 
 
 def _outcome_from_rank0(out: Path) -> None:
@@ -103,6 +104,7 @@ def _outcome_from_rank0(out: Path) -> None:
 
     box: list = [None]
     tdist.broadcast_object_list(box, src=0)
+    tdist.barrier()
     if box[0] != "ok":
         raise ArtifactError(f"rank 0 failed to write {out} ({box[0]}); see rank 0's error above")
 
