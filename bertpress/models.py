@@ -36,6 +36,11 @@ def alias_path(name: str) -> Path:
     return path
 
 
+def local_path(source: str | os.PathLike) -> Path:
+    """The directory a local source names: a packaged alias's directory, or the path itself."""
+    return alias_path(str(source)) if str(source) in ALIASES else Path(source)
+
+
 def resolve_source(source: str | os.PathLike) -> tuple[str, bool]:
     """Return (path-or-hub-id, is_local). Local directories are checked for a readable config."""
     s = str(source)

@@ -164,9 +164,9 @@ def export(source: str | Path, cfg: ExportConfig | None = None, out_dir: str | P
     cfg = cfg or ExportConfig()
     if not isinstance(cfg, ExportConfig):
         raise ConfigError(f"cfg must be an ExportConfig, got {type(cfg).__name__}; build one with ExportConfig(...)")
-    from bertpress.models import ALIASES, alias_path
+    from bertpress.models import local_path
 
-    source = alias_path(str(source)) if str(source) in ALIASES else Path(source)
+    source = local_path(source)
     out_dir = Path(out_dir)
     check_output_dir(out_dir, overwrite=overwrite, inputs=(source,))  # fail fast, before the slow load
     if cfg.format != ExportFormat.TORCHSCRIPT:

@@ -115,11 +115,9 @@ def resolve_recipe(manifest: Manifest | None, cfg) -> QuantRecipe:
 
 def load_source(path: str | Path, cfg) -> Source:
     """Load an exportable input: a checkpoint/compressed artifact or a plain HF model directory."""
-    from bertpress.models import label_names_of, load_classifier
+    from bertpress.models import label_names_of, load_classifier, local_path
 
-    from bertpress.models import ALIASES, alias_path
-
-    path = alias_path(str(path)) if str(path) in ALIASES else Path(path)
+    path = local_path(path)
     if not path.exists():
         raise InputError(f"{path}: no such directory; give a checkpoint, a compressed artifact or an HF model directory")
     if not path.is_dir():
