@@ -369,12 +369,18 @@ def load_onnx_file(file: Path, tokenizer, max_length: int | None, device: str, t
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     provs: list[Any] = [provider] if provider == "CPUExecutionProvider" else [
         (provider, {"device_id": int(device.split(":")[1]) if ":" in device else 0}), "CPUExecutionProvider"]
+    from bertpress.export.onnx import disabled_optimizers
+
+    disabled = disabled_optimizers(file)  # e.g. SkipLayerNormFusion, recorded by bertpress export
     try:
-        session = ort.InferenceSession(str(file), sess_options=opts, providers=provs)
+        session = ort.InferenceSession(str(file), sess_options=opts, providers=provs,
+                                       **({"disabled_optimizers": disabled} if disabled else {}))
     except Exception as exc:
         raise ArtifactError(f"{file}: onnxruntime cannot load it ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); re-export it") from None
     runner = OnnxRunner(session, tokenizer, max_length, device, provider)
+    if disabled:
+        runner.notes.append(f"ONNX Runtime optimizers disabled as the model's metadata asks: {', '.join(disabled)}")
     q = int8_ops(counts)
     runner.precision = "int8" if q else "fp32"
     data = [p for p in file.parent.glob(file.name + "*") if p != file]  # external data files

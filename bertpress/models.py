@@ -94,6 +94,12 @@ def load_config(source: str | os.PathLike, trust_remote_code: bool = False):
     try:
         config = AutoConfig.from_pretrained(where, trust_remote_code=trust_remote_code)
     except OSError as exc:
+        if not local:
+            parent = Path(str(source)).expanduser().parent
+            hint = (f"; {parent}/ exists locally but has no {Path(str(source)).name} — a typo in a path?"
+                    if str(parent) not in ("", ".") and parent.is_dir() else "")
+            raise InputError(f"{source}: no such local directory, and not loadable as a Hugging Face hub id "
+                             f"({str(exc).splitlines()[0][:160]}){hint}") from None
         raise InputError(f"{source}: could not load its config ({str(exc).splitlines()[0][:200]})") from None
     except ValueError as exc:
         raise ArtifactError(f"{source}: unusable config.json ({str(exc).splitlines()[0][:200]})") from None

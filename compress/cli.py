@@ -60,6 +60,8 @@ def register(sub, common, formatter) -> None:
                    help="comma-separated quantization schemes to try")
     g.add_argument("--latency-statistic", choices=["p50", "min"], default="p50",
                    help="per-call latency statistic that ranks candidates (min resists noise from other jobs)")
+    g.add_argument("--latency-rounds", type=int, default=3,
+                   help="interleaved timing rounds over all candidates after the walk (median p50, best min)")
     g.add_argument("--latency-threads", type=int, default=None,
                    help="torch threads while timing (default: torch's setting)")
     p.add_argument("--seed", type=int, default=0, help="random seed for subsets")
@@ -78,7 +80,7 @@ def config_from_args(args: argparse.Namespace):
         search = SearchConfig(max_accuracy_drop=args.max_accuracy_drop, schedule=tuple(args.search_schedule),
                               schemes=tuple(s.strip() for s in args.search_schemes.split(",") if s.strip()),
                               latency_threads=args.latency_threads, eval_samples=args.eval_samples,
-                              latency_statistic=args.latency_statistic)
+                              latency_statistic=args.latency_statistic, latency_rounds=args.latency_rounds)
     return CompressConfig(
         quantize=QuantizeConfig(scheme=args.quantize, calibration_data=args.calibration_data,
                                 calibration_samples=args.calibration_samples,

@@ -171,6 +171,9 @@ class SearchConfig:
     # Which per-call statistic ranks candidates: p50, or min (robust on a CPU shared with other
     # jobs, where preemption inflates the median; both are always recorded).
     latency_statistic: str = "p50"
+    # Candidates are timed after the walk, interleaved (baseline, c1, c2, ... repeated this many
+    # rounds): a burst of load on a shared machine then hits every candidate alike.
+    latency_rounds: int = 3
     eval_samples: Optional[int] = None  # subset of the eval set (None = all)
 
     def __post_init__(self) -> None:
@@ -185,6 +188,7 @@ class SearchConfig:
         if self.latency_threads is not None:
             check_range(self.latency_threads, "search.latency_threads", low=1, integer=True)
         check_range(self.latency_min_seconds, "search.latency_min_seconds", low=0.0)
+        check_range(self.latency_rounds, "search.latency_rounds", low=1, integer=True)
         if self.latency_statistic not in ("p50", "min"):
             raise ConfigError(f"search.latency_statistic={self.latency_statistic!r} is not valid; choose p50 or min")
         if self.eval_samples is not None:

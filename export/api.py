@@ -71,7 +71,8 @@ def _build(src: Source, cfg: ExportConfig, fmt: str, out: Path, eval_set, calib_
                 weight_type=cfg.weight_type.value, per_channel=recipe.per_channel,
                 reduce_range=recipe.reduce_range, scope=recipe.scope, trace_batch=cfg.trace_batch,
                 trace_seq=cfg.trace_seq, max_length=src.max_length, calibration_texts=calib_texts,
-                calibration_method=recipe.calibration_method, ort_format=cfg.ort_format, seed=cfg.seed)
+                calibration_method=recipe.calibration_method, ort_format=cfg.ort_format,
+                fuse_skip_layernorm=cfg.fuse_skip_layernorm, seed=cfg.seed)
         files_to_check.append(("model.onnx", ort_runner(out / "model.onnx")))
         if cfg.ort_format:
             files_to_check.append(("model.ort", ort_runner(out / "model.ort")))

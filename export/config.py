@@ -63,6 +63,9 @@ class ExportConfig:
     weight_type: WeightType = WeightType.S8
     per_channel: bool | None = None  # None: follow the recipe (default True)
     ort_format: bool = False  # also write model.ort (ONNX Runtime's mobile/edge format)
+    # Keep ORT's SkipLayerNormalization fusion (off by default: its CPU kernel measured ~7x slower
+    # than Add + LayerNormalization on ORT 1.31; docs/results/export.md).
+    fuse_skip_layernorm: bool = False
     max_length: int | None = None  # None: the input's max_length (capped by position embeddings)
     # Parity gate: grid of batch sizes x sequence lengths (the max length is always added);
     # the tracing shape below is never part of the grid.
@@ -92,7 +95,7 @@ class ExportConfig:
         # decomposition and Attention patterns); the exact upper bound is checked at export time
         # against the installed torch.
         check_range(self.opset, "opset", low=14, integer=True)
-        for name in ("ort_format", "allow_mismatch"):
+        for name in ("ort_format", "fuse_skip_layernorm", "allow_mismatch"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be true or false")
         if self.per_channel is not None and not isinstance(self.per_channel, bool):

@@ -6,6 +6,13 @@ fuse with onnxruntime.transformers.optimizer, and quantize the *fused* graph. Qu
 would hide the MatMuls from the fusion patterns; quantizing the fused graph works once the
 quantizer is told that tensors shape inference cannot type (outputs of the contrib ops) are
 float (extra_options DefaultTensorType=FLOAT) and stale value_info entries are dropped.
+
+Residual Add + LayerNormalization stay unfused by default: ONNX Runtime 1.31's CPU
+SkipLayerNormalization kernel takes 364 us for a 1x128x384 input on one core where the Add + Add +
+LayerNormalization it replaces take 78 us (`python -m bertpress.export.microbench`); the whole int8
+MiniLM runs 1.2x faster without it (docs/results/export.md). ORT would
+re-fuse them when it loads the file, so the model carries the optimizer to disable in its
+metadata (`ORT_DISABLED_KEY`) and every session bertpress opens honours it (`session_kwargs`).
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ from bertpress.export.signature import INPUT_NAMES, OUTPUT_NAMES, encode, logits
 
 FILE_NAME = "model.onnx"
 ORT_FILE_NAME = "model.ort"
+# Model metadata key: comma-separated ORT graph optimizers to disable when loading the file.
+ORT_DISABLED_KEY = "bertpress.ort_disabled_optimizers"
+SLOW_FUSIONS = ("SkipLayerNormFusion",)
 # The fusions we read back from the optimizer and record in the manifest.
 FUSION_KEYS = ("Attention", "MultiHeadAttention", "EmbedLayerNormalization", "SkipLayerNormalization",
                "LayerNormalization", "BiasGelu", "Gelu", "FastGelu")
@@ -74,16 +84,22 @@ def export_graph(model, tokenizer, file: Path, *, opset: int, trace_batch: int, 
                           dynamic_axes=axes, opset_version=opset, do_constant_folding=True, dynamo=False)
 
 
-def optimize_graph(src: Path, dst: Path, *, level: str, num_layers: int) -> dict[str, Any]:
+def optimize_graph(src: Path, dst: Path, *, level: str, num_layers: int,
+                   fuse_skip_layernorm: bool = False) -> dict[str, Any]:
     """Apply ORT's BERT fusions; raise if attention did not fuse in every layer.
 
     num_heads=0 / hidden_size=0 let the optimizer read them from the graph, which is what makes
-    pruned models (fewer heads than the config's original) fuse too."""
+    pruned models (fewer heads than the config's original) fuse too. SkipLayerNormalization is
+    left out unless asked for (see the module docstring)."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     opt_level = {"basic": 0, "full": 1}[level]
+    options = FusionOptions("bert")
+    options.enable_skip_layer_norm = fuse_skip_layernorm
     with quiet():
-        opt = optimize_model(str(src), model_type="bert", num_heads=0, hidden_size=0, opt_level=opt_level)
+        opt = optimize_model(str(src), model_type="bert", num_heads=0, hidden_size=0, opt_level=opt_level,
+                             optimization_options=options)
         stats = opt.get_fused_operator_statistics()
         opt.save_model_to_file(str(dst))
     counts = {k: int(stats.get(k, 0)) for k in FUSION_KEYS}
@@ -230,6 +246,41 @@ def op_counts(file: Path) -> dict[str, int]:
     return dict(Counter(n.op_type for n in model.graph.node).most_common())
 
 
+def disabled_optimizers(file: Path) -> list[str]:
+    """The ORT optimizers this model asks to be disabled (its `ORT_DISABLED_KEY` metadata)."""
+    import onnx
+
+    if file.suffix == ".ort":  # flatbuffer: no onnx proto; the sibling .onnx carries the same metadata
+        file = file.with_suffix(".onnx")
+        if not file.is_file():
+            return []
+    try:
+        model = onnx.load(str(file), load_external_data=False)
+    except Exception:  # unreadable: let ONNX Runtime report it with its own message
+        return []
+    value = next((p.value for p in model.metadata_props if p.key == ORT_DISABLED_KEY), "")
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def mark_disabled_optimizers(file: Path, names: Sequence[str]) -> None:
+    """Record `names` in the model's metadata so that loaders keep those fusions off."""
+    import onnx
+
+    model = onnx.load(str(file), load_external_data=False)
+    kept = [p for p in model.metadata_props if p.key != ORT_DISABLED_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    if names:
+        model.metadata_props.add(key=ORT_DISABLED_KEY, value=",".join(names))
+    onnx.save(model, str(file))
+
+
+def session_kwargs(file: Path) -> dict[str, Any]:
+    """Extra InferenceSession arguments this model needs to run as fast as it was measured."""
+    names = disabled_optimizers(file)
+    return {"disabled_optimizers": names} if names else {}
+
+
 def session(file: Path, threads: int | None = None):
     import onnxruntime as ort
 
@@ -238,7 +289,7 @@ def session(file: Path, threads: int | None = None):
     if threads:
         opts.intra_op_num_threads = threads
     try:
-        return ort.InferenceSession(str(file), opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(file), opts, providers=["CPUExecutionProvider"], **session_kwargs(file))
     except Exception as exc:
         raise ArtifactError(f"{file}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]}); re-export it") from None
 
@@ -265,7 +316,7 @@ def write_ort_format(src: Path, dst: Path) -> None:
     opts.optimized_model_filepath = str(dst)
     opts.add_session_config_entry("session.save_model_format", "ORT")
     try:
-        ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"])
+        ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"], **session_kwargs(src))
     except Exception as exc:
         raise ArtifactError(f"{src}: could not convert to ORT format ({str(exc).splitlines()[0][:200]})") from None
     if not dst.is_file():
@@ -276,7 +327,7 @@ def export_onnx(model, tokenizer, out_dir: Path, work: Path, *, opset: int, opti
                 weight_type: str, per_channel: bool, reduce_range: bool = False, scope: str = "encoder",
                 trace_batch: int, trace_seq: int, max_length: int,
                 calibration_texts: Sequence[str] | None = None, calibration_method: str = "minmax",
-                ort_format: bool = False, seed: int = 0) -> dict[str, Any]:
+                ort_format: bool = False, fuse_skip_layernorm: bool = False, seed: int = 0) -> dict[str, Any]:
     """Write OUT/model.onnx (and model.ort); intermediate graphs go to `work`. Returns details."""
     raw = work / "exported.onnx"
     export_graph(model, tokenizer, raw, opset=opset, trace_batch=trace_batch, trace_seq=trace_seq, seed=seed)
@@ -286,7 +337,8 @@ def export_onnx(model, tokenizer, out_dir: Path, work: Path, *, opset: int, opti
     current = raw
     if optimize != "none":
         fused = work / "fused.onnx"
-        details["fusions"] = optimize_graph(raw, fused, level=optimize, num_layers=model.config.num_hidden_layers)
+        details["fusions"] = optimize_graph(raw, fused, level=optimize, num_layers=model.config.num_hidden_layers,
+                                            fuse_skip_layernorm=fuse_skip_layernorm)
         current = fused
     if scheme != "none":
         qfile = work / "int8.onnx"
@@ -300,6 +352,9 @@ def export_onnx(model, tokenizer, out_dir: Path, work: Path, *, opset: int, opti
         current = qfile
     final = out_dir / FILE_NAME
     final.write_bytes(current.read_bytes())
+    disabled = [] if fuse_skip_layernorm else list(SLOW_FUSIONS)
+    mark_disabled_optimizers(final, disabled)
+    details["ort_disabled_optimizers"] = disabled
     details["op_counts"] = op_counts(final)
     if ort_format:
         write_ort_format(final, out_dir / ORT_FILE_NAME)

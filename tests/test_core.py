@@ -343,3 +343,15 @@ def test_write_manifest_does_not_modify_the_callers_manifest(tmp_path):
     written = write_manifest(tmp_path, m)
     assert m.versions == {} and m.created == ""
     assert written.versions and written.created
+
+
+def test_mistyped_local_path_is_named_as_such(tmp_path, monkeypatch):
+    """'runs/typo' is also a valid hub id; when neither exists the error says both and points
+    at the local directory that does exist."""
+    from bertpress.models import load_config
+
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match=r"runs/typo: no such local directory, and not loadable as a Hugging "
+                                         r"Face hub id .*runs/ exists locally but has no typo"):
+        load_config("runs/typo")

@@ -133,10 +133,51 @@ def test_attention_and_layernorm_fused_and_recorded(fp32_all):
     fusions = arts["onnx"].manifest.details["model"]["fusions"]
     assert fusions["Attention"] == 2  # one per layer
     assert fusions["EmbedLayerNormalization"] == 1
-    assert fusions["SkipLayerNormalization"] == 4
+    # residual Add + LayerNormalization stay unfused (ORT's SkipLayerNormalization CPU kernel is
+    # the slow one) and the model tells loaders to keep ORT from re-fusing them
+    assert fusions["SkipLayerNormalization"] == 0 and fusions["LayerNormalization"] == 4
     assert fusions["BiasGelu"] + fusions["Gelu"] + fusions["FastGelu"] == 2
     ops = arts["onnx"].manifest.details["model"]["op_counts"]
-    assert ops.get("Attention") == 2 and "Softmax" not in ops
+    assert ops.get("Attention") == 2 and "Softmax" not in ops and "SkipLayerNormalization" not in ops
+    assert arts["onnx"].manifest.details["model"]["ort_disabled_optimizers"] == ["SkipLayerNormFusion"]
+
+
+def test_loaders_honour_the_disabled_fusion_and_opt_in_keeps_it(fp32_all, ckpt, tmp_path):
+    """bertpress sessions load the graph as exported (no SkipLayerNormalization re-fused); a plain
+    InferenceSession re-fuses it and gives the same logits; --fuse-skip-layernorm keeps ORT's fusion."""
+    import onnx
+    import onnxruntime as ort
+
+    from bertpress.bench.runtimes import load_onnx_file
+    from bertpress.export import ExportConfig, export
+    from bertpress.export.onnx import disabled_optimizers, session_kwargs
+    from bertpress.models import load_tokenizer
+
+    out, _ = fp32_all
+    file = out / "onnx" / "model.onnx"
+    assert disabled_optimizers(file) == ["SkipLayerNormFusion"]
+
+    def optimized_ops(kwargs):
+        opts = ort.SessionOptions()
+        opts.optimized_model_filepath = str(tmp_path / "seen.onnx")
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(str(file), opts, providers=["CPUExecutionProvider"], **kwargs)
+        ops = {n.op_type for n in onnx.load(str(tmp_path / "seen.onnx")).graph.node}
+        return ops, sess.run(["logits"], _feed(ckpt, TEXTS))[0]
+
+    ours, logits_ours = optimized_ops(session_kwargs(file))
+    plain, logits_plain = optimized_ops({})
+    assert "SkipLayerNormalization" not in ours and "SkipLayerNormalization" in plain
+    np.testing.assert_allclose(logits_ours, logits_plain, atol=1e-4)
+    runner = load_onnx_file(file, load_tokenizer(out / "onnx"), 128, "cpu", 1)
+    assert any("SkipLayerNormFusion" in n for n in runner.notes)
+
+    art = export(ckpt, ExportConfig(batch_sizes=(1, 3), seq_lengths=(8, 33), fuse_skip_layernorm=True),
+                 tmp_path / "fused")
+    d = art.manifest.details["model"]
+    assert d["fusions"]["SkipLayerNormalization"] == 4 and d["ort_disabled_optimizers"] == []
+    assert disabled_optimizers(tmp_path / "fused" / "model.onnx") == []
+    assert art.manifest.metrics["parity"]["model.onnx"]["passed"]
 
 
 @pytest.mark.parametrize("level", ["none", "basic"])
@@ -439,7 +480,7 @@ def test_minilm_fuses_all_six_layers(tmp_path, sst2_dir):
                        eval_data=str(sst2_dir), eval_samples=64, min_agreement=0.0, int8_atol=10.0)
     art = export(alias_path("minilm"), cfg, tmp_path / "minilm")
     fus = art.manifest.details["model"]["fusions"]
-    assert fus["Attention"] == 6 and fus["SkipLayerNormalization"] == 12 and fus["EmbedLayerNormalization"] == 1
+    assert fus["Attention"] == 6 and fus["LayerNormalization"] == 12 and fus["EmbedLayerNormalization"] == 1
     assert art.manifest.details["model"]["op_counts"].get("QAttention") == 6
     assert (tmp_path / "minilm" / "model.onnx").stat().st_size < 30e6
     fp32 = export(alias_path("minilm"), ExportConfig(batch_sizes=(1, 3), seq_lengths=(8, 33), max_length=128),
@@ -495,3 +536,15 @@ def test_measure_side_by_side(fp32_all, tiny_data):
     assert [r["kind"] for r in rows] == ["onnx", "torchscript"]
     assert rows[0]["accuracy"] == rows[1]["accuracy"]  # the same fp32 model in two formats
     assert all(r["p50_ms"] > 0 and r["iters"] >= 30 for r in rows)
+
+
+def test_skip_layernorm_microbench_compares_equal_functions():
+    """The microbenchmark behind the unfused-LayerNorm default runs both graphs on the same
+    inputs, checks they agree, and reports both timings."""
+    from bertpress.export.microbench import main, run
+
+    rows = run(hidden=32, seq=8, batch=2, threads=(1,), rounds=1, seconds=0.01)
+    assert len(rows) == 1 and rows[0]["shape"] == [2, 8, 32]
+    assert rows[0]["skip_layernorm_us"] > 0 and rows[0]["add_layernorm_us"] > 0
+    with pytest.raises(SystemExit):
+        main(["--threads", "0"])

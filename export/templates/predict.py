@@ -31,7 +31,11 @@ def load(model_file: Path, threads: int):
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(model_file), opts, providers=["CPUExecutionProvider"])
+    # Fusions bertpress measured slower on this runtime and left out of the graph; ONNX Runtime
+    # would redo them at load time unless told not to.
+    disabled = meta["details"].get("model", {}).get("ort_disabled_optimizers") or []
+    sess = ort.InferenceSession(str(model_file), opts, providers=["CPUExecutionProvider"],
+                                **({"disabled_optimizers": disabled} if disabled else {}))
     return meta, tok, sess
 
 
