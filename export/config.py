@@ -63,8 +63,8 @@ class ExportConfig:
     weight_type: WeightType = WeightType.S8
     per_channel: bool | None = None  # None: follow the recipe (default True)
     ort_format: bool = False  # also write model.ort (ONNX Runtime's mobile/edge format)
-    # Keep ORT's SkipLayerNormalization fusion (off by default: its CPU kernel measured ~7x slower
-    # than Add + LayerNormalization on ORT 1.31; docs/results/export.md).
+    # Keep ORT's SkipLayerNormalization fusion (off by default: its CPU kernel measured 3-5x slower
+    # than the Add + LayerNormalization it replaces on ORT 1.31; docs/results/export.md).
     fuse_skip_layernorm: bool = False
     max_length: int | None = None  # None: the input's max_length (capped by position embeddings)
     # Parity gate: grid of batch sizes x sequence lengths (the max length is always added);
