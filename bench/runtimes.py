@@ -287,15 +287,20 @@ def load_torchscript(source: Source, device: str) -> TorchScriptRunner:
 # ---- ONNX Runtime ---------------------------------------------------------------------------
 
 
-def onnx_op_counts(file: Path) -> dict[str, int]:
-    """Op histogram of an ONNX file, or ArtifactError if it cannot be read (e.g. truncated)."""
+def read_onnx(file: Path):
+    """The ModelProto (without external weights), or ArtifactError if it cannot be read."""
     import onnx
 
     try:
-        model = onnx.load(str(file), load_external_data=False)
+        return onnx.load(str(file), load_external_data=False)
     except Exception as exc:
         raise ArtifactError(f"{file}: not a readable ONNX model ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); re-export it") from None
+
+
+def onnx_op_counts(file_or_model) -> dict[str, int]:
+    """Op histogram of an ONNX file (or an already read ModelProto)."""
+    model = read_onnx(file_or_model) if isinstance(file_or_model, (str, Path)) else file_or_model
     counts: Counter = Counter(n.op_type for n in model.graph.node)
     for fn in model.functions:  # dynamo exports may hide ops in local functions
         counts.update(n.op_type for n in fn.node)
@@ -356,7 +361,8 @@ def load_onnx_file(file: Path, tokenizer, max_length: int | None, device: str, t
     from bertpress.safety import check_onnx_external_data
 
     check_onnx_external_data(file)  # an untrusted file must not read outside its directory
-    counts = onnx_op_counts(file)
+    model = read_onnx(file)  # read once: op counts and the disabled-optimizer metadata
+    counts = onnx_op_counts(model)
     provider = check_onnx_device(counts, device, providers if providers is not None else ort.get_available_providers())
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
@@ -369,9 +375,9 @@ def load_onnx_file(file: Path, tokenizer, max_length: int | None, device: str, t
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     provs: list[Any] = [provider] if provider == "CPUExecutionProvider" else [
         (provider, {"device_id": int(device.split(":")[1]) if ":" in device else 0}), "CPUExecutionProvider"]
-    from bertpress.export.onnx import disabled_optimizers
+    from bertpress.export.onnx import disabled_in
 
-    disabled = disabled_optimizers(file)  # e.g. SkipLayerNormFusion, recorded by bertpress export
+    disabled = disabled_in(model)  # e.g. SkipLayerNormFusion, recorded by bertpress export
     try:
         session = ort.InferenceSession(str(file), sess_options=opts, providers=provs,
                                        **({"disabled_optimizers": disabled} if disabled else {}))

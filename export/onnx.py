@@ -239,15 +239,23 @@ def infer_types(src: Path, dst: Path) -> None:
     onnx.save(model, str(dst))
 
 
-def op_counts(file: Path) -> dict[str, int]:
+def op_counts(file_or_model) -> dict[str, int]:
+    """Op histogram, most frequent first, of an ONNX file or an already loaded ModelProto."""
     import onnx
 
-    model = onnx.load(str(file), load_external_data=False)
+    model = (onnx.load(str(file_or_model), load_external_data=False)
+             if isinstance(file_or_model, (str, Path)) else file_or_model)
     return dict(Counter(n.op_type for n in model.graph.node).most_common())
 
 
+def disabled_in(model) -> list[str]:
+    """The ORT optimizers a loaded ModelProto asks to be disabled (its `ORT_DISABLED_KEY`)."""
+    value = next((p.value for p in model.metadata_props if p.key == ORT_DISABLED_KEY), "")
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
 def disabled_optimizers(file: Path) -> list[str]:
-    """The ORT optimizers this model asks to be disabled (its `ORT_DISABLED_KEY` metadata)."""
+    """`disabled_in` for a file; [] when it cannot be read (ONNX Runtime then reports why)."""
     import onnx
 
     if file.suffix == ".ort":  # flatbuffer: no onnx proto; the sibling .onnx carries the same metadata
@@ -255,24 +263,18 @@ def disabled_optimizers(file: Path) -> list[str]:
         if not file.is_file():
             return []
     try:
-        model = onnx.load(str(file), load_external_data=False)
-    except Exception:  # unreadable: let ONNX Runtime report it with its own message
+        return disabled_in(onnx.load(str(file), load_external_data=False))
+    except Exception:
         return []
-    value = next((p.value for p in model.metadata_props if p.key == ORT_DISABLED_KEY), "")
-    return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def mark_disabled_optimizers(file: Path, names: Sequence[str]) -> None:
-    """Record `names` in the model's metadata so that loaders keep those fusions off."""
-    import onnx
-
-    model = onnx.load(str(file), load_external_data=False)
+def mark_disabled(model, names: Sequence[str]) -> None:
+    """Record `names` in a ModelProto's metadata so that loaders keep those fusions off."""
     kept = [p for p in model.metadata_props if p.key != ORT_DISABLED_KEY]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)
     if names:
         model.metadata_props.add(key=ORT_DISABLED_KEY, value=",".join(names))
-    onnx.save(model, str(file))
 
 
 def session_kwargs(file: Path) -> dict[str, Any]:
@@ -350,12 +352,15 @@ def export_onnx(model, tokenizer, out_dir: Path, work: Path, *, opset: int, opti
                                                  reduce_range=reduce_range, scope=scope,
                                                  calibration=reader, calibration_method=calibration_method)
         current = qfile
+    import onnx
+
     final = out_dir / FILE_NAME
-    final.write_bytes(current.read_bytes())
+    graph = onnx.load(str(current), load_external_data=False)
     disabled = [] if fuse_skip_layernorm else list(SLOW_FUSIONS)
-    mark_disabled_optimizers(final, disabled)
+    mark_disabled(graph, disabled)
+    onnx.save(graph, str(final))
     details["ort_disabled_optimizers"] = disabled
-    details["op_counts"] = op_counts(final)
+    details["op_counts"] = op_counts(graph)
     if ort_format:
         write_ort_format(final, out_dir / ORT_FILE_NAME)
         details["ort_file"] = ORT_FILE_NAME

@@ -568,4 +568,6 @@ def test_search_times_candidates_interleaved_and_uses_the_median(ckpt, tiny_data
     assert rows[5]["latency_rounds_p50_ms"] == [500.0, 1.0, 1.0] and rows[5]["latency_p50_ms"] == 1.0
     assert rows[5].get("winner") and rows[5]["speedup"] == 10.0
     assert s["latency"]["rounds"] == 3
+    with pytest.raises(ConfigError, match="latency_rounds"):
+        SearchConfig(latency_rounds=0)
     assert art.manifest.details["quantization"]["scheme"] == rows[5]["scheme"]

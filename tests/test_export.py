@@ -464,6 +464,14 @@ def test_inspect_corrupt_onnx_gives_one_line_error(fp32_all, tmp_path):
             inspect_path(f)
     proc = run_cli("inspect", str(truncated))
     assert proc.returncode == 2 and proc.stderr.startswith("error:") and proc.stderr.strip().count("\n") == 0
+    # opening a session reads the model's metadata first; an unreadable file must still end in
+    # the session's one-line ArtifactError, not a protobuf traceback from that read
+    from bertpress.export.onnx import disabled_optimizers, session
+
+    for f in (truncated, garbage):
+        assert disabled_optimizers(f) == []
+        with pytest.raises(ArtifactError, match="ONNX Runtime cannot load it.*re-export it"):
+            session(f)
 
 
 # ---- real model ----------------------------------------------------------------------------
