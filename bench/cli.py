@@ -45,6 +45,10 @@ def register(sub, common, formatter) -> None:
     p.add_argument("--min-seconds", type=float, default=1.0, help="and at least this many seconds per shape")
     p.add_argument("--headline", default=None,
                    help="BATCHxSEQ of the summary table and accuracy plot (default: smallest batch x longest seq)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="after the sweep, re-time the headline shape in this many interleaved rounds (every "
+                        "variant once per round) and report the median p50: ratios that survive a VM whose "
+                        "speed drifts during the run (1 = off)")
     p.add_argument("--out", default="runs/bench-report", help="report directory to create")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -65,7 +69,7 @@ def _handle(args: argparse.Namespace) -> int:
         "eval_limit": args.eval_limit, "traffic_batch_size": args.traffic_batch_size,
         "traffic_passes": args.traffic_passes, "baselines": args.baselines, "runtimes": args.runtimes,
         "warmup": args.warmup, "min_iters": args.min_iters, "min_seconds": args.min_seconds,
-        "headline": args.headline,
+        "headline": args.headline, "rounds": args.rounds,
     })
     from bertpress.bench.run import bench
 
@@ -80,9 +84,9 @@ def _handle(args: argparse.Namespace) -> int:
     print(f"report: {report.path}/report.md  (results.json, plots/)")
     print(f"{'variant':48s} {'p50 ms':>9s} {'speed-up':>9s} {'sent/s':>9s} {'acc %':>7s}  (batch {b} x {s})")
     for v in res.variants:
-        lat = v.shape(b, s)
+        p50 = v.p50(b, s)
         sp = v.ratios.get("p50_speedup")
-        print(f"{v.id[:48]:48s} {(f'{lat.p50_ms:.2f}' if lat else '-'):>9s} "
+        print(f"{v.id[:48]:48s} {(f'{p50:.2f}' if p50 is not None else '-'):>9s} "
               f"{(f'{sp:.2f}x' if sp else '-'):>9s} "
               f"{(f'{v.traffic.sentences_per_s:.1f}' if v.traffic else '-'):>9s} "
               f"{(f'{v.accuracy * 100:.2f}' if v.accuracy is not None else '-'):>7s}")

@@ -72,7 +72,10 @@ class BenchConfig:
     (the set's own sentences, length-sorted batches of traffic_batch_size, dynamic padding).
     runtimes filters the variants (empty = every runtime that applies to each artifact).
     headline is the (batch, seq) of the main table and the accuracy plot; None = the smallest
-    batch and the largest sequence length.
+    batch and the largest sequence length. rounds > 1 re-times the headline shape after the
+    sweep in that many interleaved rounds (every variant once per round, all loaded together):
+    the headline p50 and its speed-ups become the median of the round p50s, so a machine that
+    slows down or speeds up during the run shifts every variant alike instead of one of them.
     """
 
     devices: tuple[str, ...] = ("cpu",)
@@ -90,6 +93,7 @@ class BenchConfig:
     min_iters: int = 20
     min_seconds: float = 1.0
     headline: tuple[int, int] | None = None
+    rounds: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -122,6 +126,7 @@ class BenchConfig:
         check_range(self.min_iters, "min_iters", low=1, integer=True)
         check_range(self.min_seconds, "min_seconds", low=0)
         check_range(self.seed, "seed", low=0, integer=True)
+        check_range(self.rounds, "rounds", low=1, high=100, integer=True)
         if self.headline is not None:
             h = self.headline
             if isinstance(h, str):

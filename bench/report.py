@@ -77,8 +77,10 @@ def render_markdown(res: BenchResults) -> str:
     if load is not None and cores and load > cores:
         lines.append(f"**Busy machine:** the load average was {load} on {cores} usable cores when the "
                      "measurements started; other processes competed for the CPU, so treat small differences as noise.")
+    rounds = cfg.get("rounds", 1)
     lines += ["", "## Summary", "",
-              f"Latency at batch {b} × {s} tokens (ms per call; speed-up vs the reference in brackets), "
+              f"Latency at batch {b} × {s} tokens (ms per call; speed-up vs the reference in brackets"
+              + (f"; p50 = median of {rounds} interleaved rounds, below" if rounds > 1 else "") + "), "
               f"real-traffic throughput (sentences/s, ratio), accuracy (Δ points), agreement with the "
               f"fp32 reference's predictions, size on disk (MB, ratio).", "",
               "| variant | runtime | device | precision | p50 ms | p90 ms | sentences/s | accuracy % | agreement % | size MB | peak RSS MB |",
@@ -90,7 +92,7 @@ def render_markdown(res: BenchResults) -> str:
             f" ({r['accuracy_delta_points']:+.2f})" if r.get("accuracy_delta_points") is not None else "")
         lines.append(
             f"| `{v.id}`{' (ref)' if v.id == res.reference else ''} | {v.runtime} | {v.device} | {v.precision} | "
-            f"{_f(lat.p50_ms if lat else None)}{_x(r.get('p50_speedup'))} | "
+            f"{_f(v.p50(b, s))}{_x(r.get('p50_speedup'))} | "
             f"{_f(lat.p90_ms if lat else None)}{_x(r.get('p90_speedup'))} | "
             f"{_f(v.traffic.sentences_per_s if v.traffic else None, '{:.1f}')}{_x(r.get('throughput'))} | "
             f"{acc} | {_f(None if v.agreement is None else v.agreement * 100)} | "
@@ -99,6 +101,24 @@ def render_markdown(res: BenchResults) -> str:
         lines.append("")
         lines.append("\\* size of the weights serialized as they are in memory (quantized on load or on the fly); "
                      "the files on disk hold fp32 weights.")
+    timed = [v for v in res.variants if v.rounds and v.rounds.get("p50_ms")]
+    if timed:
+        lines += ["", f"## Interleaved rounds (batch {b} × {s}, p50 ms per round)", "",
+                  f"After the sweep, every variant was timed once per round, round after round, all loaded "
+                  f"together: speed drift of the machine during the run falls on every variant alike. The "
+                  f"summary's p50 and speed-ups are the medians; the sweep's own p50 is shown for comparison, "
+                  f"and the speed-up of each round (reference round p50 / variant round p50) shows the spread.", "",
+                  "| variant | " + " | ".join(f"round {i + 1}" for i in range(len(timed[0].rounds["p50_ms"])))
+                  + " | median | sweep p50 | speed-up per round (min – max) |",
+                  "|---|" + "---|" * (len(timed[0].rounds["p50_ms"]) + 3)]
+        ref_rounds = ref.rounds["p50_ms"] if ref is not None and ref.rounds else None
+        for v in timed:
+            lat = v.shape(b, s)
+            per_round = ([r / x for r, x in zip(ref_rounds, v.rounds["p50_ms"]) if x]
+                         if ref_rounds and len(ref_rounds) == len(v.rounds["p50_ms"]) else [])
+            spread = f"{min(per_round):.2f}× – {max(per_round):.2f}×" if per_round else "–"
+            lines.append(f"| `{v.id}` | " + " | ".join(_f(x) for x in v.rounds["p50_ms"])
+                         + f" | {_f(v.p50(b, s))} | {_f(lat.p50_ms if lat else None)} | {spread} |")
     if res.refused:
         lines += ["", "## Refused", ""]
         for r in res.refused:
@@ -139,6 +159,9 @@ def render_markdown(res: BenchResults) -> str:
               "its predictions give the accuracy and the agreement with the reference.",
               "- Peak RSS: the process's peak resident memory while the variant was loaded and measured "
               "(reset per variant through /proc/self/clear_refs).",
+              *([f"- Interleaved rounds: the headline shape re-timed {rounds} times per variant after the sweep, "
+                 "in the order v1, v2, … v1, v2, … with the same warm-up and minimum calls/seconds; the median "
+                 "of the round p50s is the summary's p50."] if rounds > 1 else []),
               "", "## Environment", ""] + _env_lines(res.environment, res.threads)
     return "\n".join(lines) + "\n"
 
@@ -168,8 +191,8 @@ def render_plots(res: BenchResults, plots_dir: Path) -> list[Path]:
     # 1. latency vs accuracy, Pareto front marked. Points get a legend entry each (labels next
     # to points collide when variants share an accuracy); log latency because variants span decades.
     fig, ax = plt.subplots(figsize=(9, 5.5))
-    pts = [(v, v.shape(b, s)) for v in res.variants]
-    pts = [(v, lat.p50_ms, v.accuracy * 100) for v, lat in pts if lat is not None and v.accuracy is not None]
+    pts = [(v, v.p50(b, s), v.accuracy * 100) for v in res.variants
+           if v.p50(b, s) is not None and v.accuracy is not None]
     if pts:
         xy = [(x, y) for _, x, y in pts]
         front = pareto_front(xy)

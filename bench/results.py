@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,18 @@ class VariantResult:
     agreement: float | None = None  # share of predictions equal to the fp32 reference's
     ratios: dict[str, float | None] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
+    # Interleaved re-timing of the headline shape (BenchConfig.rounds > 1):
+    # {"batch_size", "seq_len", "p50_ms": [one p50 per round]}.
+    rounds: dict[str, Any] | None = None
+
+    def p50(self, batch: int, seq: int) -> float | None:
+        """p50 latency of a shape: the median of the interleaved rounds' p50s where they timed
+        this shape, else the sweep's p50."""
+        r = self.rounds
+        if r and r.get("p50_ms") and (r["batch_size"], r["seq_len"]) == (batch, seq):
+            return float(statistics.median(r["p50_ms"]))
+        lat = self.shape(batch, seq)
+        return lat.p50_ms if lat else None
 
     def shape(self, batch: int, seq: int) -> LatencyStats | None:
         for r in self.fixed:

@@ -64,6 +64,11 @@ def register(sub, common, formatter) -> None:
                    help="interleaved timing rounds over all candidates after the walk (median p50, best min)")
     g.add_argument("--latency-threads", type=int, default=None,
                    help="torch threads while timing (default: torch's setting)")
+    g.add_argument("--search-runtime", choices=["pytorch", "onnxruntime"], default="pytorch",
+                   help="score and time each candidate in PyTorch eager, or as the ONNX Runtime model "
+                        "`bertpress export` makes of it (exported per candidate; its ORT accuracy and latency "
+                        "rank it; a candidate that fails to export is listed, never chosen). Speed-ups are "
+                        "against the fp32 model in PyTorch eager either way")
     p.add_argument("--seed", type=int, default=0, help="random seed for subsets")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -80,7 +85,8 @@ def config_from_args(args: argparse.Namespace):
         search = SearchConfig(max_accuracy_drop=args.max_accuracy_drop, schedule=tuple(args.search_schedule),
                               schemes=tuple(s.strip() for s in args.search_schemes.split(",") if s.strip()),
                               latency_threads=args.latency_threads, eval_samples=args.eval_samples,
-                              latency_statistic=args.latency_statistic, latency_rounds=args.latency_rounds)
+                              latency_statistic=args.latency_statistic, latency_rounds=args.latency_rounds,
+                              runtime=args.search_runtime)
     return CompressConfig(
         quantize=QuantizeConfig(scheme=args.quantize, calibration_data=args.calibration_data,
                                 calibration_samples=args.calibration_samples,

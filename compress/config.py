@@ -157,6 +157,9 @@ def _parse_ratio_pair(item, i: int) -> tuple[float, float]:
     return float(heads), float(ffn)
 
 
+SEARCH_RUNTIMES = ("pytorch", "onnxruntime")
+
+
 @register_config()
 @dataclasses.dataclass(frozen=True)
 class SearchConfig:
@@ -175,6 +178,10 @@ class SearchConfig:
     # rounds): a burst of load on a shared machine then hits every candidate alike.
     latency_rounds: int = 3
     eval_samples: Optional[int] = None  # subset of the eval set (None = all)
+    # Where candidates are scored and timed: "pytorch" (eager, the compressed model as saved) or
+    # "onnxruntime" (each candidate exported as `bertpress export` would, int8 in ORT; its ORT
+    # accuracy and latency rank it). Speed-ups are always against the fp32 model in PyTorch eager.
+    runtime: str = "pytorch"
 
     def __post_init__(self) -> None:
         check_range(self.max_accuracy_drop, "search.max_accuracy_drop", low=0.0, high=100.0)
@@ -193,7 +200,9 @@ class SearchConfig:
             raise ConfigError(f"search.latency_statistic={self.latency_statistic!r} is not valid; choose p50 or min")
         if self.eval_samples is not None:
             check_range(self.eval_samples, "search.eval_samples", low=1, integer=True)
-        if not any(h or f or s is not Scheme.NONE for h, f in self.schedule for s in self.schemes):
+        if self.runtime not in SEARCH_RUNTIMES:
+            raise ConfigError(f"search.runtime={self.runtime!r} is not valid; choose {' or '.join(SEARCH_RUNTIMES)}")
+        if self.runtime == "pytorch" and not any(h or f or s is not Scheme.NONE for h, f in self.schedule for s in self.schemes):
             raise ConfigError("search has no candidate besides the uncompressed baseline (0:0 x none); "
                               "add a pruning ratio to --search-schedule or an int8 scheme to --search-schemes")
 

@@ -8,13 +8,23 @@ candidates that happened to be timed in a quiet moment.
 The winner is the fastest candidate whose accuracy drop (vs the uncompressed model) is within
 `max_accuracy_drop`; if none is, the most accurate one (ties: the faster) — so a model and the
 full table are always saved, and `met_budget` says which case happened.
+
+With `runtime="onnxruntime"` every candidate is also exported the way `bertpress export` would
+(same ExportConfig defaults, same int8 scheme in ORT) and put through export's parity gate; its
+ONNX Runtime accuracy and latency rank it. Eager ranking can crown a model its deployment
+runtime cannot reproduce: on the SST-2 MiniLM it picked an unpruned static-int8 model whose ONNX
+export the gate refused (docs/results/compress.md). A candidate that fails to export or fails
+the gate is kept in the table with its error and never chosen.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import shutil
 import statistics
+import tempfile
+from pathlib import Path
 from typing import Any, Callable
 
 from bertpress.compress.config import CompressConfig, PruneConfig, Scheme
@@ -22,9 +32,12 @@ from bertpress.compress.config import CompressConfig, PruneConfig, Scheme
 
 def select(rows: list[dict[str, Any]], max_drop: float) -> tuple[int, bool]:
     """Index of the winning candidate row and whether it met the budget (baseline rows skipped)."""
-    cands = [(i, r) for i, r in enumerate(rows) if not r.get("baseline")]
-    if not cands:
-        raise ValueError("no candidates to select from")
+    cands = [(i, r) for i, r in enumerate(rows) if not r.get("baseline") and not r.get("error")]
+    if not cands:  # every candidate failed to export: still save the most accurate one
+        cands = [(i, r) for i, r in enumerate(rows) if not r.get("baseline")]
+        if not cands:
+            raise ValueError("no candidates to select from")
+        return max(cands, key=lambda ir: ir[1]["accuracy"])[0], False
     within = [(i, r) for i, r in cands if r["accuracy_drop"] <= max_drop + 1e-9]
     if within:
         return min(within, key=lambda ir: (ir[1]["latency_ms"], -ir[1]["accuracy"]))[0], True
@@ -32,90 +45,208 @@ def select(rows: list[dict[str, Any]], max_drop: float) -> tuple[int, bool]:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    head = "| heads | ffn | scheme | accuracy | drop | latency ms | p50 / min ms | speed-up | size MB | shapes | |"
-    lines = [head, "|" + "---|" * 11]
+    head = ("| heads | ffn | scheme | runtime | accuracy | drop | latency ms | p50 / min ms | speed-up | size MB "
+            "| shapes | |")
+    lines = [head, "|" + "---|" * 12]
+
+    def num(x, fmt="{:.2f}"):
+        return "–" if x is None else fmt.format(x)
+
     for r in rows:
         mark = "baseline" if r.get("baseline") else ("**winner**" if r.get("winner") else
                                                        ("in budget" if r.get("within_budget") else ""))
-        lines.append(f"| {r['heads']:.2f} | {r['ffn']:.2f} | {r['scheme']} | {r['accuracy']:.2f} | "
-                     f"{r['accuracy_drop']:+.2f} | {r['latency_ms']:.2f} | {r['latency_p50_ms']:.2f} / {r['latency_min_ms']:.2f} | "
-                     f"{r['speedup']:.2f}x | "
+        if r.get("error"):
+            mark = f"not exportable: {r['error'][:120]}"
+        lines.append(f"| {r['heads']:.2f} | {r['ffn']:.2f} | {r['scheme']} | {r.get('runtime', 'pytorch')} | "
+                     f"{r['accuracy']:.2f} | {r['accuracy_drop']:+.2f} | {num(r['latency_ms'])} | "
+                     f"{num(r['latency_p50_ms'])} / {num(r['latency_min_ms'])} | {num(r['speedup'], '{:.2f}x')} | "
                      f"{r['size_bytes'] / 1e6:.1f} | {r['heads_per_layer']}h/{r['ffn_width']} | {mark} |")
     return "\n".join(lines)
 
 
+class OnnxTwin:
+    """A candidate as `bertpress export` would write it (ONNX, same int8 scheme), gated the same
+    way; `report` is export's parity report (its eval accuracy ranks the candidate)."""
+
+    def __init__(self, model, tokenizer, *, scheme: str, quant_facts: dict[str, Any], qcfg, calib_texts,
+                 max_length: int, out: Path, eval_data, reference, seed: int) -> None:
+        from bertpress.export.config import ExportConfig
+        from bertpress.export.onnx import export_onnx, ort_runner
+        from bertpress.export.signature import torch_runner
+        from bertpress.export.validate import check_parity
+
+        e = ExportConfig()  # the defaults `bertpress export CHECKPOINT` uses
+        int8 = scheme != "none"
+        out.mkdir(parents=True)
+        with tempfile.TemporaryDirectory(prefix="bertpress-search-onnx-") as w:
+            export_onnx(model, tokenizer, out, Path(w), opset=e.opset, optimize=e.optimize.value, scheme=scheme,
+                        weight_type=e.weight_type.value, per_channel=qcfg.per_channel,
+                        reduce_range=bool(quant_facts.get("reduce_range", False)),
+                        scope=getattr(qcfg.scope, "value", qcfg.scope), trace_batch=e.trace_batch,
+                        trace_seq=e.trace_seq, max_length=max_length, calibration_texts=calib_texts,
+                        calibration_method=(quant_facts.get("calibration") or {}).get("method", "minmax"),
+                        seed=seed)
+        self.file = out / "model.onnx"
+        self.report = check_parity(
+            ort_runner(self.file), torch_runner(model), tokenizer=tokenizer, vocab_size=model.config.vocab_size,
+            num_labels=model.config.num_labels, max_length=max_length, batch_sizes=e.batch_sizes,
+            seq_lengths=e.seq_lengths, trace_shape=(e.trace_batch, e.trace_seq),
+            atol=e.int8_atol if int8 else e.fp32_atol, precision="int8" if int8 else "fp32",
+            eval_texts=eval_data.texts, eval_labels=eval_data.labels, eval_reference=reference,
+            min_agreement=e.min_agreement if int8 else None, seed=seed)
+        self.accuracy = 100.0 * self.report["accuracy"]["export"]
+        self.size_bytes = self.file.stat().st_size
+
+    def timer(self, tokenizer, *, seq_len: int, threads: int | None, min_seconds: float) -> Callable[[], Any]:
+        """time() -> LatencyStats of one batch-1 call at `seq_len`, same input as the eager timing."""
+        import torch
+
+        from bertpress.bench.latency import time_callable
+        from bertpress.compress.evaluate import LATENCY_TEXT
+        from bertpress.export.onnx import session
+        from bertpress.export.signature import encode
+
+        sess = session(self.file, threads=threads or torch.get_num_threads())
+        names = {i.name for i in sess.get_inputs()}
+        feed = {k: v for k, v in encode(tokenizer, [LATENCY_TEXT], seq_len, pad_to_max=True).items() if k in names}
+        return lambda: time_callable(lambda: sess.run(["logits"], feed), warmup=5, min_iters=20,
+                                     min_seconds=min_seconds)
+
+
 def run_search(work, cfg: CompressConfig, say: Callable[[str], None], max_length: int):
-    from bertpress.compress.api import HANDLERS, Work
     from bertpress.compress.evaluate import accuracy, latency, state_size
 
     s = cfg.search
     ml = max_length  # the artifact's own max length, as in the non-search path
+    onnx = s.runtime == "onnxruntime"
 
-    def timed(model) -> dict[str, float]:
-        st = latency(model, work.tokenizer, seq_len=s.latency_seq_len, threads=s.latency_threads,
-                     min_seconds=s.latency_min_seconds)
-        return {"p50": st.p50_ms, "min": st.min_ms, "p90": st.p90_ms}
+    def eager(model) -> Callable[[], Any]:
+        return lambda: latency(model, work.tokenizer, seq_len=s.latency_seq_len, threads=s.latency_threads,
+                               min_seconds=s.latency_min_seconds)
 
     base_acc = accuracy(work.teacher, work.tokenizer, work.eval_data, max_length=ml)
     base_size = state_size(work.teacher)
     n_heads = int(work.teacher.bert.encoder.layer[0].attention.self.num_attention_heads)
     n_ffn = int(work.teacher.bert.encoder.layer[0].intermediate.dense.out_features)
     rows: list[dict[str, Any]] = [{
-        "heads": 0.0, "ffn": 0.0, "scheme": "none", "baseline": True, "accuracy": base_acc,
+        "heads": 0.0, "ffn": 0.0, "scheme": "none", "runtime": "pytorch", "baseline": True, "accuracy": base_acc,
         "accuracy_drop": 0.0, "size_bytes": base_size, "heads_per_layer": n_heads, "ffn_width": n_ffn,
         "within_budget": True}]
     say(f"baseline: accuracy {base_acc:.2f}, {base_size / 1e6:.1f} MB")
+    timers: list[Any] = [eager(work.teacher)]  # timers[i]() times rows[i]'s model; None = not timed
+    made: list[tuple[Any, CompressConfig]] = [(None, cfg)]  # (work, recipe) of each row
+    twin_root = Path(tempfile.mkdtemp(prefix="bertpress-search-")) if onnx else None
+    try:
+        _walk(work, cfg, ml, base_acc, rows, timers, made, say, twin_root, eager)
+        return _rank(work, cfg, rows, timers, made, base_acc, base_size, say)
+    finally:
+        if twin_root is not None:
+            shutil.rmtree(twin_root, ignore_errors=True)
 
+
+def _walk(work, cfg: CompressConfig, ml: int, base_acc: float, rows: list, timers: list, made: list,
+          say: Callable[[str], None], twin_root: Path | None, eager) -> None:
+    """Make, score (and, for ONNX Runtime, export and gate) every candidate; appends to rows,
+    timers and made."""
     from tqdm.auto import tqdm
 
-    models: list[Any] = [work.teacher]  # models[i] is rows[i]'s model
-    made: list[tuple[Any, CompressConfig]] = [(None, cfg)]  # (work, recipe) of each row
-    n_cands = sum(1 for h, f in s.schedule for sc in s.schemes if (h or f or sc is not Scheme.NONE))
-    bar = tqdm(total=n_cands, desc="compress search", unit="candidate", disable=not work.progress)
-    for heads, ffn in s.schedule:
-        pw = Work(model=copy.deepcopy(work.teacher), tokenizer=work.tokenizer, teacher=work.teacher,
-                  labels=work.labels, cfg=cfg, eval_data=work.eval_data, progress=work.progress,
-                  data_cache=work.data_cache)
-        pcfg = dataclasses.replace(cfg.prune, heads=heads, ffn=ffn)
-        pw = HANDLERS[PruneConfig](pw, pcfg)  # prune once per ratio...
-        pw = HANDLERS[type(cfg.recover)](pw, cfg.recover)
-        for scheme in s.schemes:  # ...and reuse it for every scheme
-            if heads == 0 and ffn == 0 and scheme is Scheme.NONE:
-                continue  # that is the baseline row
-            qw = dataclasses.replace(pw, details=dict(pw.details), qmodel=None, ranges=None)
-            qcfg = dataclasses.replace(cfg.quantize, scheme=scheme)
-            qw = HANDLERS[type(qcfg)](qw, qcfg)
-            acc = accuracy(qw.final, work.tokenizer, work.eval_data, max_length=ml)
-            shapes = pw.model.bert.encoder.layer[0]
-            row = {"heads": heads, "ffn": ffn, "scheme": scheme.value, "accuracy": acc,
-                   "accuracy_drop": base_acc - acc, "size_bytes": state_size(qw.final),
-                   "heads_per_layer": int(shapes.attention.self.num_attention_heads),
-                   "ffn_width": int(shapes.intermediate.dense.out_features)}
-            row["calibration"] = ((qw.details.get("quantization") or {}).get("calibration") or {}).get("method")
-            row["within_budget"] = row["accuracy_drop"] <= s.max_accuracy_drop + 1e-9
-            rows.append(row)
-            models.append(qw.final)
-            made.append((qw, dataclasses.replace(cfg, search=None, prune=pcfg, quantize=qcfg)))
-            bar.update(1)
-            say(f"heads {heads:.2f} ffn {ffn:.2f} {scheme.value:8s}: accuracy {acc:.2f} "
-                f"({row['accuracy_drop']:+.2f}), {row['size_bytes'] / 1e6:.1f} MB")
-    bar.close()
+    from bertpress.compress.api import HANDLERS, Work
+    from bertpress.compress.evaluate import accuracy, state_size
+    from bertpress.errors import BertpressError
 
+    s = cfg.search
+    onnx = twin_root is not None
+    calib_texts = None
+    if onnx and Scheme.STATIC in s.schemes and cfg.quantize.calibration_data:  # what export calibrates on
+        calib_texts = work.load_data(cfg.quantize.calibration_data, "train", "--calibration-data").subset(
+            cfg.quantize.calibration_samples, seed=cfg.seed).texts
+    # In ONNX Runtime the unpruned fp32 export is a candidate too (the baseline is PyTorch eager).
+    n_cands = sum(1 for h, f in s.schedule for sc in s.schemes if (onnx or h or f or sc is not Scheme.NONE))
+    bar = tqdm(total=n_cands, desc="compress search", unit="candidate", disable=not work.progress)
+    try:
+        for heads, ffn in s.schedule:
+            pw = Work(model=copy.deepcopy(work.teacher), tokenizer=work.tokenizer, teacher=work.teacher,
+                      labels=work.labels, cfg=cfg, eval_data=work.eval_data, progress=work.progress,
+                      data_cache=work.data_cache)
+            pcfg = dataclasses.replace(cfg.prune, heads=heads, ffn=ffn)
+            pw = HANDLERS[PruneConfig](pw, pcfg)  # prune once per ratio...
+            pw = HANDLERS[type(cfg.recover)](pw, cfg.recover)
+            reference = None  # fp32 logits on the eval texts, shared by this ratio's ONNX gates
+            for scheme in s.schemes:  # ...and reuse it for every scheme
+                if heads == 0 and ffn == 0 and scheme is Scheme.NONE and not onnx:
+                    continue  # that is the baseline row
+                qw = dataclasses.replace(pw, details=dict(pw.details), qmodel=None, ranges=None)
+                qcfg = dataclasses.replace(cfg.quantize, scheme=scheme)
+                qw = HANDLERS[type(qcfg)](qw, qcfg)
+                acc = accuracy(qw.final, work.tokenizer, work.eval_data, max_length=ml)
+                shapes = pw.model.bert.encoder.layer[0]
+                row = {"heads": heads, "ffn": ffn, "scheme": scheme.value, "runtime": s.runtime, "accuracy": acc,
+                       "accuracy_drop": base_acc - acc, "size_bytes": state_size(qw.final),
+                       "heads_per_layer": int(shapes.attention.self.num_attention_heads),
+                       "ffn_width": int(shapes.intermediate.dense.out_features)}
+                quant_facts = qw.details.get("quantization") or {}
+                row["calibration"] = (quant_facts.get("calibration") or {}).get("method")
+                timer = eager(qw.final)
+                if onnx:
+                    if reference is None:
+                        from bertpress.export.signature import torch_runner
+                        from bertpress.export.validate import source_eval_logits
+
+                        reference = source_eval_logits(torch_runner(pw.model), work.tokenizer, work.eval_data.texts, ml)
+                    row["accuracy_pytorch"] = acc
+                    try:
+                        twin = OnnxTwin(pw.model, work.tokenizer, scheme=scheme.value, quant_facts=quant_facts,
+                                        qcfg=qcfg, calib_texts=calib_texts, max_length=ml,
+                                        out=twin_root / f"c{len(rows)}", eval_data=work.eval_data,
+                                        reference=reference, seed=cfg.seed)
+                    except BertpressError as exc:
+                        row["error"], timer = f"export failed: {exc}", None
+                    else:
+                        row.update(accuracy=twin.accuracy, accuracy_drop=base_acc - twin.accuracy,
+                                   size_bytes=twin.size_bytes)
+                        if not twin.report["passed"]:
+                            row["error"], timer = "parity gate: " + "; ".join(twin.report["failures"][:2]), None
+                        else:
+                            timer = twin.timer(work.tokenizer, seq_len=s.latency_seq_len, threads=s.latency_threads,
+                                               min_seconds=s.latency_min_seconds)
+                row["within_budget"] = not row.get("error") and row["accuracy_drop"] <= s.max_accuracy_drop + 1e-9
+                rows.append(row)
+                timers.append(timer)
+                made.append((qw, dataclasses.replace(cfg, search=None, prune=pcfg, quantize=qcfg)))
+                bar.update(1)
+                say(f"heads {heads:.2f} ffn {ffn:.2f} {scheme.value:8s} {s.runtime}: accuracy {row['accuracy']:.2f} "
+                    f"({-row['accuracy_drop']:+.2f}), {row['size_bytes'] / 1e6:.1f} MB"
+                    + (f" — {row['error']}" if row.get("error") else ""))
+    finally:
+        bar.close()
+
+
+def _rank(work, cfg: CompressConfig, rows: list, timers: list, made: list, base_acc: float, base_size: int,
+          say: Callable[[str], None]):
+    from tqdm.auto import tqdm
+
+    s = cfg.search
     # Timing, interleaved: round r times rows 0..n in order, so every candidate sees the same
     # mix of quiet and busy moments. p50 = median of the rounds' p50s, min = the best call.
-    samples: list[list[dict[str, float]]] = [[] for _ in models]
+    samples: list[list[dict[str, float]]] = [[] for _ in timers]
     for _ in tqdm(range(s.latency_rounds), desc="timing candidates", unit="round", disable=not work.progress):
-        for i, model in enumerate(models):
-            samples[i].append(timed(model))
+        for i, timer in enumerate(timers):
+            if timer is not None:
+                st = timer()
+                samples[i].append({"p50": st.p50_ms, "min": st.min_ms, "p90": st.p90_ms})
     for row, runs in zip(rows, samples):
-        p50 = statistics.median(r["p50"] for r in runs)
-        row.update(latency_p50_ms=p50, latency_min_ms=min(r["min"] for r in runs),
+        if not runs:
+            row.update(latency_p50_ms=None, latency_min_ms=None, latency_p90_ms=None, latency_rounds_p50_ms=[],
+                       latency_ms=None, speedup=None)
+            continue
+        row.update(latency_p50_ms=statistics.median(r["p50"] for r in runs), latency_min_ms=min(r["min"] for r in runs),
                    latency_p90_ms=statistics.median(r["p90"] for r in runs),
                    latency_rounds_p50_ms=[r["p50"] for r in runs])
         row["latency_ms"] = row["latency_p50_ms"] if s.latency_statistic == "p50" else row["latency_min_ms"]
     base_lat = rows[0]["latency_ms"]
     for row in rows:
-        row["speedup"] = base_lat / row["latency_ms"]
+        if row["latency_ms"] is not None:
+            row["speedup"] = base_lat / row["latency_ms"]
 
     idx, met = select(rows, s.max_accuracy_drop)
     rows[idx]["winner"] = True
@@ -123,23 +254,32 @@ def run_search(work, cfg: CompressConfig, say: Callable[[str], None], max_length
     r = rows[idx]
     from bertpress.config import to_tagged
 
+    runtime = "ONNX Runtime (the candidate as `bertpress export` writes it)" if s.runtime == "onnxruntime" \
+        else "PyTorch eager"
     facts = {
         "max_accuracy_drop": s.max_accuracy_drop, "met_budget": met,
-        "baseline": {"accuracy": base_acc, "latency_ms": base_lat, "size_bytes": base_size},
+        "baseline": {"accuracy": base_acc, "latency_ms": base_lat, "size_bytes": base_size,
+                     "runtime": "PyTorch eager (fp32)"},
         "latency": {"batch": 1, "seq_len": s.latency_seq_len, "threads": s.latency_threads,
-                    "runtime": "PyTorch eager", "statistic": s.latency_statistic,
+                    "runtime": runtime, "statistic": s.latency_statistic,
                     "rounds": s.latency_rounds, "timing": "interleaved over all candidates after the walk"},
         "eval_data": work.eval_data.source, "eval_samples": len(work.eval_data),
-        "table": rows, "winner": {k: r[k] for k in ("heads", "ffn", "scheme")},
+        "table": rows, "winner": {k: r[k] for k in ("heads", "ffn", "scheme", "runtime")},
         "winner_recipe": to_tagged(winner_cfg),
         "winner_metrics": {"eval_accuracy": r["accuracy"], "eval_accuracy_uncompressed": base_acc,
                            "accuracy_drop": r["accuracy_drop"], "latency_ms": r["latency_ms"],
                            "latency_ms_uncompressed": base_lat, "latency_statistic": s.latency_statistic,
                            "latency_p50_ms": r["latency_p50_ms"], "latency_min_ms": r["latency_min_ms"],
-                           "speedup_pytorch_eager": r["speedup"],
+                           "runtime": s.runtime, "speedup_vs_fp32_pytorch_eager": r["speedup"],
                            "met_budget": met, "eval_data": work.eval_data.source,
                            "eval_samples": len(work.eval_data)},
     }
+    if s.runtime == "pytorch":
+        facts["winner_metrics"]["speedup_pytorch_eager"] = r["speedup"]
+    else:
+        facts["winner_metrics"]["accuracy_pytorch"] = r.get("accuracy_pytorch")
+        facts["export_hint"] = ("the ranked model is the ONNX export of this artifact: run `bertpress export` "
+                                "on it (default settings) to write it")
     say(format_table(rows))
     if not met:
         say(f"no candidate was within {s.max_accuracy_drop} points; saved the most accurate one")

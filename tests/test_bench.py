@@ -87,7 +87,8 @@ def test_config_parses_cli_strings_and_round_trips():
     (dict(threads=0), "out of range"),
     (dict(min_seconds=-1), "out of range"),
     (dict(headline="2x999"), "not in the sweep"),
-], ids=["device", "no-device", "runtime", "baseline", "batch", "seq", "threads", "seconds", "headline"])
+    (dict(rounds=0), "out of range"),
+], ids=["device", "no-device", "runtime", "baseline", "batch", "seq", "threads", "seconds", "headline", "rounds"])
 def test_config_rejects_bad_values(kwargs, needle):
     with pytest.raises(ConfigError, match=needle):
         BenchConfig(**kwargs)
@@ -321,6 +322,44 @@ def test_reference_is_found_through_lineage(bundles, tmp_path):
     assert rep.results.reference == "ck (fp32 reference):pytorch@cpu"
     assert [v.role for v in rep.results.variants] == ["reference", "artifact"]
     assert rep.results.variant("onnx:onnxruntime@cpu").ratios["p50_speedup"] > 0
+
+
+def test_interleaved_rounds_set_the_headline_p50_and_ratios(bundles, tmp_path, monkeypatch):
+    """--rounds 3: after the sweep the headline shape is timed v1, v2, v1, v2, v1, v2 (all loaded
+    together); the summary p50 and speed-up are the medians of the round p50s."""
+    from bertpress.bench import run as run_mod
+
+    calls: list[int] = []
+    real = run_mod.time_callable
+
+    def spy(fn, **kw):
+        calls.append(id(fn))
+        return real(fn, **kw)
+
+    monkeypatch.setattr(run_mod, "time_callable", spy)
+    cfg = BenchConfig(rounds=3, runtimes="pytorch,onnxruntime",
+                      **{**FAST, "batch_sizes": (1,), "seq_lens": (8, 16), "headline": "1x8"})
+    rep = run_mod.bench([bundles["ck"], bundles["onnx"]], cfg, tmp_path / "r", progress=False)
+    res = rep.results
+    assert [v.id for v in res.variants] == ["ck:pytorch@cpu", "onnx:onnxruntime@cpu"]
+    rounds = calls[4:]  # after the sweep (2 variants x 2 shapes): v1, v2, v1, v2, v1, v2
+    assert len(rounds) == 6 and rounds[0] != rounds[1] and rounds == rounds[:2] * 3
+    ref, onnx = res.variants
+    for v in res.variants:
+        assert v.rounds["batch_size"] == 1 and v.rounds["seq_len"] == 8 and len(v.rounds["p50_ms"]) == 3
+        assert v.p50(1, 8) == pytest.approx(sorted(v.rounds["p50_ms"])[1])
+        assert v.p50(1, 16) == v.shape(1, 16).p50_ms  # only the headline shape is re-timed
+    assert onnx.ratios["p50_speedup"] == pytest.approx(ref.p50(1, 8) / onnx.p50(1, 8))
+    md = (rep.path / "report.md").read_text()
+    assert "## Interleaved rounds (batch 1 × 8" in md and "median of 3 interleaved rounds" in md
+    assert f"| {ref.p50(1, 8):.2f} (1.00×) |" in md
+    per_round = [r / x for r, x in zip(ref.rounds["p50_ms"], onnx.rounds["p50_ms"])]
+    assert f"| {min(per_round):.2f}× – {max(per_round):.2f}× |" in md
+    from bertpress.bench.results import BenchResults
+
+    data = json.loads((rep.path / "results.json").read_text())
+    assert BenchResults.from_dict(data).variants[1].rounds == onnx.rounds
+    assert rep.manifest.metrics["onnx:onnxruntime@cpu"]["p50_ms_b1_s8"] == pytest.approx(onnx.p50(1, 8))
 
 
 def test_bundles_written_by_the_export_stage(bundles, tmp_path):

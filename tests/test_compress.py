@@ -420,6 +420,51 @@ def test_search_picks_fastest_within_budget(ckpt, tiny_data, tmp_path):
     assert from_tagged(s["winner_recipe"]).search is None
 
 
+def test_search_in_onnxruntime_ranks_the_exported_models(ckpt, tiny_data, tmp_path, monkeypatch):
+    """--search-runtime onnxruntime: every candidate (the unpruned fp32 export included) is exported
+    and gated as `bertpress export` would; ORT accuracy and latency rank it; a candidate whose
+    export fails stays in the table, untimed, and cannot win; exporting the winner reproduces the
+    accuracy the search measured."""
+    from bertpress.compress import search as S
+    from bertpress.compress.search import format_table
+    from bertpress.errors import ArtifactError
+
+    real = S.OnnxTwin.__init__
+
+    def static_fails(self, *a, scheme, **kw):
+        if scheme == "static":
+            raise ArtifactError("ONNX Runtime static quantization failed (test)")
+        real(self, *a, scheme=scheme, **kw)
+
+    monkeypatch.setattr(S.OnnxTwin, "__init__", static_fails)
+    cfg = _search_cfg(tiny_data, 100.0)
+    cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, runtime="onnxruntime"))
+    art = A.compress(ckpt, cfg, tmp_path / "s", progress=False)
+    s = art.manifest.details["search"]
+    rows = s["table"]
+    assert len(rows) == 1 + 6 and rows[0]["baseline"] and rows[0]["runtime"] == "pytorch"
+    cands = rows[1:]
+    assert all(r["runtime"] == "onnxruntime" and "accuracy_pytorch" in r for r in cands)
+    assert (0.0, "none") in {(r["heads"], r["scheme"]) for r in cands}  # the fp32 export competes
+    failed = [r for r in cands if r.get("error")]
+    assert {r["scheme"] for r in failed} == {"static"} and len(failed) == 2
+    assert all(r["latency_ms"] is None and not r.get("winner") and not r["within_budget"] for r in failed)
+    ok = [r for r in cands if not r.get("error")]
+    win = [r for r in ok if r.get("winner")][0]
+    assert win["latency_ms"] == min(r["latency_ms"] for r in ok) and len(win["latency_rounds_p50_ms"]) == 3
+    assert s["winner"]["runtime"] == "onnxruntime" and "ONNX Runtime" in s["latency"]["runtime"]
+    assert art.manifest.metrics["speedup_vs_fp32_pytorch_eager"] == pytest.approx(
+        rows[0]["latency_ms"] / win["latency_ms"])
+    assert "not exportable: export failed" in format_table(rows)
+    # `bertpress export` of the saved winner is the model that was measured
+    from bertpress.export import ExportConfig, export
+
+    out = export(art.path, ExportConfig(format="onnx", eval_data=str(tiny_data)), tmp_path / "e")
+    assert out.manifest.metrics["accuracy"]["model.onnx"] * 100 == pytest.approx(win["accuracy"])
+    with pytest.raises(ConfigError, match="runtime"):
+        SearchConfig(runtime="tensorrt")
+
+
 # ---- bad input, CLI ------------------------------------------------------------------------
 
 
