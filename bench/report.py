@@ -78,12 +78,15 @@ def render_markdown(res: BenchResults) -> str:
         lines.append(f"**Busy machine:** the load average was {load} on {cores} usable cores when the "
                      "measurements started; other processes competed for the CPU, so treat small differences as noise.")
     rounds = cfg.get("rounds", 1)
+    timed = [v for v in res.variants if v.rounds and v.rounds.get("p50_ms")]
     lines += ["", "## Summary", "",
               f"Latency at batch {b} × {s} tokens (ms per call; speed-up vs the reference in brackets"
-              + (f"; p50 = median of {rounds} interleaved rounds, below" if rounds > 1 else "") + "), "
+              + (f"; p50 = median of {rounds} interleaved rounds, listed below; p90 from the sweep" if timed else "")
+              + "), "
               f"real-traffic throughput (sentences/s, ratio), accuracy (Δ points), agreement with the "
               f"fp32 reference's predictions, size on disk (MB, ratio).", "",
-              "| variant | runtime | device | precision | p50 ms | p90 ms | sentences/s | accuracy % | agreement % | size MB | peak RSS MB |",
+              f"| variant | runtime | device | precision | p50 ms | p90 ms{' (sweep)' if timed else ''} | sentences/s | "
+              "accuracy % | agreement % | size MB | peak RSS MB |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for v in res.variants:
         lat = v.shape(b, s)
@@ -101,7 +104,6 @@ def render_markdown(res: BenchResults) -> str:
         lines.append("")
         lines.append("\\* size of the weights serialized as they are in memory (quantized on load or on the fly); "
                      "the files on disk hold fp32 weights.")
-    timed = [v for v in res.variants if v.rounds and v.rounds.get("p50_ms")]
     if timed:
         lines += ["", f"## Interleaved rounds (batch {b} × {s}, p50 ms per round)", "",
                   f"After the sweep, every variant was timed once per round, round after round, all loaded "

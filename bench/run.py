@@ -407,7 +407,13 @@ def _headline_rounds(plans: list[_Plan], results: list[VariantResult], cfg: Benc
             v = by_id.get(p.id)
             if v is None or v.shape(b, s) is None:  # refused, or the shape was skipped for it
                 continue
-            runner = _build(p, threads, work_dir, cfg.seed)
+            try:  # all variants at once: e.g. GPU memory may not hold them all; keep the sweep's value
+                runner = _build(p, threads, work_dir, cfg.seed)
+            except Exception as exc:  # noqa: BLE001 - the variant already ran in the sweep
+                v.notes.append(f"not re-timed in the interleaved rounds: could not be loaded alongside the others "
+                               f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}); "
+                               "its headline p50 is the sweep's")
+                continue
             loaded.append((v, runner, runner.fixed_call(b, s, np.random.default_rng(cfg.seed))))
             v.rounds = {"batch_size": b, "seq_len": s, "p50_ms": []}
         for _ in tqdm(range(cfg.rounds), desc=f"rounds {b}x{s}", unit="round", disable=not progress, leave=False):

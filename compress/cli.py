@@ -67,7 +67,7 @@ def register(sub, common, formatter) -> None:
     g.add_argument("--search-runtime", choices=["pytorch", "onnxruntime"], default="pytorch",
                    help="score and time each candidate in PyTorch eager, or as the ONNX Runtime model "
                         "`bertpress export` makes of it (exported per candidate; its ORT accuracy and latency "
-                        "rank it; a candidate that fails to export is listed, never chosen). Speed-ups are "
+                        "rank it; a candidate that fails to export is listed, not chosen). Speed-ups are "
                         "against the fp32 model in PyTorch eager either way")
     p.add_argument("--seed", type=int, default=0, help="random seed for subsets")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")

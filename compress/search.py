@@ -14,7 +14,9 @@ With `runtime="onnxruntime"` every candidate is also exported the way `bertpress
 ONNX Runtime accuracy and latency rank it. Eager ranking can crown a model its deployment
 runtime cannot reproduce: on the SST-2 MiniLM it picked an unpruned static-int8 model whose ONNX
 export the gate refused (docs/results/compress.md). A candidate that fails to export or fails
-the gate is kept in the table with its error and never chosen.
+the gate is kept in the table with its error and is not chosen — unless no candidate exported
+at all, in which case the most accurate one in PyTorch is saved with met_budget false (a model
+and the table are always saved).
 """
 
 from __future__ import annotations
@@ -33,11 +35,11 @@ from bertpress.compress.config import CompressConfig, PruneConfig, Scheme
 def select(rows: list[dict[str, Any]], max_drop: float) -> tuple[int, bool]:
     """Index of the winning candidate row and whether it met the budget (baseline rows skipped)."""
     cands = [(i, r) for i, r in enumerate(rows) if not r.get("baseline") and not r.get("error")]
-    if not cands:  # every candidate failed to export: still save the most accurate one
+    if not cands:  # no candidate could be exported: still save one (the most accurate in PyTorch)
         cands = [(i, r) for i, r in enumerate(rows) if not r.get("baseline")]
         if not cands:
             raise ValueError("no candidates to select from")
-        return max(cands, key=lambda ir: ir[1]["accuracy"])[0], False
+        return max(cands, key=lambda ir: ir[1].get("accuracy_pytorch", ir[1]["accuracy"]))[0], False
     within = [(i, r) for i, r in cands if r["accuracy_drop"] <= max_drop + 1e-9]
     if within:
         return min(within, key=lambda ir: (ir[1]["latency_ms"], -ir[1]["accuracy"]))[0], True
@@ -56,7 +58,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         mark = "baseline" if r.get("baseline") else ("**winner**" if r.get("winner") else
                                                        ("in budget" if r.get("within_budget") else ""))
         if r.get("error"):
-            mark = f"not exportable: {r['error'][:120]}"
+            mark = "not exportable: " + r["error"][:120].replace("|", "/")
         lines.append(f"| {r['heads']:.2f} | {r['ffn']:.2f} | {r['scheme']} | {r.get('runtime', 'pytorch')} | "
                      f"{r['accuracy']:.2f} | {r['accuracy_drop']:+.2f} | {num(r['latency_ms'])} | "
                      f"{num(r['latency_p50_ms'])} / {num(r['latency_min_ms'])} | {num(r['speedup'], '{:.2f}x')} | "
@@ -69,7 +71,7 @@ class OnnxTwin:
     way; `report` is export's parity report (its eval accuracy ranks the candidate)."""
 
     def __init__(self, model, tokenizer, *, scheme: str, quant_facts: dict[str, Any], qcfg, calib_texts,
-                 max_length: int, out: Path, eval_data, reference, seed: int) -> None:
+                 max_length: int, out: Path, eval_data, reference) -> None:
         from bertpress.export.config import ExportConfig
         from bertpress.export.onnx import export_onnx, ort_runner
         from bertpress.export.signature import torch_runner
@@ -85,7 +87,7 @@ class OnnxTwin:
                         scope=getattr(qcfg.scope, "value", qcfg.scope), trace_batch=e.trace_batch,
                         trace_seq=e.trace_seq, max_length=max_length, calibration_texts=calib_texts,
                         calibration_method=(quant_facts.get("calibration") or {}).get("method", "minmax"),
-                        seed=seed)
+                        seed=e.seed)
         self.file = out / "model.onnx"
         self.report = check_parity(
             ort_runner(self.file), torch_runner(model), tokenizer=tokenizer, vocab_size=model.config.vocab_size,
@@ -93,7 +95,7 @@ class OnnxTwin:
             seq_lengths=e.seq_lengths, trace_shape=(e.trace_batch, e.trace_seq),
             atol=e.int8_atol if int8 else e.fp32_atol, precision="int8" if int8 else "fp32",
             eval_texts=eval_data.texts, eval_labels=eval_data.labels, eval_reference=reference,
-            min_agreement=e.min_agreement if int8 else None, seed=seed)
+            min_agreement=e.min_agreement if int8 else None, seed=e.seed)
         self.accuracy = 100.0 * self.report["accuracy"]["export"]
         self.size_bytes = self.file.stat().st_size
 
@@ -157,9 +159,12 @@ def _walk(work, cfg: CompressConfig, ml: int, base_acc: float, rows: list, timer
     s = cfg.search
     onnx = twin_root is not None
     calib_texts = None
-    if onnx and Scheme.STATIC in s.schemes and cfg.quantize.calibration_data:  # what export calibrates on
+    if onnx and Scheme.STATIC in s.schemes and cfg.quantize.calibration_data:
+        from bertpress.export.config import ExportConfig
+
+        # what `bertpress export` calibrates on: the recipe's data and sample count, export's seed
         calib_texts = work.load_data(cfg.quantize.calibration_data, "train", "--calibration-data").subset(
-            cfg.quantize.calibration_samples, seed=cfg.seed).texts
+            cfg.quantize.calibration_samples, seed=ExportConfig().seed).texts
     # In ONNX Runtime the unpruned fp32 export is a candidate too (the baseline is PyTorch eager).
     n_cands = sum(1 for h, f in s.schedule for sc in s.schemes if (onnx or h or f or sc is not Scheme.NONE))
     bar = tqdm(total=n_cands, desc="compress search", unit="candidate", disable=not work.progress)
@@ -198,9 +203,12 @@ def _walk(work, cfg: CompressConfig, ml: int, base_acc: float, rows: list, timer
                         twin = OnnxTwin(pw.model, work.tokenizer, scheme=scheme.value, quant_facts=quant_facts,
                                         qcfg=qcfg, calib_texts=calib_texts, max_length=ml,
                                         out=twin_root / f"c{len(rows)}", eval_data=work.eval_data,
-                                        reference=reference, seed=cfg.seed)
+                                        reference=reference)
                     except BertpressError as exc:
                         row["error"], timer = f"export failed: {exc}", None
+                    except Exception as exc:  # exporter / optimizer / ORT internals: list it, go on
+                        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+                        row["error"], timer = f"export failed: {type(exc).__name__}: {first}", None
                     else:
                         row.update(accuracy=twin.accuracy, accuracy_drop=base_acc - twin.accuracy,
                                    size_bytes=twin.size_bytes)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import os
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -92,7 +93,7 @@ def optimize_graph(src: Path, dst: Path, *, level: str, num_layers: int,
     pruned models (fewer heads than the config's original) fuse too. SkipLayerNormalization is
     left out unless asked for (see the module docstring). fuse_bias_gelu=False keeps the FFN bias
     as an Add before a plain Gelu: for dynamic int8 graphs ORT then folds the bias into
-    DynamicQuantizeMatMul, and its Gelu kernel is faster than BiasGelu (239 vs 372 us for
+    DynamicQuantizeMatMul, and its Gelu kernel is faster than BiasGelu (240 vs 387 us for
     1x128x1536 on one core, `python -m bertpress.export.microbench`)."""
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
@@ -292,8 +293,12 @@ def session(file: Path, threads: int | None = None):
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    if threads:
+    if threads:  # timed sessions: set up like bench's (bench/runtimes.py)
         opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(file), opts, providers=["CPUExecutionProvider"], **session_kwargs(file))
     except Exception as exc:

@@ -371,6 +371,13 @@ def test_select_prefers_fastest_in_budget_else_most_accurate():
     assert select(rows, 1.0) == (1, True)
     assert select(rows, 0.3) == (2, True)
     assert select(rows, 0.1) == (2, False)  # none in budget: most accurate
+    # ONNX Runtime search: a row that failed export / the gate is never picked while another exists
+    rows[1].update(error="parity gate: max |dlogit| 1.5 > 1", latency_ms=None)
+    assert select(rows, 1.0) == (2, True)
+    # ...and if none exported, the most accurate in PyTorch is saved, marked as missing the budget
+    for r, acc in zip(rows[1:], (89.0, 88.0, 89.5)):
+        r.update(error="export failed: x", latency_ms=None, accuracy_pytorch=acc)
+    assert select(rows, 100.0) == (3, False)
 
 
 def _search_cfg(tiny_data, drop):
