@@ -67,35 +67,32 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 class OnnxTwin:
-    """A candidate as `bertpress export` would write it (ONNX, same int8 scheme), gated the same
-    way; `report` is export's parity report (its eval accuracy ranks the candidate)."""
+    """A candidate as `bertpress export` writes it (default ExportConfig, the candidate's recorded
+    int8 recipe) and export's parity report on it; the gate's eval accuracy ranks the candidate.
+    Uses export's own steps (recipe_from, texts_of, write_onnx, gate), so the two cannot drift."""
 
-    def __init__(self, model, tokenizer, *, scheme: str, quant_facts: dict[str, Any], qcfg, calib_texts,
-                 max_length: int, out: Path, eval_data, reference) -> None:
+    def __init__(self, model, tokenizer, *, scheme: str, quant_facts: dict[str, Any], labels: list[str],
+                 max_length: int, out: Path, eval_data, reference, calib_cache: dict) -> None:
+        from bertpress.export.api import gate, texts_of, write_onnx
         from bertpress.export.config import ExportConfig
-        from bertpress.export.onnx import export_onnx, ort_runner
+        from bertpress.export.onnx import ort_runner
         from bertpress.export.signature import torch_runner
-        from bertpress.export.validate import check_parity
+        from bertpress.export.source import recipe_from
 
-        e = ExportConfig()  # the defaults `bertpress export CHECKPOINT` uses
-        int8 = scheme != "none"
+        cfg = ExportConfig()  # the defaults `bertpress export CHECKPOINT` uses
+        recipe = recipe_from({**quant_facts, "scheme": scheme}, cfg)
+        calib = None
+        if recipe.scheme == "static":
+            key = (recipe.calibration_data, recipe.calibration_samples)
+            if key not in calib_cache:  # read the train split once per search, not per candidate
+                calib_cache[key] = texts_of(recipe.calibration_data, "train", recipe.calibration_samples,
+                                            cfg.seed, labels)[0]
+            calib = calib_cache[key]
         out.mkdir(parents=True)
-        with tempfile.TemporaryDirectory(prefix="bertpress-search-onnx-") as w:
-            export_onnx(model, tokenizer, out, Path(w), opset=e.opset, optimize=e.optimize.value, scheme=scheme,
-                        weight_type=e.weight_type.value, per_channel=qcfg.per_channel,
-                        reduce_range=bool(quant_facts.get("reduce_range", False)),
-                        scope=getattr(qcfg.scope, "value", qcfg.scope), trace_batch=e.trace_batch,
-                        trace_seq=e.trace_seq, max_length=max_length, calibration_texts=calib_texts,
-                        calibration_method=(quant_facts.get("calibration") or {}).get("method", "minmax"),
-                        seed=e.seed)
+        write_onnx(model, tokenizer, recipe, cfg, out, max_length, calib)
         self.file = out / "model.onnx"
-        self.report = check_parity(
-            ort_runner(self.file), torch_runner(model), tokenizer=tokenizer, vocab_size=model.config.vocab_size,
-            num_labels=model.config.num_labels, max_length=max_length, batch_sizes=e.batch_sizes,
-            seq_lengths=e.seq_lengths, trace_shape=(e.trace_batch, e.trace_seq),
-            atol=e.int8_atol if int8 else e.fp32_atol, precision="int8" if int8 else "fp32",
-            eval_texts=eval_data.texts, eval_labels=eval_data.labels, eval_reference=reference,
-            min_agreement=e.min_agreement if int8 else None, seed=e.seed)
+        self.report = gate(ort_runner(self.file), torch_runner(model), model, tokenizer, recipe, cfg, max_length,
+                           model.config.num_labels, eval_data.texts, eval_data.labels, reference)
         self.accuracy = 100.0 * self.report["accuracy"]["export"]
         self.size_bytes = self.file.stat().st_size
 
@@ -158,13 +155,7 @@ def _walk(work, cfg: CompressConfig, ml: int, base_acc: float, rows: list, timer
 
     s = cfg.search
     onnx = twin_root is not None
-    calib_texts = None
-    if onnx and Scheme.STATIC in s.schemes and cfg.quantize.calibration_data:
-        from bertpress.export.config import ExportConfig
-
-        # what `bertpress export` calibrates on: the recipe's data and sample count, export's seed
-        calib_texts = work.load_data(cfg.quantize.calibration_data, "train", "--calibration-data").subset(
-            cfg.quantize.calibration_samples, seed=ExportConfig().seed).texts
+    calib_cache: dict = {}  # static calibration texts, read once
     # In ONNX Runtime the unpruned fp32 export is a candidate too (the baseline is PyTorch eager).
     n_cands = sum(1 for h, f in s.schedule for sc in s.schemes if (onnx or h or f or sc is not Scheme.NONE))
     bar = tqdm(total=n_cands, desc="compress search", unit="candidate", disable=not work.progress)
@@ -201,9 +192,8 @@ def _walk(work, cfg: CompressConfig, ml: int, base_acc: float, rows: list, timer
                     row["accuracy_pytorch"] = acc
                     try:
                         twin = OnnxTwin(pw.model, work.tokenizer, scheme=scheme.value, quant_facts=quant_facts,
-                                        qcfg=qcfg, calib_texts=calib_texts, max_length=ml,
-                                        out=twin_root / f"c{len(rows)}", eval_data=work.eval_data,
-                                        reference=reference)
+                                        labels=work.labels, max_length=ml, out=twin_root / f"c{len(rows)}",
+                                        eval_data=work.eval_data, reference=reference, calib_cache=calib_cache)
                     except BertpressError as exc:
                         row["error"], timer = f"export failed: {exc}", None
                     except Exception as exc:  # exporter / optimizer / ORT internals: list it, go on

@@ -22,7 +22,7 @@ from bertpress.export.source import QuantRecipe, Source, load_source
 from bertpress.export.validate import check_parity, enforce, source_eval_logits
 
 
-def _texts(spec: str | None, split: str, n: int, seed: int, labels: list[str]):
+def texts_of(spec: str | None, split: str, n: int, seed: int, labels: list[str]):
     """(texts, label ids or None): label ids only when the data's labels map onto the model's."""
     if not spec:
         return None, None
@@ -54,6 +54,33 @@ def _quant_details(recipe: QuantRecipe, fmt: str) -> dict[str, Any]:
     return d
 
 
+def write_onnx(model, tokenizer, recipe: QuantRecipe, cfg: ExportConfig, out: Path, max_length: int,
+               calib_texts) -> dict[str, Any]:
+    """OUT/model.onnx (and model.ort) for `recipe` under `cfg`; returns the model details. Also
+    what compress's ONNX Runtime search calls, so its candidates are exactly what export writes."""
+    from bertpress.export.onnx import export_onnx
+
+    with tempfile.TemporaryDirectory(prefix="bertpress-export-") as work:
+        return export_onnx(
+            model, tokenizer, out, Path(work), opset=cfg.opset, optimize=cfg.optimize.value, scheme=recipe.scheme,
+            weight_type=cfg.weight_type.value, per_channel=recipe.per_channel,
+            reduce_range=recipe.reduce_range, scope=recipe.scope, trace_batch=cfg.trace_batch,
+            trace_seq=cfg.trace_seq, max_length=max_length, calibration_texts=calib_texts,
+            calibration_method=recipe.calibration_method, ort_format=cfg.ort_format,
+            fuse_skip_layernorm=cfg.fuse_skip_layernorm, seed=cfg.seed)
+
+
+def gate(run, run_source, model, tokenizer, recipe: QuantRecipe, cfg: ExportConfig, max_length: int,
+         num_labels: int, texts, labels, reference) -> dict[str, Any]:
+    """The parity report of one written file against its fp32 source, with cfg's tolerances."""
+    return check_parity(
+        run, run_source, tokenizer=tokenizer, vocab_size=model.config.vocab_size, num_labels=num_labels,
+        max_length=max_length, batch_sizes=cfg.batch_sizes, seq_lengths=cfg.seq_lengths,
+        trace_shape=(cfg.trace_batch, cfg.trace_seq), atol=cfg.int8_atol if recipe.int8 else cfg.fp32_atol,
+        precision="int8" if recipe.int8 else "fp32", eval_texts=texts, eval_labels=labels, eval_reference=reference,
+        min_agreement=cfg.min_agreement if recipe.int8 else None, seed=cfg.seed)
+
+
 def _build(src: Source, cfg: ExportConfig, fmt: str, out: Path, eval_set, calib_texts) -> dict[str, Any]:
     """Write one finished artifact (model, bundle, manifest) into `out`; returns its metrics."""
     from bertpress.export.signature import torch_runner
@@ -63,16 +90,9 @@ def _build(src: Source, cfg: ExportConfig, fmt: str, out: Path, eval_set, calib_
     out.mkdir(parents=True, exist_ok=True)
     files_to_check: list[tuple[str, Any]] = []
     if fmt == "onnx":
-        from bertpress.export.onnx import export_onnx, ort_runner
+        from bertpress.export.onnx import ort_runner
 
-        with tempfile.TemporaryDirectory(prefix="bertpress-export-") as work:
-            model_details = export_onnx(
-                model, tok, out, Path(work), opset=cfg.opset, optimize=cfg.optimize.value, scheme=recipe.scheme,
-                weight_type=cfg.weight_type.value, per_channel=recipe.per_channel,
-                reduce_range=recipe.reduce_range, scope=recipe.scope, trace_batch=cfg.trace_batch,
-                trace_seq=cfg.trace_seq, max_length=src.max_length, calibration_texts=calib_texts,
-                calibration_method=recipe.calibration_method, ort_format=cfg.ort_format,
-                fuse_skip_layernorm=cfg.fuse_skip_layernorm, seed=cfg.seed)
+        model_details = write_onnx(model, tok, recipe, cfg, out, src.max_length, calib_texts)
         files_to_check.append(("model.onnx", ort_runner(out / "model.onnx")))
         if cfg.ort_format:
             files_to_check.append(("model.ort", ort_runner(out / "model.ort")))
@@ -99,12 +119,8 @@ def _build(src: Source, cfg: ExportConfig, fmt: str, out: Path, eval_set, calib_
     parity, accuracy = {}, {}
     reference = source_eval_logits(run_source, tok, texts, src.max_length) if texts else None
     for name, run in files_to_check:
-        report = check_parity(
-            run, run_source, tokenizer=tok, vocab_size=model.config.vocab_size, num_labels=len(src.labels),
-            max_length=src.max_length, batch_sizes=cfg.batch_sizes, seq_lengths=cfg.seq_lengths,
-            trace_shape=(cfg.trace_batch, cfg.trace_seq), atol=cfg.int8_atol if recipe.int8 else cfg.fp32_atol,
-            precision=precision, eval_texts=texts, eval_labels=labels, eval_reference=reference,
-            min_agreement=cfg.min_agreement if recipe.int8 else None, seed=cfg.seed)
+        report = gate(run, run_source, model, tok, recipe, cfg, src.max_length, len(src.labels),
+                      texts, labels, reference)
         parity[name] = report
         if "accuracy" in report:
             accuracy[name] = report["accuracy"]["export"]
@@ -175,7 +191,7 @@ def export(source: str | Path, cfg: ExportConfig | None = None, out_dir: str | P
 
         check_opset(cfg.opset)
     src = load_source(source, cfg)
-    eval_set = _texts(cfg.eval_data, "dev", cfg.eval_samples, cfg.seed, src.labels)
+    eval_set = texts_of(cfg.eval_data, "dev", cfg.eval_samples, cfg.seed, src.labels)
     calib = None
     if src.recipe.scheme == "static" and cfg.format != ExportFormat.TORCHSCRIPT:
         if not src.recipe.calibration_data:
@@ -183,7 +199,7 @@ def export(source: str | Path, cfg: ExportConfig | None = None, out_dir: str | P
                 "static int8 needs calibration texts and the input records none; pass --calibration-data "
                 "FILE (or --quantize dynamic)"
             )
-        calib, _ = _texts(src.recipe.calibration_data, "train", src.recipe.calibration_samples, cfg.seed, src.labels)
+        calib, _ = texts_of(src.recipe.calibration_data, "train", src.recipe.calibration_samples, cfg.seed, src.labels)
     formats = ["onnx", "torchscript"] if cfg.format == ExportFormat.ALL else [cfg.format.value]
     with staged_output(out_dir, overwrite=overwrite, inputs=(source,)) as tmp, _quiet_transformers():
         for fmt in formats:

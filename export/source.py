@@ -74,7 +74,12 @@ def recorded_quantization(manifest: Manifest | None) -> dict[str, Any]:
 
 
 def resolve_recipe(manifest: Manifest | None, cfg) -> QuantRecipe:
-    raw = recorded_quantization(manifest)
+    return recipe_from(recorded_quantization(manifest), cfg)
+
+
+def recipe_from(raw: dict[str, Any], cfg) -> QuantRecipe:
+    """The int8 recipe export applies, from a recorded quantization section (compress's
+    details.quantization) and the export config."""
     recorded = _norm_scheme(raw.get("scheme", raw.get("method")))
     if cfg.quantize.value == "follow":
         scheme, origin = (recorded or "none"), ("manifest" if recorded else "default")

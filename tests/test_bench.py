@@ -362,6 +362,27 @@ def test_interleaved_rounds_set_the_headline_p50_and_ratios(bundles, tmp_path, m
     assert rep.manifest.metrics["onnx:onnxruntime@cpu"]["p50_ms_b1_s8"] == pytest.approx(onnx.p50(1, 8))
 
 
+def test_a_variant_that_cannot_be_reloaded_for_the_rounds_keeps_its_sweep_value(bundles, tmp_path, monkeypatch):
+    from bertpress.bench import run as run_mod
+
+    real, built = run_mod._build, []
+
+    def second_onnx_load_fails(plan, *a):
+        built.append(plan.id)
+        if plan.runtime.value == "onnxruntime" and built.count(plan.id) > 1:
+            raise RuntimeError("CUDA out of memory (test)")
+        return real(plan, *a)
+
+    monkeypatch.setattr(run_mod, "_build", second_onnx_load_fails)
+    cfg = BenchConfig(rounds=2, runtimes="pytorch,onnxruntime",
+                      **{**FAST, "batch_sizes": (1,), "seq_lens": (8,)})
+    res = run_mod.bench([bundles["ck"], bundles["onnx"]], cfg, tmp_path / "r", progress=False).results
+    ref, onnx = res.variants
+    assert len(ref.rounds["p50_ms"]) == 2 and onnx.rounds is None
+    assert onnx.p50(1, 8) == onnx.shape(1, 8).p50_ms
+    assert any("not re-timed in the interleaved rounds" in n and "CUDA out of memory" in n for n in onnx.notes)
+
+
 def test_bundles_written_by_the_export_stage(bundles, tmp_path):
     """Contract check with the real export stage: an `--format all` directory expands to its
     onnx and torchscript artifacts, int8 is recognised, predictions agree with the reference."""
