@@ -17,9 +17,9 @@ _EXPORTS = {
     "BenchReport": "bertpress.bench.results",
     "BenchResults": "bertpress.bench.results",
     "VariantResult": "bertpress.bench.results",
-    "LatencyStats": "bertpress.bench.latency",
-    "time_callable": "bertpress.bench.latency",
-    "summarize": "bertpress.bench.latency",
+    "LatencyStats": "bertpress.timing",
+    "time_callable": "bertpress.timing",
+    "summarize": "bertpress.timing",
 }
 
 __getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

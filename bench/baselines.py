@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from bertpress.errors import ArtifactError, DeviceError
+from bertpress.errors import ArtifactError, DeviceError, first_line
 from bertpress.bench.config import Runtime
 from bertpress.bench.runtimes import Runner, load_onnx_file
 from bertpress.bench.sources import Source
@@ -121,7 +121,7 @@ def build_optimum(source: Source, work_dir: Path, device: str, threads: int) -> 
             quantizer.quantize(save_dir=int8_dir, quantization_config=qconfig)
     except Exception as exc:
         raise ArtifactError(f"optimum baseline: export/quantization of {source.where} failed "
-                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
+                            f"({type(exc).__name__}: {first_line(exc)}); "
                             "drop --baselines optimum or check the checkpoint") from None
     finally:
         for lg, lvl in zip(quiet, levels):

@@ -76,7 +76,7 @@ def _handle(args: argparse.Namespace) -> int:
     report = bench(args.artifacts, cfg, args.out, overwrite=args.overwrite, progress=not args.no_progress)
     res = report.results
     if args.json:
-        from bertpress.cli import print_json
+        from bertpress.console import print_json
 
         print_json(res.to_dict())
         return 0

@@ -10,7 +10,7 @@ from typing import Any
 
 from bertpress.artifact import Artifact
 from bertpress.errors import ArtifactError
-from bertpress.bench.latency import LatencyStats
+from bertpress.timing import LatencyStats
 
 RESULTS_SCHEMA = "bertpress.bench.results/1"
 

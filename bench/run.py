@@ -20,9 +20,9 @@ import numpy as np
 
 from bertpress.artifact import Manifest, lineage_of, now_iso, staged_output, write_manifest
 from bertpress.config import to_tagged
-from bertpress.errors import ConfigError, DeviceError, InputError
+from bertpress.errors import ConfigError, DeviceError, InputError, first_line
 from bertpress.bench.config import Baseline, BenchConfig, Runtime
-from bertpress.bench.latency import summarize, time_callable
+from bertpress.timing import summarize, time_callable
 from bertpress.bench.memory import PeakMemory
 from bertpress.bench.results import (BenchReport, BenchResults, Refusal, ShapeResult, TrafficResult,
                                      VariantResult)
@@ -365,7 +365,7 @@ def _measure_all(plans: list[_Plan], cfg: BenchConfig, threads: int, eval_cache:
                 except BertpressError:
                     raise
                 except Exception as exc:  # a runtime error inside a model: name the variant, no traceback
-                    msg = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+                    msg = f"{type(exc).__name__}: {first_line(exc)}"
                     if p.device != "cpu":  # e.g. a TorchScript file traced with CPU constants
                         refused.append(Refusal(p.source.name, p.runtime_name, p.device,
                                                f"failed on {p.device} ({msg}); it runs on cpu only"))
@@ -394,9 +394,8 @@ def _headline_rounds(plans: list[_Plan], results: list[VariantResult], cfg: Benc
     (measured here: the same fp32 model at 17.8 ms in one run, 27 ms half an hour later) charges
     the drift to whichever variant ran then. Interleaving spreads it over all of them; the median
     of the round p50s is what the ratios use. All variants are loaded together for this pass."""
-    from tqdm.auto import tqdm
-
     from bertpress.errors import ArtifactError, BertpressError
+    from bertpress.timing import interleaved
 
     b, s = cfg.headline_shape
     by_id = {v.id: v for v in results}
@@ -411,22 +410,27 @@ def _headline_rounds(plans: list[_Plan], results: list[VariantResult], cfg: Benc
                 runner = _build(p, threads, work_dir, cfg.seed)
             except Exception as exc:  # noqa: BLE001 - the variant already ran in the sweep
                 v.notes.append(f"not re-timed in the interleaved rounds: could not be loaded alongside the others "
-                               f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}); "
+                               f"({type(exc).__name__}: {first_line(exc, 160)}); "
                                "its headline p50 is the sweep's")
                 continue
             loaded.append((v, runner, runner.fixed_call(b, s, np.random.default_rng(cfg.seed))))
             v.rounds = {"batch_size": b, "seq_len": s, "p50_ms": []}
-        for _ in tqdm(range(cfg.rounds), desc=f"rounds {b}x{s}", unit="round", disable=not progress, leave=False):
-            for v, runner, fn in loaded:
+        def timer(v, runner, fn):
+            def once():
                 try:
-                    stats = time_callable(fn, warmup=cfg.warmup, min_iters=cfg.min_iters,
-                                          min_seconds=cfg.min_seconds, items_per_call=b, cuda=runner.cuda_events)
+                    return time_callable(fn, warmup=cfg.warmup, min_iters=cfg.min_iters,
+                                         min_seconds=cfg.min_seconds, items_per_call=b, cuda=runner.cuda_events)
                 except BertpressError:
                     raise
                 except Exception as exc:
                     raise ArtifactError(f"{v.id}: failed while re-timing {b}x{s} ({type(exc).__name__}: "
-                                        f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from exc
-                v.rounds["p50_ms"].append(round(stats.p50_ms, 4))
+                                        f"{first_line(exc)})") from exc
+            return once
+
+        runs = interleaved([timer(*entry) for entry in loaded], cfg.rounds, progress=progress,
+                           desc=f"rounds {b}x{s}")
+        for (v, _runner, _fn), stats in zip(loaded, runs):
+            v.rounds["p50_ms"] = [round(st.p50_ms, 4) for st in stats]
     finally:
         for _, runner, _fn in loaded:
             runner.close()

@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from bertpress.errors import ArtifactError, DeviceError, InputError
+from bertpress.errors import ArtifactError, DeviceError, InputError, first_line
 from bertpress.models import state_dict_bytes
 from bertpress.bench.config import Runtime
 from bertpress.bench.sources import Source
@@ -273,7 +273,7 @@ def load_torchscript(source: Source, device: str) -> TorchScriptRunner:
         module = torch.jit.load(str(file), map_location=device).eval()
     except Exception as exc:
         raise ArtifactError(f"{file}: torch.jit.load failed ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); re-export it") from None
+                            f"{first_line(exc, 160)}); re-export it") from None
     quantized = "quantized::" in str(module.inlined_graph) if hasattr(module, "inlined_graph") else False
     if device != "cpu" and quantized:
         raise DeviceError("refused: this TorchScript module calls quantized:: (int8) ops, which run only on the "
@@ -285,26 +285,6 @@ def load_torchscript(source: Source, device: str) -> TorchScriptRunner:
 
 
 # ---- ONNX Runtime ---------------------------------------------------------------------------
-
-
-def read_onnx(file: Path):
-    """The ModelProto (without external weights), or ArtifactError if it cannot be read."""
-    import onnx
-
-    try:
-        return onnx.load(str(file), load_external_data=False)
-    except Exception as exc:
-        raise ArtifactError(f"{file}: not a readable ONNX model ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); re-export it") from None
-
-
-def onnx_op_counts(file_or_model) -> dict[str, int]:
-    """Op histogram of an ONNX file (or an already read ModelProto)."""
-    model = read_onnx(file_or_model) if isinstance(file_or_model, (str, Path)) else file_or_model
-    counts: Counter = Counter(n.op_type for n in model.graph.node)
-    for fn in model.functions:  # dynamo exports may hide ops in local functions
-        counts.update(n.op_type for n in fn.node)
-    return dict(counts)
 
 
 class OnnxRunner(Runner):
@@ -358,32 +338,15 @@ def load_onnx_file(file: Path, tokenizer, max_length: int | None, device: str, t
                    providers: Sequence[str] | None = None) -> OnnxRunner:
     import onnxruntime as ort
 
-    from bertpress.safety import check_onnx_external_data
+    from bertpress.ort import disabled_in, op_counts, read_model, session as ort_session
 
-    check_onnx_external_data(file)  # an untrusted file must not read outside its directory
-    model = read_onnx(file)  # read once: op counts and the disabled-optimizer metadata
-    counts = onnx_op_counts(model)
+    model = read_model(file)  # read once: op counts and the disabled-optimizer metadata
+    counts = op_counts(model)
     provider = check_onnx_device(counts, device, providers if providers is not None else ort.get_available_providers())
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.log_severity_level = 3  # warnings about unused initializers etc. are expected noise
-    if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
-        # Mirror torch's OpenMP setting so both runtimes wait the same way at thread barriers
-        # (spinning on a busy machine steals the cores the other thread needs).
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     provs: list[Any] = [provider] if provider == "CPUExecutionProvider" else [
         (provider, {"device_id": int(device.split(":")[1]) if ":" in device else 0}), "CPUExecutionProvider"]
-    from bertpress.export.onnx import disabled_in
-
     disabled = disabled_in(model)  # e.g. SkipLayerNormFusion, recorded by bertpress export
-    try:
-        session = ort.InferenceSession(str(file), sess_options=opts, providers=provs,
-                                       **({"disabled_optimizers": disabled} if disabled else {}))
-    except Exception as exc:
-        raise ArtifactError(f"{file}: onnxruntime cannot load it ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); re-export it") from None
+    session = ort_session(file, threads, providers=provs, model=model)
     runner = OnnxRunner(session, tokenizer, max_length, device, provider)
     if disabled:
         runner.notes.append(f"ONNX Runtime optimizers disabled as the model's metadata asks: {', '.join(disabled)}")
@@ -438,7 +401,9 @@ def preflight(source: Source, device: str) -> None:
             raise ArtifactError(f"{source.path}: no model.onnx in this onnx artifact; re-export it")
         import onnxruntime as ort
 
-        check_onnx_device(onnx_op_counts(file), device, ort.get_available_providers())
+        from bertpress.ort import op_counts
+
+        check_onnx_device(op_counts(file), device, ort.get_available_providers())
     elif source.kind == "torchscript":
         file = source.path / "model.pt"
         if not file.is_file() or not zipfile.is_zipfile(file):

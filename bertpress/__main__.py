@@ -1,3 +1,3 @@
-from bertpress.cli import main
+from bertpress.app.cli import main
 
 raise SystemExit(main())

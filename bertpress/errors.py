@@ -29,3 +29,10 @@ class DeviceError(BertpressError):
 
 class UnsafeInputError(InputError):
     """An input would run code or read outside its directory (pickle, remote code, external data)."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message, at most `limit` characters: how a library
+    error is quoted inside our one-line messages (its full text can be pages long)."""
+    text = str(exc)
+    return text.splitlines()[0][:limit] if text else ""

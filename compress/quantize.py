@@ -17,10 +17,8 @@ pairs with `vpmaddubsw`, whose int16 intermediate saturates, so PyTorch reduces 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
-import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -29,6 +27,7 @@ from torch import nn
 
 from bertpress.compress.config import CalibrationMethod, LinearScope, QuantizeConfig, Scheme
 from bertpress.errors import ArtifactError
+from bertpress.quiet import quiet
 
 RANGES_FILE = "quantization_ranges.json"
 QENGINE = "x86"
@@ -80,17 +79,6 @@ def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)
-
-
-@contextlib.contextmanager
-def quiet():
-    """Silence torch.ao's expected notices (quantized-tensor deprecation, observer hints)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*quantize_per_(tensor|channel).*")
-        warnings.filterwarnings("ignore", message=".*torch.ao.quantization.*deprecated.*")
-        warnings.filterwarnings("ignore", message=".*must run observer before calling calculate_qparams.*")
-        warnings.filterwarnings("ignore", message=".*quant_min and quant_max.*")
-        yield
 
 
 def _use_engine() -> None:

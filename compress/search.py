@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bertpress.compress.config import CompressConfig, PruneConfig, Scheme
+from bertpress.registry import Registry
 
 
 def select(rows: list[dict[str, Any]], max_drop: float) -> tuple[int, bool]:
@@ -66,50 +67,16 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-class OnnxTwin:
-    """A candidate as `bertpress export` writes it (default ExportConfig, the candidate's recorded
-    int8 recipe) and export's parity report on it; the gate's eval accuracy ranks the candidate.
-    Uses export's own steps (recipe_from, texts_of, write_onnx, gate), so the two cannot drift."""
-
-    def __init__(self, model, tokenizer, *, scheme: str, quant_facts: dict[str, Any], labels: list[str],
-                 max_length: int, out: Path, eval_data, reference, calib_cache: dict) -> None:
-        from bertpress.export.api import gate, texts_of, write_onnx
-        from bertpress.export.config import ExportConfig
-        from bertpress.export.onnx import ort_runner
-        from bertpress.export.signature import torch_runner
-        from bertpress.export.source import recipe_from
-
-        cfg = ExportConfig()  # the defaults `bertpress export CHECKPOINT` uses
-        recipe = recipe_from({**quant_facts, "scheme": scheme}, cfg)
-        calib = None
-        if recipe.scheme == "static":
-            key = (recipe.calibration_data, recipe.calibration_samples)
-            if key not in calib_cache:  # read the train split once per search, not per candidate
-                calib_cache[key] = texts_of(recipe.calibration_data, "train", recipe.calibration_samples,
-                                            cfg.seed, labels)[0]
-            calib = calib_cache[key]
-        out.mkdir(parents=True)
-        write_onnx(model, tokenizer, recipe, cfg, out, max_length, calib)
-        self.file = out / "model.onnx"
-        self.report = gate(ort_runner(self.file), torch_runner(model), model, tokenizer, recipe, cfg, max_length,
-                           model.config.num_labels, eval_data.texts, eval_data.labels, reference)
-        self.accuracy = 100.0 * self.report["accuracy"]["export"]
-        self.size_bytes = self.file.stat().st_size
-
-    def timer(self, tokenizer, *, seq_len: int, threads: int | None, min_seconds: float) -> Callable[[], Any]:
-        """time() -> LatencyStats of one batch-1 call at `seq_len`, same input as the eager timing."""
-        import torch
-
-        from bertpress.bench.latency import time_callable
-        from bertpress.compress.evaluate import LATENCY_TEXT
-        from bertpress.export.onnx import session
-        from bertpress.export.signature import encode
-
-        sess = session(self.file, threads=threads or torch.get_num_threads())
-        names = {i.name for i in sess.get_inputs()}
-        feed = {k: v for k, v in encode(tokenizer, [LATENCY_TEXT], seq_len, pad_to_max=True).items() if k in names}
-        return lambda: time_callable(lambda: sess.run(["logits"], feed), warmup=5, min_iters=20,
-                                     min_seconds=min_seconds)
+# Search runtimes: name -> factory of a candidate's deploy-runtime twin, or None (PyTorch eager
+# only). A factory is called as factory(model, tokenizer, scheme=, quant_facts=, labels=,
+# max_length=, out=, eval_data=, shared=, calib_cache=) and returns an object with `.accuracy`
+# (percent), `.size_bytes`, `.report` (export's parity report: "passed", "failures") and
+# `.timer(tokenizer, seq_len=, threads=, min_seconds=)`. Runtimes that export candidates need
+# the export stage, so they are registered by the composition root (bertpress.app.search_runtimes).
+SEARCH_RUNTIMES: Registry = Registry(
+    "search runtime", hint="; runtimes that export candidates are provided by bertpress.app: `import bertpress.app` "
+                           "first (the CLI and recipes do)")
+SEARCH_RUNTIMES.register("pytorch")(None)
 
 
 def run_search(work, cfg: CompressConfig, say: Callable[[str], None], max_length: int):
@@ -117,7 +84,7 @@ def run_search(work, cfg: CompressConfig, say: Callable[[str], None], max_length
 
     s = cfg.search
     ml = max_length  # the artifact's own max length, as in the non-search path
-    onnx = s.runtime == "onnxruntime"
+    twin_factory = SEARCH_RUNTIMES.get(s.runtime)
 
     def eager(model) -> Callable[[], Any]:
         return lambda: latency(model, work.tokenizer, seq_len=s.latency_seq_len, threads=s.latency_threads,
@@ -134,9 +101,9 @@ def run_search(work, cfg: CompressConfig, say: Callable[[str], None], max_length
     say(f"baseline: accuracy {base_acc:.2f}, {base_size / 1e6:.1f} MB")
     timers: list[Any] = [eager(work.teacher)]  # timers[i]() times rows[i]'s model; None = not timed
     made: list[tuple[Any, CompressConfig]] = [(None, cfg)]  # (work, recipe) of each row
-    twin_root = Path(tempfile.mkdtemp(prefix="bertpress-search-")) if onnx else None
+    twin_root = Path(tempfile.mkdtemp(prefix="bertpress-search-")) if twin_factory else None
     try:
-        _walk(work, cfg, ml, base_acc, rows, timers, made, say, twin_root, eager)
+        _walk(work, cfg, ml, base_acc, rows, timers, made, say, twin_factory, twin_root, eager)
         return _rank(work, cfg, rows, timers, made, base_acc, base_size, say)
     finally:
         if twin_root is not None:
@@ -144,20 +111,20 @@ def run_search(work, cfg: CompressConfig, say: Callable[[str], None], max_length
 
 
 def _walk(work, cfg: CompressConfig, ml: int, base_acc: float, rows: list, timers: list, made: list,
-          say: Callable[[str], None], twin_root: Path | None, eager) -> None:
-    """Make, score (and, for ONNX Runtime, export and gate) every candidate; appends to rows,
+          say: Callable[[str], None], twin_factory, twin_root: Path | None, eager) -> None:
+    """Make, score (and, for a deploy runtime, export and gate) every candidate; appends to rows,
     timers and made."""
     from tqdm.auto import tqdm
 
     from bertpress.compress.api import HANDLERS, Work
     from bertpress.compress.evaluate import accuracy, state_size
-    from bertpress.errors import BertpressError
+    from bertpress.errors import BertpressError, first_line
 
     s = cfg.search
-    onnx = twin_root is not None
+    deploy = twin_factory is not None
     calib_cache: dict = {}  # static calibration texts, read once
-    # In ONNX Runtime the unpruned fp32 export is a candidate too (the baseline is PyTorch eager).
-    n_cands = sum(1 for h, f in s.schedule for sc in s.schemes if (onnx or h or f or sc is not Scheme.NONE))
+    # In a deploy runtime the unpruned fp32 export is a candidate too (the baseline is PyTorch eager).
+    n_cands = sum(1 for h, f in s.schedule for sc in s.schemes if (deploy or h or f or sc is not Scheme.NONE))
     bar = tqdm(total=n_cands, desc="compress search", unit="candidate", disable=not work.progress)
     try:
         for heads, ffn in s.schedule:
@@ -167,9 +134,9 @@ def _walk(work, cfg: CompressConfig, ml: int, base_acc: float, rows: list, timer
             pcfg = dataclasses.replace(cfg.prune, heads=heads, ffn=ffn)
             pw = HANDLERS[PruneConfig](pw, pcfg)  # prune once per ratio...
             pw = HANDLERS[type(cfg.recover)](pw, cfg.recover)
-            reference = None  # fp32 logits on the eval texts, shared by this ratio's ONNX gates
+            shared: dict = {}  # what this ratio's twins share (the fp32 reference logits)
             for scheme in s.schemes:  # ...and reuse it for every scheme
-                if heads == 0 and ffn == 0 and scheme is Scheme.NONE and not onnx:
+                if heads == 0 and ffn == 0 and scheme is Scheme.NONE and not deploy:
                     continue  # that is the baseline row
                 qw = dataclasses.replace(pw, details=dict(pw.details), qmodel=None, ranges=None)
                 qcfg = dataclasses.replace(cfg.quantize, scheme=scheme)
@@ -183,21 +150,16 @@ def _walk(work, cfg: CompressConfig, ml: int, base_acc: float, rows: list, timer
                 quant_facts = qw.details.get("quantization") or {}
                 row["calibration"] = (quant_facts.get("calibration") or {}).get("method")
                 timer = eager(qw.final)
-                if onnx:
-                    if reference is None:
-                        from bertpress.export.signature import torch_runner
-                        from bertpress.export.validate import source_eval_logits
-
-                        reference = source_eval_logits(torch_runner(pw.model), work.tokenizer, work.eval_data.texts, ml)
+                if deploy:
                     row["accuracy_pytorch"] = acc
                     try:
-                        twin = OnnxTwin(pw.model, work.tokenizer, scheme=scheme.value, quant_facts=quant_facts,
-                                        labels=work.labels, max_length=ml, out=twin_root / f"c{len(rows)}",
-                                        eval_data=work.eval_data, reference=reference, calib_cache=calib_cache)
+                        twin = twin_factory(pw.model, work.tokenizer, scheme=scheme.value, quant_facts=quant_facts,
+                                            labels=work.labels, max_length=ml, out=twin_root / f"c{len(rows)}",
+                                            eval_data=work.eval_data, shared=shared, calib_cache=calib_cache)
                     except BertpressError as exc:
                         row["error"], timer = f"export failed: {exc}", None
                     except Exception as exc:  # exporter / optimizer / ORT internals: list it, go on
-                        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+                        first = first_line(exc)
                         row["error"], timer = f"export failed: {type(exc).__name__}: {first}", None
                     else:
                         row.update(accuracy=twin.accuracy, accuracy_drop=base_acc - twin.accuracy,
@@ -221,25 +183,20 @@ def _walk(work, cfg: CompressConfig, ml: int, base_acc: float, rows: list, timer
 
 def _rank(work, cfg: CompressConfig, rows: list, timers: list, made: list, base_acc: float, base_size: int,
           say: Callable[[str], None]):
-    from tqdm.auto import tqdm
+    from bertpress.timing import interleaved
 
     s = cfg.search
     # Timing, interleaved: round r times rows 0..n in order, so every candidate sees the same
     # mix of quiet and busy moments. p50 = median of the rounds' p50s, min = the best call.
-    samples: list[list[dict[str, float]]] = [[] for _ in timers]
-    for _ in tqdm(range(s.latency_rounds), desc="timing candidates", unit="round", disable=not work.progress):
-        for i, timer in enumerate(timers):
-            if timer is not None:
-                st = timer()
-                samples[i].append({"p50": st.p50_ms, "min": st.min_ms, "p90": st.p90_ms})
+    samples = interleaved(timers, s.latency_rounds, progress=work.progress, desc="timing candidates")
     for row, runs in zip(rows, samples):
         if not runs:
             row.update(latency_p50_ms=None, latency_min_ms=None, latency_p90_ms=None, latency_rounds_p50_ms=[],
                        latency_ms=None, speedup=None)
             continue
-        row.update(latency_p50_ms=statistics.median(r["p50"] for r in runs), latency_min_ms=min(r["min"] for r in runs),
-                   latency_p90_ms=statistics.median(r["p90"] for r in runs),
-                   latency_rounds_p50_ms=[r["p50"] for r in runs])
+        row.update(latency_p50_ms=statistics.median(r.p50_ms for r in runs), latency_min_ms=min(r.min_ms for r in runs),
+                   latency_p90_ms=statistics.median(r.p90_ms for r in runs),
+                   latency_rounds_p50_ms=[r.p50_ms for r in runs])
         row["latency_ms"] = row["latency_p50_ms"] if s.latency_statistic == "p50" else row["latency_min_ms"]
     base_lat = rows[0]["latency_ms"]
     for row in rows:

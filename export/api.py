@@ -8,10 +8,9 @@ finished artifact and OUT appears only when both passed.
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from bertpress.artifact import Artifact, Manifest, dir_size, lineage_of, staged_output, write_manifest
 from bertpress.config import to_tagged
@@ -20,6 +19,7 @@ from bertpress.export.bundle import preprocessing, write_support_files
 from bertpress.export.config import ExportConfig, ExportFormat
 from bertpress.export.source import QuantRecipe, Source, load_source
 from bertpress.export.validate import check_parity, enforce, source_eval_logits
+from bertpress.quiet import quiet
 
 
 def texts_of(spec: str | None, split: str, n: int, seed: int, labels: list[str]):
@@ -83,14 +83,14 @@ def gate(run, run_source, model, tokenizer, recipe: QuantRecipe, cfg: ExportConf
 
 def _build(src: Source, cfg: ExportConfig, fmt: str, out: Path, eval_set, calib_texts) -> dict[str, Any]:
     """Write one finished artifact (model, bundle, manifest) into `out`; returns its metrics."""
-    from bertpress.export.signature import torch_runner
+    from bertpress.signature import torch_runner
 
     recipe, model, tok = src.recipe, src.model, src.tokenizer
     precision = "int8" if recipe.int8 else "fp32"
     out.mkdir(parents=True, exist_ok=True)
     files_to_check: list[tuple[str, Any]] = []
     if fmt == "onnx":
-        from bertpress.export.onnx import ort_runner
+        from bertpress.ort import runner as ort_runner
 
         model_details = write_onnx(model, tok, recipe, cfg, out, src.max_length, calib_texts)
         files_to_check.append(("model.onnx", ort_runner(out / "model.onnx")))
@@ -155,20 +155,6 @@ def _build(src: Source, cfg: ExportConfig, fmt: str, out: Path, eval_set, calib_
     return metrics
 
 
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Tracing touches every attribute of the model, which makes transformers log an irrelevant
-    `loss_type=None` notice; keep its logger at error level while exporting."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-
-
 def export(source: str | Path, cfg: ExportConfig | None = None, out_dir: str | Path = "export", *,
            overwrite: bool = False) -> Artifact | list[Artifact]:
     """Export `source` to ONNX and/or TorchScript under `out_dir`.
@@ -201,7 +187,7 @@ def export(source: str | Path, cfg: ExportConfig | None = None, out_dir: str | P
             )
         calib, _ = texts_of(src.recipe.calibration_data, "train", src.recipe.calibration_samples, cfg.seed, src.labels)
     formats = ["onnx", "torchscript"] if cfg.format == ExportFormat.ALL else [cfg.format.value]
-    with staged_output(out_dir, overwrite=overwrite, inputs=(source,)) as tmp, _quiet_transformers():
+    with staged_output(out_dir, overwrite=overwrite, inputs=(source,)) as tmp, quiet():
         for fmt in formats:
             target = tmp / fmt if len(formats) > 1 else tmp
             _build(src, cfg, fmt, target, eval_set, calib)

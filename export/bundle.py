@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bertpress.errors import ArtifactError
-from bertpress.export.signature import INPUT_NAMES, OUTPUT_NAMES
+from bertpress.signature import INPUT_NAMES, OUTPUT_NAMES
 
 PREDICT_NAME = "predict.py"
 

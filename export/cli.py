@@ -91,7 +91,7 @@ def _summary(art) -> dict:
 
 
 def _handle(args: argparse.Namespace) -> int:
-    from bertpress.cli import print_json
+    from bertpress.console import print_json
     from bertpress.export.api import export
 
     result = export(args.artifact, _config(args), args.out, overwrite=args.overwrite)

@@ -20,14 +20,12 @@ import numpy as np
 
 def _runner(path: Path, threads: int):
     if (path / "model.onnx").is_file():
-        from bertpress.export.onnx import session
+        from bertpress.ort import runner
 
-        sess = session(path / "model.onnx", threads=threads)
-        names = {i.name for i in sess.get_inputs()}
-        return lambda feed: sess.run(["logits"], {k: v for k, v in feed.items() if k in names})[0]
+        return runner(path / "model.onnx", threads)
     import torch
 
-    from bertpress.export.signature import torch_runner
+    from bertpress.signature import torch_runner
     from bertpress.export.torchscript import load_torchscript
 
     torch.set_num_threads(threads)
@@ -39,8 +37,8 @@ def measure(paths: list[Path], data: str | None, threads: int, seq: int, rounds:
     from tqdm.auto import tqdm
 
     from bertpress.artifact import Artifact
-    from bertpress.bench.latency import time_callable
-    from bertpress.export.signature import encode, special_ids, synthetic_batch
+    from bertpress.timing import interleaved, time_callable
+    from bertpress.signature import encode, special_ids, synthetic_batch
     from bertpress.models import load_tokenizer
 
     rows = []
@@ -67,13 +65,14 @@ def measure(paths: list[Path], data: str | None, threads: int, seq: int, rounds:
                 hits += int((row["run"](feed).argmax(-1) == np.asarray(ds.labels[i:i + 32])).sum())
             row["accuracy"] = hits / len(ds)
             row["accuracy_n"] = len(ds)
-    for _ in range(rounds):
-        for row in rows:
-            tok = row["tok"]
-            feed = synthetic_batch(tok.vocab_size, special_ids(tok), 1, seq, np.random.default_rng(0))
-            feed["attention_mask"][:] = 1
-            stats = time_callable(lambda: row["run"](feed), warmup=5, min_iters=30, min_seconds=seconds)
-            row.setdefault("raw", []).append(stats.to_dict())
+    def timer(row):
+        tok = row["tok"]
+        feed = synthetic_batch(tok.vocab_size, special_ids(tok), 1, seq, np.random.default_rng(0))
+        feed["attention_mask"][:] = 1
+        return lambda: time_callable(lambda: row["run"](feed), warmup=5, min_iters=30, min_seconds=seconds)
+
+    for row, runs in zip(rows, interleaved([timer(r) for r in rows], rounds)):
+        row["raw"] = [st.to_dict() for st in runs]
     for row in rows:
         row["p50_ms"] = float(np.median([r["p50_ms"] for r in row["raw"]]))
         row["p90_ms"] = float(np.median([r["p90_ms"] for r in row["raw"]]))

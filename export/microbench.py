@@ -95,7 +95,8 @@ def run(hidden: int = 384, seq: int = 128, batch: int = 1, threads: tuple[int, .
     "ratio": fused kernel / fastest alternative, "onnxruntime"}."""
     import onnxruntime as ort
 
-    from bertpress.bench.latency import time_callable
+    from bertpress.ort import session_options
+    from bertpress.timing import interleaved, time_callable
 
     rows = []
     for case in cases:
@@ -104,19 +105,15 @@ def run(hidden: int = 384, seq: int = 128, batch: int = 1, threads: tuple[int, .
         for t in threads:
             sessions = {}
             for name, blob in graphs.items():
-                opts = ort.SessionOptions()
-                opts.intra_op_num_threads = t
-                opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-                sessions[name] = ort.InferenceSession(blob, opts, providers=["CPUExecutionProvider"])
+                # in-memory graphs of one op each: no file, no metadata, no optimizer
+                sessions[name] = ort.InferenceSession(blob, session_options(t, optimization="disable_all"),
+                                                      providers=["CPUExecutionProvider"])
             outs = [s.run(None, feeds[n])[0] for n, s in sessions.items()]
             for o in outs[1:]:  # same function, or the timing means nothing
                 np.testing.assert_allclose(outs[0], o, atol=1e-4)
-            p50s: dict[str, list[float]] = {n: [] for n in sessions}
-            for _ in range(rounds):
-                for name, sess in sessions.items():
-                    p50s[name].append(time_callable(lambda s=sess, f=feeds[name]: s.run(None, f),
-                                                    min_seconds=seconds).p50_ms)
-            us = {n: round(float(np.median(v)) * 1e3, 1) for n, v in p50s.items()}
+            runs = interleaved([lambda s=sess, f=feeds[name]: time_callable(lambda: s.run(None, f), min_seconds=seconds)
+                                for name, sess in sessions.items()], rounds)
+            us = {n: round(float(np.median([st.p50_ms for st in r])) * 1e3, 1) for n, r in zip(sessions, runs)}
             fused, *others = us.values()
             rows.append({"case": case, "threads": t, "shape": [batch, seq, hidden], "us": us,
                          "ratio": round(fused / min(others), 2), "onnxruntime": ort.__version__})
@@ -131,19 +128,15 @@ def profile(file, *, threads: int = 2, seq: int = 128, calls: int = 100) -> dict
     import tempfile
     from pathlib import Path
 
-    import onnxruntime as ort
-
-    from bertpress.bench.latency import time_callable
-    from bertpress.export.onnx import session_kwargs
+    from bertpress.ort import session, session_options
+    from bertpress.timing import time_callable
 
     file = Path(file)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
+    opts = session_options(threads)
     with tempfile.TemporaryDirectory(prefix="bertpress-profile-") as tmp:
         opts.enable_profiling = True
         opts.profile_file_prefix = os.path.join(tmp, "ort")
-        sess = ort.InferenceSession(str(file), opts, providers=["CPUExecutionProvider"], **session_kwargs(file))
+        sess = session(file, opts=opts)
         ids = np.random.default_rng(0).integers(5, 100, size=(1, seq)).astype(np.int64)  # any vocab has these
         feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
         feed = {k: v for k, v in feed.items() if k in {i.name for i in sess.get_inputs()}}

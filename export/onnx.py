@@ -12,50 +12,28 @@ SkipLayerNormalization kernel takes 364 us for a 1x128x384 input on one core whe
 LayerNormalization it replaces take 78 us (`python -m bertpress.export.microbench`); the whole int8
 MiniLM runs 1.2x faster without it (docs/results/export.md). ORT would
 re-fuse them when it loads the file, so the model carries the optimizer to disable in its
-metadata (`ORT_DISABLED_KEY`) and every session bertpress opens honours it (`session_kwargs`).
+metadata (`ORT_DISABLED_KEY`) and every session bertpress opens honours it (`bertpress.ort.session`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import logging
-import os
-import warnings
-from collections import Counter
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from bertpress.errors import ArtifactError, ConfigError
-from bertpress.export.signature import INPUT_NAMES, OUTPUT_NAMES, encode, logits_module, special_ids, synthetic_batch
+from bertpress.errors import ArtifactError, ConfigError, first_line
+from bertpress.ort import mark_disabled, op_counts, session, session_options
+from bertpress.quiet import quiet
+from bertpress.signature import INPUT_NAMES, OUTPUT_NAMES, encode, logits_module, special_ids, synthetic_batch
 
 FILE_NAME = "model.onnx"
 ORT_FILE_NAME = "model.ort"
-# Model metadata key: comma-separated ORT graph optimizers to disable when loading the file.
-ORT_DISABLED_KEY = "bertpress.ort_disabled_optimizers"
 SLOW_FUSIONS = ("SkipLayerNormFusion",)
 # The fusions we read back from the optimizer and record in the manifest.
 FUSION_KEYS = ("Attention", "MultiHeadAttention", "EmbedLayerNormalization", "SkipLayerNormalization",
                "LayerNormalization", "BiasGelu", "Gelu", "FastGelu")
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Silence the expected chatter of the exporter, optimizer and quantizer (tracer warnings,
-    'embedding table size' notes, pre-processing advice) without hiding errors."""
-    names = ("onnxruntime", "onnxruntime.transformers", "onnxruntime.quantization", "root", "")
-    saved = {n: logging.getLogger(n).level for n in names}
-    for n in names:
-        logging.getLogger(n).setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for n, level in saved.items():
-            logging.getLogger(n).setLevel(level)
 
 
 def check_opset(opset: int) -> None:
@@ -204,7 +182,7 @@ def quantize_graph(src: Path, dst: Path, *, scheme: str, weight_type: str, per_c
                                 nodes_to_exclude=exclude, extra_options=extra)
             except (ValueError, RuntimeError) as exc:
                 raise ArtifactError(
-                    f"ONNX Runtime static quantization failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
+                    f"ONNX Runtime static quantization failed ({type(exc).__name__}: {first_line(exc, 160)}); "
                     "try --calibration-method minmax or --quantize dynamic"
                 ) from None
             details = {"format": "QDQ (static)", "activation_type": "u8", "calibration_method": calibration_method,
@@ -244,92 +222,16 @@ def infer_types(src: Path, dst: Path) -> None:
     onnx.save(model, str(dst))
 
 
-def op_counts(file_or_model) -> dict[str, int]:
-    """Op histogram, most frequent first, of an ONNX file or an already loaded ModelProto."""
-    import onnx
-
-    model = (onnx.load(str(file_or_model), load_external_data=False)
-             if isinstance(file_or_model, (str, Path)) else file_or_model)
-    return dict(Counter(n.op_type for n in model.graph.node).most_common())
-
-
-def disabled_in(model) -> list[str]:
-    """The ORT optimizers a loaded ModelProto asks to be disabled (its `ORT_DISABLED_KEY`)."""
-    value = next((p.value for p in model.metadata_props if p.key == ORT_DISABLED_KEY), "")
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
-def disabled_optimizers(file: Path) -> list[str]:
-    """`disabled_in` for a file; [] when it cannot be read (ONNX Runtime then reports why)."""
-    import onnx
-
-    if file.suffix == ".ort":  # flatbuffer: no onnx proto; the sibling .onnx carries the same metadata
-        file = file.with_suffix(".onnx")
-        if not file.is_file():
-            return []
-    try:
-        return disabled_in(onnx.load(str(file), load_external_data=False))
-    except Exception:
-        return []
-
-
-def mark_disabled(model, names: Sequence[str]) -> None:
-    """Record `names` in a ModelProto's metadata so that loaders keep those fusions off."""
-    kept = [p for p in model.metadata_props if p.key != ORT_DISABLED_KEY]
-    del model.metadata_props[:]
-    model.metadata_props.extend(kept)
-    if names:
-        model.metadata_props.add(key=ORT_DISABLED_KEY, value=",".join(names))
-
-
-def session_kwargs(file: Path) -> dict[str, Any]:
-    """Extra InferenceSession arguments this model needs to run as fast as it was measured."""
-    names = disabled_optimizers(file)
-    return {"disabled_optimizers": names} if names else {}
-
-
-def session(file: Path, threads: int | None = None):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:  # timed sessions: set up like bench's (bench/runtimes.py)
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        return ort.InferenceSession(str(file), opts, providers=["CPUExecutionProvider"], **session_kwargs(file))
-    except Exception as exc:
-        raise ArtifactError(f"{file}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]}); re-export it") from None
-
-
-def ort_runner(file: Path):
-    sess = session(file)
-    names = {i.name for i in sess.get_inputs()}
-
-    def run(feed: dict[str, np.ndarray]) -> np.ndarray:
-        return sess.run(["logits"], {k: v for k, v in feed.items() if k in names})[0]
-
-    run.session = sess  # type: ignore[attr-defined]
-    return run
-
-
 def write_ort_format(src: Path, dst: Path) -> None:
     """Convert to ORT format (flatbuffer, for onnxruntime-mobile/minimal builds). Basic level
     keeps the graph free of CPU-specific layout transforms, like onnxruntime's convert tool."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    opts = session_options(optimization="basic")
     opts.optimized_model_filepath = str(dst)
     opts.add_session_config_entry("session.save_model_format", "ORT")
     try:
-        ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"], **session_kwargs(src))
-    except Exception as exc:
-        raise ArtifactError(f"{src}: could not convert to ORT format ({str(exc).splitlines()[0][:200]})") from None
+        session(src, opts=opts)
+    except ArtifactError as exc:
+        raise ArtifactError(f"{src}: could not convert to ORT format ({exc})") from None
     if not dst.is_file():
         raise ArtifactError(f"{src}: ONNX Runtime wrote no ORT-format file; drop --ort-format")
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from bertpress.export.signature import logits_module, special_ids, synthetic_batch
+from bertpress.signature import logits_module, special_ids, synthetic_batch
 
 FILE_NAME = "model.pt"
 

@@ -13,8 +13,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from bertpress.errors import ParityError
-from bertpress.export.signature import OUTPUT_NAMES, encode, special_ids, synthetic_batch
+from bertpress.errors import ParityError, first_line
+from bertpress.signature import OUTPUT_NAMES, encode, special_ids, synthetic_batch
 
 Runner = Callable[[dict[str, np.ndarray]], np.ndarray]
 
@@ -62,7 +62,7 @@ def check_parity(
             got = np.asarray(run_export(feed))
         except Exception as exc:  # a trace that froze a shape fails here
             failures.append(f"batch {b} x seq {s}: the export failed to run ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0][:120] if str(exc) else ''})")
+                            f"{first_line(exc, 120)})")
             rows.append({"batch": b, "seq": s, "ok": False, "error": type(exc).__name__})
             continue
         if got.shape != (b, num_labels):

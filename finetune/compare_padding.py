@@ -27,12 +27,12 @@ def _train_once(variant: str, args, train, tokenizer_source: str) -> dict:
     from transformers import (DataCollatorWithPadding, Trainer, TrainingArguments,
                               default_data_collator)
     from transformers.trainer_callback import PrinterCallback
-    from transformers.utils import logging as hf_logging
 
     from bertpress.finetune.features import Features, tokenize
     from bertpress.models import load_classifier
+    from bertpress.quiet import quiet_libraries
 
-    hf_logging.set_verbosity_error()
+    quiet_libraries()
     torch.manual_seed(args.seed)  # same head initialisation for both variants
     model, tok = load_classifier(tokenizer_source, labels=train.label_names)
     if variant == "bertpress":

@@ -44,10 +44,9 @@ def recover(
     """
     import torch
     from transformers import DataCollatorWithPadding, TrainingArguments
-    from transformers.utils import logging as hf_logging
-
     from bertpress.finetune.distill import DistillationTrainer
     from bertpress.finetune.features import accuracy, tokenize
+    from bertpress.quiet import quiet
 
     if not isinstance(train, TextDataset) or len(train) == 0:
         raise InputError("recover: train must be a non-empty TextDataset; load one with "
@@ -66,8 +65,8 @@ def recover(
     if max(train.labels) >= n_s:
         raise InputError(f"recover: train labels go up to {max(train.labels)} but the models have {n_s} classes")
 
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
+    silence = quiet()
+    silence.__enter__()
     owned = work_dir is None
     work = Path(tempfile.mkdtemp(prefix="bertpress-recover-")) if owned else Path(work_dir)
     try:
@@ -115,7 +114,7 @@ def recover(
                 print(f"recover: dev accuracy {100 * metrics['accuracy_before']:.2f}% -> "
                       f"{100 * metrics['accuracy_after']:.2f}% in {metrics['steps']} steps")
     finally:
-        hf_logging.set_verbosity(verbosity)
+        silence.__exit__(None, None, None)
         if owned:
             import shutil
 

@@ -253,11 +253,13 @@ def _resume_checkpoint(config: FinetuneConfig, work: Path) -> Path | None:
 
 
 def _quiet_library_logs() -> None:
+    """Process-wide for a training run: bertpress.quiet's library defaults, plus the Trainer's
+    expected notices (gradient-checkpointing hints, non-tensor inputs, cache mtimes)."""
     import warnings
 
-    from transformers.utils import logging as hf_logging
+    from bertpress.quiet import quiet_libraries
 
-    hf_logging.set_verbosity_error()
+    quiet_libraries()
     warnings.filterwarnings("ignore", message=".*torch.utils.checkpoint.*")
     warnings.filterwarnings("ignore", message=".*non-tensor.*")
     warnings.filterwarnings("ignore", message="mtime may not be reliable")

@@ -11,7 +11,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from bertpress.cli import main
+from bertpress.app.cli import main
 from bertpress.testing import save_tiny_checkpoint, write_tiny_dataset
 from tests.test_bad_inputs import CASES, Ctx
 

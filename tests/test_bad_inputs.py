@@ -1,7 +1,7 @@
 """The bad-input matrix: every entry must end in exit code 2 with one line naming the problem
 (and the fix), no traceback, the inputs untouched and no finished artifact at --out.
 
-Entries run the real CLI in-process (`bertpress.cli.main`) to keep the matrix fast; the
+Entries run the real CLI in-process (`bertpress.app.cli.main`) to keep the matrix fast; the
 subprocess path is covered by the CLI tests.
 """
 
@@ -16,7 +16,7 @@ from typing import Callable
 import pytest
 
 from bertpress.artifact import Artifact
-from bertpress.cli import main
+from bertpress.app.cli import main
 
 Case = tuple[str, Callable[["Ctx"], list[str]], str]
 

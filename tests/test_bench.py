@@ -14,7 +14,7 @@ import pytest
 
 from bertpress.artifact import Artifact, Manifest, write_manifest
 from bertpress.bench.config import Baseline, BenchConfig, Runtime
-from bertpress.bench.latency import percentile, summarize, time_callable
+from bertpress.timing import percentile, summarize, time_callable
 from bertpress.config import from_tagged, to_tagged
 from bertpress.errors import ConfigError, DeviceError
 
@@ -281,7 +281,8 @@ def test_runtimes_agree_with_pytorch_logits(bundles):
 
 
 def test_int8_onnx_on_cuda_is_refused_with_fake_providers(bundles):
-    from bertpress.bench.runtimes import check_onnx_device, onnx_op_counts
+    from bertpress.bench.runtimes import check_onnx_device
+    from bertpress.ort import op_counts as onnx_op_counts
 
     fake = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     q_ops = onnx_op_counts(bundles["onnx_int8"] / "model.onnx")
@@ -435,7 +436,7 @@ def test_peak_memory_sees_an_allocation():
 
 
 def _cli(args, capsys):
-    from bertpress.cli import main
+    from bertpress.app.cli import main
 
     code = main(["bench", *map(str, args)])
     return code, capsys.readouterr()
@@ -512,7 +513,7 @@ def test_cli_json_in_a_fresh_process(bundles, tmp_path):
 
 
 def test_help_is_light():
-    code = ("import sys, bertpress.cli as c; c.build_parser().parse_args(['bench', '--help'])")
+    code = ("import sys, bertpress.app.cli as c; c.build_parser().parse_args(['bench', '--help'])")
     proc = subprocess.run([sys.executable, "-c", code + "\n"], capture_output=True, text=True)
     assert proc.returncode == 0 and "--baselines" in proc.stdout
     check = subprocess.run([sys.executable, "-c", "import sys, bertpress.bench.cli, bertpress.bench; "

@@ -21,7 +21,7 @@ def test_help_is_instant_and_lists_commands():
     for cmd in ("info", "inspect"):
         assert cmd in proc.stdout
     # --help must not import torch: check directly rather than by time alone.
-    code = "import sys; from bertpress.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    code = "import sys; from bertpress.app.cli import build_parser; build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     assert elapsed < 20  # generous: process start only, no heavy imports

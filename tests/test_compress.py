@@ -432,7 +432,7 @@ def test_search_in_onnxruntime_ranks_the_exported_models(ckpt, tiny_data, tmp_pa
     and gated as `bertpress export` would; ORT accuracy and latency rank it; a candidate whose
     export fails stays in the table, untimed, and cannot win; exporting the winner reproduces the
     accuracy the search measured."""
-    from bertpress.compress import search as S
+    from bertpress.app import search_runtimes as S  # registers "onnxruntime" (the composition root)
     from bertpress.compress.search import format_table
     from bertpress.errors import ArtifactError
 
@@ -518,7 +518,7 @@ def test_cli_dynamic_json(ckpt, tmp_path, capsys):
     data = json.loads(res.stdout)
     assert data["details"]["quantization"]["num_quantized"] == 12
     assert tree_hash(ckpt) == h
-    from bertpress.cli import main
+    from bertpress.app.cli import main
 
     assert main(["compress", str(ckpt), "--out", str(tmp_path / "o")]) == 2
     assert "--overwrite" in capsys.readouterr().err
@@ -534,7 +534,7 @@ def test_cli_dynamic_json(ckpt, tmp_path, capsys):
       "magnitude", "--search-schedule", "0:0,0.95:0"], "would remove all 4 heads"),
 ], ids=["ratio", "zero-heads", "taylor-no-data", "static-no-data", "search-no-eval", "search-zero-heads"])
 def test_cli_bad_input_one_line_exit_2(ckpt, tmp_path, args, needle, capsys):
-    from bertpress.cli import main  # in-process: the fresh-process CLI run is test_cli_dynamic_json
+    from bertpress.app.cli import main  # in-process: the fresh-process CLI run is test_cli_dynamic_json
 
     code = main(["compress", str(ckpt), "--out", str(tmp_path / "o"), *args])
     err = capsys.readouterr().err
@@ -609,7 +609,7 @@ def test_ffn_pruning_that_rounding_would_cancel_is_refused(model_tok):
 def test_search_times_candidates_interleaved_and_uses_the_median(ckpt, tiny_data, tmp_path, monkeypatch):
     """Latency is taken after the walk, round-robin over baseline + candidates; a one-round spike
     (another job grabbing the cores) does not decide the winner, the median over rounds does."""
-    from bertpress.bench.latency import LatencyStats
+    from bertpress.timing import LatencyStats
     from bertpress.compress import evaluate
 
     order: list[int] = []

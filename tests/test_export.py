@@ -57,7 +57,7 @@ def _torch_logits(ckpt: Path, feed: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def _feed(ckpt: Path, texts=TEXTS, max_length: int = 128) -> dict[str, np.ndarray]:
-    from bertpress.export.signature import encode
+    from bertpress.signature import encode
     from bertpress.models import load_tokenizer
 
     return encode(load_tokenizer(ckpt), texts, max_length)
@@ -150,23 +150,24 @@ def test_loaders_honour_the_disabled_fusion_and_opt_in_keeps_it(fp32_all, ckpt, 
 
     from bertpress.bench.runtimes import load_onnx_file
     from bertpress.export import ExportConfig, export
-    from bertpress.export.onnx import disabled_optimizers, session_kwargs
     from bertpress.models import load_tokenizer
+    from bertpress.ort import disabled_optimizers, session
 
     out, _ = fp32_all
     file = out / "onnx" / "model.onnx"
     assert disabled_optimizers(file) == ["SkipLayerNormFusion"]
 
-    def optimized_ops(kwargs):
+    def optimized_ops(bertpress_session: bool):
         opts = ort.SessionOptions()
         opts.optimized_model_filepath = str(tmp_path / "seen.onnx")
         opts.log_severity_level = 3
-        sess = ort.InferenceSession(str(file), opts, providers=["CPUExecutionProvider"], **kwargs)
+        sess = session(file, opts=opts) if bertpress_session else \
+            ort.InferenceSession(str(file), opts, providers=["CPUExecutionProvider"])
         ops = {n.op_type for n in onnx.load(str(tmp_path / "seen.onnx")).graph.node}
         return ops, sess.run(["logits"], _feed(ckpt, TEXTS))[0]
 
-    ours, logits_ours = optimized_ops(session_kwargs(file))
-    plain, logits_plain = optimized_ops({})
+    ours, logits_ours = optimized_ops(True)
+    plain, logits_plain = optimized_ops(False)
     assert "SkipLayerNormalization" not in ours and "SkipLayerNormalization" in plain
     np.testing.assert_allclose(logits_ours, logits_plain, atol=1e-4)
     runner = load_onnx_file(file, load_tokenizer(out / "onnx"), 128, "cpu", 1)
@@ -212,14 +213,13 @@ def test_int8_fused_onnx_runs_and_agrees(int8_all, fp32_all, ckpt):
     # FFN bias stays an Add so that ORT folds it into DynamicQuantizeMatMul; the plain Gelu kernel
     # is faster than BiasGelu (export/microbench.py). Check the graph ORT actually runs.
     assert m.details["model"]["fusions"]["BiasGelu"] == 0 and ops.get("Gelu") == 2 and "BiasGelu" not in ops
-    from bertpress.export.onnx import op_counts, session_kwargs
-
     import onnxruntime as ort
+
+    from bertpress.ort import op_counts, session
 
     opts = ort.SessionOptions()
     opts.optimized_model_filepath = str(out.parent / "int8-as-run.onnx")
-    ort.InferenceSession(str(out / "onnx" / "model.onnx"), opts, providers=["CPUExecutionProvider"],
-                         **session_kwargs(out / "onnx" / "model.onnx"))
+    session(out / "onnx" / "model.onnx", opts=opts)
     ran = op_counts(out.parent / "int8-as-run.onnx")
     assert ran.get("Gelu") == 2 and "BiasGelu" not in ran and ran.get("DynamicQuantizeMatMul", 0) >= 4, ran
     report = m.metrics["parity"]["model.onnx"]
@@ -462,7 +462,7 @@ def test_cli_export_json_and_errors(ckpt, tmp_path):
 
 
 def test_inspect_corrupt_onnx_gives_one_line_error(fp32_all, tmp_path):
-    from bertpress.inspect import inspect_path
+    from bertpress.app.inspect import inspect_path
 
     good = (fp32_all[0] / "onnx" / "model.onnx").read_bytes()
     truncated = tmp_path / "truncated.onnx"
@@ -477,7 +477,7 @@ def test_inspect_corrupt_onnx_gives_one_line_error(fp32_all, tmp_path):
     assert proc.returncode == 2 and proc.stderr.startswith("error:") and proc.stderr.strip().count("\n") == 0
     # opening a session reads the model's metadata first; an unreadable file must still end in
     # the session's one-line ArtifactError, not a protobuf traceback from that read
-    from bertpress.export.onnx import disabled_optimizers, session
+    from bertpress.ort import disabled_optimizers, session
 
     for f in (truncated, garbage):
         assert disabled_optimizers(f) == []

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from bertpress.artifact import Artifact, partial_dir
-from bertpress.cli import main as cli_main
+from bertpress.app.cli import main as cli_main
 from bertpress.config import from_tagged, to_tagged
 from bertpress.errors import ConfigError
 from bertpress.finetune import FinetuneConfig, distillation_loss, finetune, recover

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from bertpress.artifact import MANIFEST_NAME, Artifact
 from bertpress.data import load_text_classification
 from bertpress.errors import ArtifactError, ConfigError, InputError
-from bertpress.pipeline import parse_recipe
+from bertpress.app.pipeline import parse_recipe
 
 SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

@@ -15,7 +15,7 @@ import yaml
 
 from bertpress.artifact import Artifact
 from bertpress.errors import ConfigError
-from bertpress.pipeline import load_recipe, parse_recipe
+from bertpress.app.pipeline import load_recipe, parse_recipe
 from tests.conftest import REPO, run_cli
 
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))

@@ -47,7 +47,7 @@ def register(sub, common, formatter) -> None:
 
 
 def _print_results(results, as_json: bool) -> None:
-    from bertpress.cli import print_json
+    from bertpress.console import print_json
 
     if as_json:
         print_json([{"stage": r.stage, "path": str(r.path), "skipped": r.skipped,
@@ -59,7 +59,7 @@ def _print_results(results, as_json: bool) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from bertpress.pipeline import load_recipe
+    from bertpress.app.pipeline import load_recipe
 
     recipe = load_recipe(args.recipe)
     if args.check:
@@ -83,7 +83,7 @@ def _run_quietly(recipe, as_json: bool):
     import contextlib
     import sys
 
-    from bertpress.pipeline import run_recipe
+    from bertpress.app.pipeline import run_recipe
 
     if not as_json:
         return run_recipe(recipe)
@@ -99,8 +99,8 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     import yaml
 
     from bertpress.errors import InputError
-    from bertpress.pipeline import parse_recipe
-    from bertpress.quickstart import quickstart_recipe, write_summary
+    from bertpress.app.pipeline import parse_recipe
+    from bertpress.app.quickstart import quickstart_recipe, write_summary
 
     out = Path(args.out)
     main = dist_main()

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bertpress.artifact import MANIFEST_NAME, Artifact, dir_size
-from bertpress.errors import ArtifactError, InputError
+from bertpress.errors import ArtifactError, InputError, first_line
 
 
 def _model_file(path: Path, suffix: str) -> Path | None:
@@ -31,7 +31,7 @@ def inspect_onnx(file: Path) -> dict[str, Any]:
         onnx.checker.check_model(model)
     except Exception as exc:
         raise ArtifactError(
-            f"{file}: not a readable ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
+            f"{file}: not a readable ONNX model ({type(exc).__name__}: {first_line(exc, 160)}); "
             "re-export it"
         ) from None
     ops = Counter(n.op_type for n in model.graph.node)

@@ -101,3 +101,30 @@ def time_callable(
     ):
         samples.append(once())
     return summarize(samples, items_per_call=items_per_call)
+
+
+def interleaved(timers: Sequence[Callable[[], LatencyStats] | None], rounds: int, *,
+                progress: bool = False, desc: str = "timing rounds") -> list[list[LatencyStats]]:
+    """Run every timer once per round, in order (t1, t2, ..., t1, t2, ...), `rounds` times.
+
+    A shared VM's speed drifts (measured here: the same fp32 model at 17.8 ms in one run, 27 ms
+    half an hour later); timing variants one after another charges the drift to whichever ran
+    then, interleaving spreads it over all of them. Returns each timer's LatencyStats per round
+    ([] for a None timer). The one implementation for bench's rounds, compress's search, export's
+    measure and microbench."""
+    from tqdm.auto import tqdm
+
+    out: list[list[LatencyStats]] = [[] for _ in timers]
+    for _ in tqdm(range(rounds), desc=desc, unit="round", disable=not progress, leave=False):
+        for i, timer in enumerate(timers):
+            if timer is not None:
+                out[i].append(timer())
+    return out
+
+
+def median_of(values: Sequence[float]) -> float:
+    """The median (what the rounds' p50s are summarised by)."""
+    s = sorted(values)
+    if not s:
+        raise ValueError("median of no values")
+    return percentile(s, 50)

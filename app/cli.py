@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import json
 import sys
 import traceback
 from typing import Any, Callable, Sequence
 
 from bertpress import __version__
+from bertpress.console import print_json
 from bertpress.errors import BertpressError
 
 # Subcommand modules, in the order `--help` lists them. A module is listed only once it exists
@@ -26,7 +26,7 @@ COMMAND_MODULES = (
     "bertpress.compress.cli",
     "bertpress.export.cli",
     "bertpress.bench.cli",
-    "bertpress.pipeline_cli",
+    "bertpress.app.pipeline_cli",
 )
 
 
@@ -48,10 +48,6 @@ def common_parent() -> argparse.ArgumentParser:
     return p
 
 
-def print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str))
-
-
 def _cmd_info(args: argparse.Namespace) -> int:
     from bertpress.hardware import info, info_text
 
@@ -61,7 +57,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from bertpress.inspect import inspect_path, inspect_text
+    from bertpress.app.inspect import inspect_path, inspect_text
 
     data = inspect_path(args.path)
     print_json(data) if args.json else print(inspect_text(data))

@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 from bertpress.artifact import MANIFEST_NAME, Artifact, lineage_of, partial_dir, write_json_atomic
 from bertpress.config import build_config, to_tagged
-from bertpress.errors import ConfigError, InputError
+from bertpress.errors import ConfigError, InputError, first_line
 
 STAGE_ORDER = ("finetune", "compress", "export", "bench")
 # stage -> (module, config class, function)
@@ -154,7 +154,7 @@ def load_recipe(path: str | Path) -> Recipe:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = first_line(exc) or type(exc).__name__
         raise ConfigError(f"{path}: not valid YAML ({first}); fix the syntax") from None
     return parse_recipe(data, source=str(path))
 

@@ -1,0 +1,11 @@
+"""Terminal output shared by every command: machine-readable JSON (strict: no bare NaN)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def print_json(data: Any) -> None:
+    """`--json` output: indented, non-JSON values (paths, enums) as strings."""
+    print(json.dumps(data, indent=2, default=str))

@@ -1,0 +1,60 @@
+"""Registries where things vary (as torchao maps config types to handlers): quantization
+schemes, calibration methods, pruning importance criteria, bench runtimes, search runtimes.
+
+Adding a member is one class (or function) and one `@REGISTRY.register("name")`. Every registry
+made here is listed in `all_registries()`, so a meta-test can iterate them and check that every
+member is exercised by the suite.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Generic, Iterator, TypeVar
+
+from bertpress.errors import ConfigError
+
+T = TypeVar("T")
+_ALL: dict[str, "Registry"] = {}
+
+
+class Registry(Generic[T]):
+    """Name -> member. `get` refuses an unknown name in one line listing the known ones."""
+
+    def __init__(self, kind: str, *, hint: str = "") -> None:
+        if kind in _ALL:
+            raise ValueError(f"a registry of {kind!r} exists already")
+        self.kind, self.hint = kind, hint
+        self._members: dict[str, T] = {}
+        _ALL[kind] = self
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def wrap(member: T) -> T:
+            if name in self._members and self._members[name] is not member:
+                raise ValueError(f"{self.kind} {name!r} is registered already")
+            self._members[name] = member
+            return member
+
+        return wrap
+
+    def get(self, name: str) -> T:
+        key = getattr(name, "value", name)  # enum members look up by their value
+        if key not in self._members:
+            known = ", ".join(self._members) or "none"
+            raise ConfigError(f"unknown {self.kind} {key!r} (known: {known}){self.hint}")
+        return self._members[key]
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._members)
+
+    def __contains__(self, name: object) -> bool:
+        return getattr(name, "value", name) in self._members
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._members)
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+
+def all_registries() -> dict[str, Registry]:
+    """Every registry created so far (import the modules that define them first)."""
+    return dict(_ALL)
