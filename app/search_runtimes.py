@@ -18,7 +18,7 @@ class OnnxTwin:
     int8 recipe) and export's parity report on it; the gate's eval accuracy ranks the candidate.
     Uses export's own steps (recipe_from, texts_of, write_onnx, gate), so the two cannot drift."""
 
-    def __init__(self, model, tokenizer, *, scheme: str, quant_facts: dict[str, Any], labels: list[str],
+    def __init__(self, model, tokenizer, *, scheme: str, quant_facts, labels: list[str],
                  max_length: int, out: Path, eval_data, shared: dict, calib_cache: dict) -> None:
         from bertpress.export.api import gate, texts_of, write_onnx
         from bertpress.export.config import ExportConfig
@@ -32,7 +32,7 @@ class OnnxTwin:
         reference = shared["reference"]
 
         cfg = ExportConfig()  # the defaults `bertpress export CHECKPOINT` uses
-        recipe = recipe_from({**quant_facts, "scheme": scheme}, cfg)
+        recipe = recipe_from(quant_facts, cfg)  # the candidate's QuantizationRecord (its scheme)
         calib = None
         if recipe.scheme == "static":
             key = (recipe.calibration_data, recipe.calibration_samples)
@@ -45,7 +45,7 @@ class OnnxTwin:
         self.file = out / "model.onnx"
         self.report = gate(ort_runner(self.file), torch_runner(model), model, tokenizer, recipe, cfg, max_length,
                            model.config.num_labels, eval_data.texts, eval_data.labels, reference)
-        self.accuracy = 100.0 * self.report["accuracy"]["export"]
+        self.accuracy = self.report["accuracy"]["export"]  # fraction, like compress's
         self.size_bytes = self.file.stat().st_size
 
     def timer(self, tokenizer, *, seq_len: int, threads: int | None, min_seconds: float) -> Callable[[], Any]:

@@ -8,10 +8,8 @@ included (`classify`), because that is what a deployment pays.
 
 from __future__ import annotations
 
-import copy
-import os
+import dataclasses
 import re
-import warnings
 import zipfile
 from collections import Counter
 from pathlib import Path
@@ -21,6 +19,7 @@ import numpy as np
 
 from bertpress.errors import ArtifactError, DeviceError, InputError, first_line
 from bertpress.models import state_dict_bytes
+from bertpress.registry import Registry
 from bertpress.bench.config import Runtime
 from bertpress.bench.sources import Source
 
@@ -164,24 +163,24 @@ def load_torch(source: Source, runtime: Runtime, device: str) -> TorchRunner:
     from bertpress.artifact import dir_size
 
     if source.kind == "compressed":
-        model, tokenizer, note = _load_compressed(source)
+        from bertpress.compress import load_compressed
+
+        model, tokenizer = load_compressed(source.where)
     else:
         from bertpress.models import load_classifier
 
         model, tokenizer = load_classifier(source.where)
-        note = None
     quantized = _has_quantized_modules(model)
     precision = "int8" if quantized else "fp32"
     if runtime == Runtime.PYTORCH_INT8:
         if device != "cpu":
             raise DeviceError(f"refused: {runtime.value} uses torch.ao dynamic int8 kernels, which exist only on "
                               "the CPU; bench it with --device cpu")
-        torch.backends.quantized.engine = "x86" if "x86" in torch.backends.quantized.supported_engines \
-            else torch.backends.quantized.engine
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.ao's quantized-tensor deprecation notice is expected
-            model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear},
-                                                           dtype=torch.qint8)
+        # exactly what `compress --quantize dynamic` makes (same layers, ranges, kernels)
+        from bertpress.compress.config import QuantizeConfig
+        from bertpress.compress.quantize import int8_formats, quantize_dynamic
+
+        model, _ = quantize_dynamic(model, QuantizeConfig(scheme="dynamic"), int8_formats())
         precision = "int8-dynamic"
         quantized = True
     elif runtime in (Runtime.PYTORCH_FP16, Runtime.PYTORCH_BF16):
@@ -202,27 +201,7 @@ def load_torch(source: Source, runtime: Runtime, device: str) -> TorchRunner:
     elif source.path is not None:
         runner.size_bytes = sum(dir_size(p) for p in source.path.glob("*.safetensors")) or \
             sum(dir_size(p) for p in source.path.glob("pytorch_model*.bin")) or None
-    if note:
-        runner.notes.append(note)
     return runner
-
-
-def _load_compressed(source: Source):
-    """compress.load_compressed when the compress stage provides it; else the plain HF weights."""
-    try:
-        from bertpress.compress import load_compressed
-    except (ImportError, AttributeError):
-        load_compressed = None
-    if load_compressed is not None:
-        model, tokenizer = load_compressed(source.where)
-        return model, tokenizer, None
-    from bertpress.models import load_classifier
-
-    model, tokenizer = load_classifier(source.where)
-    quant = ((source.manifest or {}).get("details") or {}).get("quantization")
-    note = ("bertpress.compress.load_compressed is not available: ran the stored fp32 weights without the "
-            f"recorded quantization ({quant})") if quant else None
-    return model, tokenizer, note
 
 
 # ---- TorchScript ----------------------------------------------------------------------------
@@ -369,27 +348,39 @@ def load_onnx(source: Source, device: str, threads: int) -> OnnxRunner:
 # ---- planning -------------------------------------------------------------------------------
 
 
+# Bench runtimes: one RuntimeSpec + one registration each. `kinds` are the artifact kinds it
+# runs, `devices` "cpu", "cuda" or both; the report lists them in registration order.
+@dataclasses.dataclass(frozen=True)
+class RuntimeSpec:
+    load: Callable[[Source, Runtime, str, int], Runner]  # (source, runtime, device, threads)
+    kinds: tuple[str, ...]
+    devices: tuple[str, ...] = ("cpu", "cuda")
+
+
+RUNTIMES: Registry = Registry("bench runtime")
+_torch = lambda source, runtime, device, threads: load_torch(source, runtime, device)  # noqa: E731
+RUNTIMES.register(Runtime.PYTORCH.value)(RuntimeSpec(_torch, ("checkpoint", "compressed")))
+RUNTIMES.register(Runtime.PYTORCH_INT8.value)(RuntimeSpec(_torch, ("checkpoint",), ("cpu",)))
+RUNTIMES.register(Runtime.PYTORCH_FP16.value)(RuntimeSpec(_torch, ("checkpoint",), ("cuda",)))
+RUNTIMES.register(Runtime.PYTORCH_BF16.value)(RuntimeSpec(_torch, ("checkpoint",), ("cuda",)))
+RUNTIMES.register(Runtime.TORCHSCRIPT.value)(RuntimeSpec(
+    lambda source, runtime, device, threads: load_torchscript(source, device), ("torchscript",)))
+RUNTIMES.register(Runtime.ONNXRUNTIME.value)(RuntimeSpec(
+    lambda source, runtime, device, threads: load_onnx(source, device, threads), ("onnx",)))
+
+
 def runtimes_for(kind: str, device: str) -> tuple[Runtime, ...]:
     """The runtimes that apply to an artifact kind on a device, in report order."""
-    cpu = device == "cpu"
-    if kind == "checkpoint":
-        return (Runtime.PYTORCH, Runtime.PYTORCH_INT8) if cpu else \
-            (Runtime.PYTORCH, Runtime.PYTORCH_FP16, Runtime.PYTORCH_BF16)
-    if kind == "compressed":
-        return (Runtime.PYTORCH,)
-    if kind == "torchscript":
-        return (Runtime.TORCHSCRIPT,)
-    if kind == "onnx":
-        return (Runtime.ONNXRUNTIME,)
-    raise InputError(f"bench cannot run a {kind!r} artifact")
+    where = "cpu" if device == "cpu" else "cuda"
+    found = tuple(Runtime(name) for name in RUNTIMES
+                  if kind in RUNTIMES.get(name).kinds and where in RUNTIMES.get(name).devices)
+    if not found:
+        raise InputError(f"bench cannot run a {kind!r} artifact")
+    return found
 
 
 def load_runner(source: Source, runtime: Runtime, device: str, threads: int) -> Runner:
-    if runtime == Runtime.TORCHSCRIPT:
-        return load_torchscript(source, device)
-    if runtime == Runtime.ONNXRUNTIME:
-        return load_onnx(source, device, threads)
-    return load_torch(source, runtime, device)
+    return RUNTIMES.get(runtime).load(source, runtime, device, threads)
 
 
 def preflight(source: Source, device: str) -> None:

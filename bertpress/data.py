@@ -314,3 +314,11 @@ def _load_hub(spec: str, split: str, text_column: str | None, label_column: str,
     col = _Collector(spec, names, skip_bad_rows=False)
     texts, labels, names = col.build(rows)
     return TextDataset(texts, labels, names, f"{spec}[{split}]")
+
+
+def data_spec(spec: str | None) -> str | None:
+    """A data spec as recorded in manifests: local paths made absolute so they reload anywhere."""
+    if spec is None:
+        return None
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else spec

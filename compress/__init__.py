@@ -11,7 +11,6 @@ from bertpress.lazy import lazy_exports
 _EXPORTS = {
     "compress": "bertpress.compress.api",
     "load_compressed": "bertpress.compress.api",
-    "rebuild_pruned": "bertpress.compress.api",
     "HANDLERS": "bertpress.compress.api",
     "CompressConfig": "bertpress.compress.config",
     "QuantizeConfig": "bertpress.compress.config",

@@ -22,8 +22,9 @@ from bertpress.artifact import (Artifact, Manifest, check_output_dir, dir_size, 
                                 write_manifest)
 from bertpress.compress.config import (CalibrationMethod, CompressConfig, PruneConfig, QuantizeConfig,
                                        RecoverConfig, Scheme)
+from bertpress import records
 from bertpress.config import to_tagged
-from bertpress.data import TextDataset, load_text_classification
+from bertpress.data import TextDataset, data_spec, load_text_classification
 from bertpress.errors import ArtifactError, BertpressError, ConfigError, InputError
 
 @dataclasses.dataclass
@@ -59,14 +60,6 @@ class Work:
 HANDLERS: dict[type, Callable[[Work, Any], Work]] = {}
 
 
-
-def data_spec(spec: str | None) -> str | None:
-    """A data spec as recorded in manifests: local paths made absolute so they reload anywhere."""
-    if spec is None:
-        return None
-    path = Path(spec).expanduser()
-    return str(path.resolve()) if path.exists() else spec
-
 def handler(cfg_type: type):
     def wrap(fn):
         HANDLERS[cfg_type] = fn
@@ -95,7 +88,7 @@ def apply_prune(work: Work, cfg: PruneConfig) -> Work:
     work.model, facts = prune_model(work.model, work.tokenizer, cfg, calib)
     if calib is not None:
         facts["calibration_data"] = data_spec(cfg.calibration_data)
-    work.details["pruning"] = facts
+    work.details["pruning"] = records.PruningRecord(**facts)
     work.qmodel, work.ranges = None, None
     return work
 
@@ -108,11 +101,8 @@ def apply_recover(work: Work, cfg: RecoverConfig) -> Work:
     if not work.details.get("pruning"):
         work.details["recovery"] = {"skipped": "nothing was pruned, so there is nothing to recover"}
         return work
-    try:
-        from bertpress.finetune import recover
-    except ImportError as exc:
-        raise ConfigError(f"recovery needs bertpress.finetune.recover, which this install lacks ({exc}); "
-                          "pass --recover-epochs 0") from None
+    from bertpress.finetune import recover
+
     spec = work.cfg.recover_data
     flag = "recover.data" if cfg.data else "--calibration-data"
     train = work.load_data(spec, "train", flag).subset(cfg.samples, seed=cfg.seed)
@@ -142,56 +132,11 @@ def apply_recover(work: Work, cfg: RecoverConfig) -> Work:
 
 @handler(QuantizeConfig)
 def apply_quantize(work: Work, cfg: QuantizeConfig) -> Work:
+    """Apply the scheme's registered implementation (compress.quantize.SCHEMES); record it."""
     from bertpress.compress import quantize as Q
-    from bertpress.compress.evaluate import accuracy, batches
 
-    formats = Q.int8_formats()
-    facts: dict[str, Any] = {"scheme": cfg.scheme.value}
-    if cfg.scheme is Scheme.NONE:
-        work.qmodel, work.ranges = None, None
-        facts["layers"] = []
-        work.details["quantization"] = facts
-        return work
-    names = Q.target_linears(work.model, cfg.scope)
-    facts.update({k: v for k, v in formats.items()})
-    facts.update({"per_channel": cfg.per_channel, "scope": cfg.scope.value, "layers": names,
-                  "granularity": {"weights": "per output channel" if cfg.per_channel else "per tensor",
-                                  "activations": "per tensor"}})
-    if cfg.scheme is Scheme.DYNAMIC:
-        work.qmodel, _ = Q.quantize_dynamic(work.model, cfg, formats)
-        work.ranges = None
-    else:
-        data = work.load_data(cfg.calibration_data, "train", "--calibration-data")
-        if len(data) < cfg.calibration_samples:
-            raise InputError(f"--calibration-data {cfg.calibration_data} has {len(data)} rows but "
-                             f"--calibration-samples is {cfg.calibration_samples}; lower it or give more data")
-        data = data.subset(cfg.calibration_samples, seed=work.cfg.seed)
-        methods = ([CalibrationMethod.MINMAX, CalibrationMethod.ENTROPY, CalibrationMethod.PERCENTILE]
-                   if cfg.calibration_method is CalibrationMethod.AUTO else [cfg.calibration_method])
-        calib = batches(work.tokenizer, data.texts, None, batch_size=cfg.batch_size, max_length=cfg.max_length)
-        all_ranges = Q.calibrate(work.model, calib, names, methods, cfg, formats)
-        chosen, scores = methods[0].value, {}
-        if len(methods) > 1:
-            if work.eval_data is None:
-                raise ConfigError("--calibration-method auto needs --eval-data SPEC to pick the best method")
-            for m in methods:
-                qm = Q.apply_static(work.model, all_ranges[m.value], cfg.per_channel)
-                scores[m.value] = accuracy(qm, work.tokenizer, work.eval_data, max_length=cfg.max_length)
-            chosen = max(scores, key=lambda k: scores[k])  # ties keep the earlier (minmax first)
-        work.ranges = all_ranges[chosen]
-        work.qmodel = Q.apply_static(work.model, work.ranges, cfg.per_channel)
-        facts["static_output"] = "fp32 (input u8 with calibrated qparams; output not requantized)"
-        facts["calibration"] = {"method": chosen, "requested": cfg.calibration_method.value,
-                                # `data` is the spec export re-loads ("int8 in, int8 out"); `source`
-                                # describes the rows that were actually used
-                                "data": data_spec(cfg.calibration_data), "source": data.source,
-                                "samples": len(data), "batch_size": cfg.batch_size,
-                                "max_length": cfg.max_length,
-                                "percentile": cfg.percentile if chosen == "percentile" else None,
-                                "auto_eval_accuracy": scores or None,
-                                "ranges_file": Q.RANGES_FILE}
-    facts["num_quantized"] = Q.count_quantized(work.qmodel)
-    work.details["quantization"] = facts
+    work.qmodel, work.ranges = None, None
+    work.details["quantization"] = Q.SCHEMES.get(cfg.scheme)().quantize(work, cfg, Q.int8_formats())
     return work
 
 
@@ -259,7 +204,7 @@ def compress(checkpoint: str | os.PathLike, cfg: CompressConfig, out_dir: str | 
             base = accuracy(work.teacher, tokenizer, work.eval_data, max_length=max_length)
             acc = accuracy(work.final, tokenizer, work.eval_data, max_length=max_length)
             metrics.update({"eval_accuracy": acc, "eval_accuracy_uncompressed": base,
-                            "accuracy_drop": base - acc, "eval_data": work.eval_data.source,
+                            "accuracy_drop_points": 100 * (base - acc), "eval_data": work.eval_data.source,
                             "eval_samples": len(work.eval_data)})
     metrics["params"] = param_count(work.model)
     metrics["params_uncompressed"] = param_count(work.teacher)
@@ -272,8 +217,10 @@ def compress(checkpoint: str | os.PathLike, cfg: CompressConfig, out_dir: str | 
         if work.ranges is not None:
             from bertpress.compress.quantize import save_ranges
 
-            save_ranges(tmp, work.details["quantization"]["calibration"]["method"], work.ranges)
+            save_ranges(tmp, work.details["quantization"].calibration.method, work.ranges)
         details = dict(work.details)
+        for key in ("quantization", "pruning"):  # typed records, tagged in the manifest
+            details[key] = records.encode(details.get(key))
         details.setdefault("pruning", None)
         details.setdefault("recovery", None)
         details["shapes"] = layer_shapes(work.model)
@@ -288,51 +235,17 @@ def compress(checkpoint: str | os.PathLike, cfg: CompressConfig, out_dir: str | 
 # ---- loading -------------------------------------------------------------------------------
 
 
-def rebuild_pruned(path: str | os.PathLike):
-    """Load a pruned fp32 model from its weights + manifest, without `config.pruned_heads`.
-
-    What our loader does where transformers has no head-pruning replay (5.x): build the full
-    architecture from config.json, cut the recorded heads, then load the weights strictly.
-    """
-    from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
-    from bertpress.compress.prune import manual_prune_heads
-
-    path = Path(path)
-    art = Artifact.load(path)
-    pruning = (art.manifest.details or {}).get("pruning") or {}
-    config = AutoConfig.from_pretrained(path)
-    config.pruned_heads = {}
-    model = AutoModelForSequenceClassification.from_config(config)
-    manual_prune_heads(model, pruning.get("pruned_heads", {}))
-    state = load_file(str(path / "model.safetensors"))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("position_ids")]
-    if missing or unexpected:
-        raise ArtifactError(f"{path}: weights do not match the recorded pruned shapes "
-                            f"(missing {missing[:3]}, unexpected {unexpected[:3]}); re-run compress")
-    return model.eval()
-
-
 def load_compressed(path: str | os.PathLike):
     """(model, tokenizer) of a compressed artifact, with its recorded quantization applied."""
     from bertpress.compress.quantize import apply_recorded
-    from bertpress.models import layer_shapes, load_classifier, load_tokenizer
+    from bertpress.models import load_classifier
 
     path = Path(path)
     art = Artifact.load(path)
     if art.kind != "compressed":
         raise ArtifactError(f"{path}: a {art.kind!r} artifact, not 'compressed'; give a compress output")
-    details = art.manifest.details or {}
-    want = [s["heads"] for s in details.get("shapes", [])]
-    try:
-        model, tokenizer = load_classifier(path)
-        ok = not want or [s["heads"] for s in layer_shapes(model)] == want
-    except ArtifactError:
-        ok = False  # e.g. transformers without pruned_heads replay: weight shapes mismatch
-    if not ok:
-        model, tokenizer = rebuild_pruned(path), load_tokenizer(path)
+    rec = records.read(art.manifest.details, "quantization", records.QuantizationRecord, where=str(path))
+    model, tokenizer = load_classifier(path)  # a pruned model is rebuilt from the manifest there
     for p in model.parameters():
         p.requires_grad_(False)
-    return apply_recorded(model, details.get("quantization") or {"scheme": "none"}, path).eval(), tokenizer
+    return (apply_recorded(model, rec, path) if rec else model).eval(), tokenizer

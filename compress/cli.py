@@ -118,17 +118,20 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"out": str(art.path), "metrics": m.metrics, "details": m.details})
         return 0
-    q = m.details.get("quantization") or {}
-    pr = m.details.get("pruning") or {}
+    from bertpress import records
+
+    q = records.read(m.details, "quantization", records.QuantizationRecord) or records.QuantizationRecord()
+    pr = records.read(m.details, "pruning", records.PruningRecord)
     print(f"wrote {art.path} (kind compressed)")
-    print(f"  quantization: {q.get('scheme', 'none')}"
-          + (f" ({q.get('num_quantized')} Linear layers, {q.get('activation_dtype')} x {q.get('weight_dtype')}, "
-             f"reduce_range={q.get('reduce_range')})" if q.get("scheme") not in (None, "none") else ""))
+    print(f"  quantization: {q.scheme}"
+          + (f" ({q.num_quantized} Linear layers, {q.formats.get('activation_dtype')} x "
+             f"{q.formats.get('weight_dtype')}, reduce_range={q.reduce_range})" if q.int8 else ""))
     if pr:
-        print(f"  pruning: heads/layer {pr['heads_per_layer']}, FFN {pr['ffn_per_layer'][0]} "
-              f"(from {pr['original']['heads']} / {pr['original']['ffn']}), params {pr['params']:,}")
+        print(f"  pruning: heads/layer {list(pr.heads_per_layer)}, FFN {pr.ffn_per_layer[0]} "
+              f"(from {pr.original['heads']} / {pr.original['ffn']}), params {pr.params:,}")
     if "eval_accuracy" in m.metrics:
-        print(f"  accuracy: {m.metrics['eval_accuracy']:.2f} (uncompressed {m.metrics['eval_accuracy_uncompressed']:.2f})")
+        print(f"  accuracy: {100 * m.metrics['eval_accuracy']:.2f} % (uncompressed "
+              f"{100 * m.metrics['eval_accuracy_uncompressed']:.2f} %)")
     s = m.details.get("search")
     if s:
         print(f"  search winner: {s['winner']} met_budget={s['met_budget']}")

@@ -25,14 +25,14 @@ def batches(tokenizer, texts: Sequence[str], labels: Sequence[int] | None, *, ba
 @torch.inference_mode()
 def accuracy(model: nn.Module, tokenizer, data: TextDataset, *, max_length: int = 128,
              batch_size: int = 64) -> float:
-    """Accuracy in percent (0-100)."""
+    """Accuracy as a fraction in [0, 1] (the unit of every accuracy bertpress records)."""
     model.eval()
     correct = 0
     for i, batch in enumerate(batches(tokenizer, data.texts, None, batch_size=batch_size, max_length=max_length)):
         pred = model(**batch).logits.argmax(dim=-1)
         gold = torch.tensor(data.labels[i * batch_size:(i + 1) * batch_size], dtype=torch.long)
         correct += int((pred == gold).sum())
-    return 100.0 * correct / max(1, len(data))
+    return correct / max(1, len(data))
 
 
 @contextlib.contextmanager

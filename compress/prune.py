@@ -10,7 +10,8 @@ Unlike torch-pruning's HF BERT example, the result reloads: the pruned model's c
 `pruned_heads` (original head indices per layer) and the new `intermediate_size`, which is
 exactly what `from_pretrained` in transformers 4.x replays on a fresh model, so the checkpoint
 stays a stock transformers checkpoint. transformers 5.x dropped `pruned_heads`; the manifest
-records the per-layer head indices too and `rebuild_pruned` reshapes a fresh model from them.
+records the per-layer head indices too and `bertpress.models.rebuild_pruned` reshapes a fresh
+model from them (every loader goes through it, on 4.x as well).
 """
 
 from __future__ import annotations
@@ -21,29 +22,51 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from bertpress.compress.config import Importance, PruneConfig
+from bertpress.arch import Family, FAMILIES, model_type_of
+from bertpress.compress.config import PruneConfig
 from bertpress.errors import InputError
+from bertpress.registry import Registry
 
-SUPPORTED_MODEL_TYPES = ("bert",)
-
-
-def check_prunable(model: nn.Module) -> None:
-    mtype = getattr(model.config, "model_type", type(model).__name__)
-    layers = getattr(getattr(getattr(model, "bert", None), "encoder", None), "layer", None)
-    if mtype not in SUPPORTED_MODEL_TYPES or layers is None:
-        raise InputError(f"cannot prune model type {mtype!r}; supported: {', '.join(SUPPORTED_MODEL_TYPES)} "
-                         "(BertForSequenceClassification); use --quantize alone for other models")
+# Importance criteria: name -> factory(torch_pruning) -> scorer; `needs_data` on the factory
+# says whether labelled calibration batches must be accumulated first (gradients).
+IMPORTANCE: Registry = Registry("pruning importance")
 
 
-def _layers(model: nn.Module):
-    return model.bert.encoder.layer
+@IMPORTANCE.register("taylor")
+def _taylor(tp):
+    """|w * dL/dw| summed over the group, from a few labelled calibration batches."""
+    return tp.importance.GroupTaylorImportance()
+
+
+_taylor.needs_data = True  # type: ignore[attr-defined]
+
+
+@IMPORTANCE.register("magnitude")
+def _magnitude(tp):
+    """L2 norm of the weights; needs no data."""
+    return tp.importance.GroupMagnitudeImportance(p=2)
+
+
+_magnitude.needs_data = False  # type: ignore[attr-defined]
+
+
+def check_prunable(model: nn.Module) -> Family:
+    """The model's family adapter, if its heads and FFN can be pruned; else a one-line refusal."""
+    mtype = model_type_of(model)
+    fam = FAMILIES.get(mtype) if mtype in FAMILIES else None
+    if fam is None or not fam.prunable:
+        prunable = [n for n in FAMILIES if FAMILIES.get(n).prunable]
+        raise InputError(f"cannot prune model type {mtype!r}; pruning supports: {', '.join(prunable)}; "
+                         "int8 quantization (--quantize dynamic|static) works without pruning")
+    return fam
 
 
 def plan_shapes(model: nn.Module, cfg: PruneConfig) -> tuple[int, int, int]:
     """(heads removed per layer, heads kept, FFN width kept) for `cfg`, or InputError."""
-    att = _layers(model)[0].attention.self
-    n_heads = int(att.num_attention_heads)
-    ffn = int(_layers(model)[0].intermediate.dense.out_features)
+    fam = check_prunable(model)
+    first = fam.layers(model)[0]
+    n_heads = fam.num_heads(first)
+    ffn = int(fam.ffn_in(first).out_features)
     drop = int(round(cfg.heads * n_heads))
     if drop >= n_heads:
         raise InputError(f"--prune-heads {cfg.heads} would remove all {n_heads} heads of each layer (zero left); "
@@ -87,44 +110,41 @@ def prune_model(
     """A pruned copy of `model` (the caller's model is untouched) and the facts to record."""
     import torch_pruning as tp
 
-    check_prunable(model)
+    fam = check_prunable(model)
     drop_heads, keep_heads, keep_ffn = plan_shapes(model, cfg)
     model = copy.deepcopy(model).eval()
     for p in model.parameters():
         p.requires_grad_(True)
-    layers = _layers(model)
-    before = {"heads": int(layers[0].attention.self.num_attention_heads),
-              "ffn": int(layers[0].intermediate.dense.out_features),
+    layers = fam.layers(model)
+    before = {"heads": fam.num_heads(layers[0]), "ffn": int(fam.ffn_in(layers[0]).out_features),
               "params": sum(p.numel() for p in model.parameters())}
     n_batches = 0
-    if cfg.importance is Importance.TAYLOR:
+    make_scorer = IMPORTANCE.get(cfg.importance)
+    if make_scorer.needs_data:
         if batches is None:
-            raise InputError("Taylor importance needs labelled calibration batches; pass --calibration-data "
-                             "SPEC or --importance magnitude")
+            raise InputError(f"{cfg.importance.value} importance needs labelled calibration batches; pass "
+                             "--calibration-data SPEC or --importance magnitude")
         n_batches = _accumulate_gradients(model, batches)
         if n_batches == 0:
             raise InputError("the calibration data gave no batches; give a non-empty --calibration-data")
-        scorer = tp.importance.GroupTaylorImportance()
-    else:
-        scorer = tp.importance.GroupMagnitudeImportance(p=2)
+    scorer = make_scorer(tp)
 
     dg = tp.DependencyGraph().build_dependency(model, example_inputs=_example_inputs(tokenizer, cfg.max_length))
     plan = []  # (layer index, head channels to prune, heads pruned, ffn channels to prune)
     for i, layer in enumerate(layers):
-        att = layer.attention.self
-        head_size = int(att.attention_head_size)
+        query = fam.qkv(layer)[0]
+        head_size = fam.head_size(layer)
         head_idxs: list[int] = []
         heads: list[int] = []
         if drop_heads:
-            group = dg.get_pruning_group(att.query, tp.prune_linear_out_channels,
-                                         idxs=list(range(att.query.out_features)))
-            score = scorer(group).view(int(att.num_attention_heads), head_size).sum(dim=1)
+            group = dg.get_pruning_group(query, tp.prune_linear_out_channels, idxs=list(range(query.out_features)))
+            score = scorer(group).view(fam.num_heads(layer), head_size).sum(dim=1)
             heads = sorted(int(h) for h in torch.argsort(score)[:drop_heads])
             head_idxs = [h * head_size + j for h in heads for j in range(head_size)]
         ffn_idxs: list[int] = []
-        width = int(layer.intermediate.dense.out_features)
+        width = int(fam.ffn_in(layer).out_features)
         if keep_ffn < width:
-            group = dg.get_pruning_group(layer.intermediate.dense, tp.prune_linear_out_channels,
+            group = dg.get_pruning_group(fam.ffn_in(layer), tp.prune_linear_out_channels,
                                          idxs=list(range(width)))
             score = scorer(group)
             ffn_idxs = sorted(int(c) for c in torch.argsort(score)[: width - keep_ffn])
@@ -134,14 +154,11 @@ def prune_model(
     for i, head_idxs, heads, ffn_idxs in plan:
         layer = layers[i]
         if head_idxs:
-            dg.get_pruning_group(layer.attention.self.query, tp.prune_linear_out_channels, idxs=head_idxs).prune()
-            att = layer.attention.self
-            att.num_attention_heads = keep_heads
-            att.all_head_size = keep_heads * att.attention_head_size
-            layer.attention.pruned_heads = set(heads)
+            dg.get_pruning_group(fam.qkv(layer)[0], tp.prune_linear_out_channels, idxs=head_idxs).prune()
+            fam.set_heads(layer, keep_heads, heads)
             pruned_heads[i] = heads
         if ffn_idxs:
-            dg.get_pruning_group(layer.intermediate.dense, tp.prune_linear_out_channels, idxs=ffn_idxs).prune()
+            dg.get_pruning_group(fam.ffn_in(layer), tp.prune_linear_out_channels, idxs=ffn_idxs).prune()
 
     model.zero_grad(set_to_none=True)
     for p in model.parameters():
@@ -157,10 +174,10 @@ def prune_model(
         "calibration_batches": n_batches,
         "round_to": cfg.round_to,
         "original": before,
-        "heads_per_layer": [int(l.attention.self.num_attention_heads) for l in layers],
-        "head_size": int(layers[0].attention.self.attention_head_size),
+        "heads_per_layer": [fam.num_heads(l) for l in layers],
+        "head_size": fam.head_size(layers[0]),
         "pruned_heads": {str(i): h for i, h in pruned_heads.items()},
-        "ffn_per_layer": [int(l.intermediate.dense.out_features) for l in layers],
+        "ffn_per_layer": [int(fam.ffn_in(l).out_features) for l in layers],
         "params": sum(p.numel() for p in model.parameters()),
     }
     return model.eval(), facts
@@ -168,46 +185,11 @@ def prune_model(
 
 def _check_shapes(model: nn.Module, heads: int, ffn: int) -> None:
     """Fail loudly if torch-pruning and our bookkeeping disagree (a broken model must not be saved)."""
-    for i, layer in enumerate(_layers(model)):
-        att = layer.attention.self
-        want = heads * att.attention_head_size
-        got = (att.query.out_features, att.key.out_features, att.value.out_features,
-               layer.attention.output.dense.in_features)
-        if any(g != want for g in got) or layer.intermediate.dense.out_features != ffn \
-                or layer.output.dense.in_features != ffn:
-            raise RuntimeError(f"layer {i}: pruned shapes {got} / FFN {layer.intermediate.dense.out_features} "
+    fam = check_prunable(model)
+    for i, layer in enumerate(fam.layers(model)):
+        want = heads * fam.head_size(layer)
+        got = tuple(m.out_features for m in fam.qkv(layer)) + (fam.attention_output(layer).in_features,)
+        if any(g != want for g in got) or fam.ffn_in(layer).out_features != ffn \
+                or fam.ffn_out(layer).in_features != ffn:
+            raise RuntimeError(f"layer {i}: pruned shapes {got} / FFN {fam.ffn_in(layer).out_features} "
                                f"do not match the plan ({want}, {ffn}); this is a bug in compress/prune.py")
-
-
-def manual_prune_heads(model: nn.Module, pruned_heads: dict[Any, list[int]]) -> None:
-    """Shrink a fresh model's attention to match recorded pruned heads, without HF's prune_heads.
-
-    The fallback for transformers versions without `config.pruned_heads` (5.x): the same rows of
-    query/key/value and columns of the attention output as `BertAttention.prune_heads` removes.
-    """
-    for key, heads in pruned_heads.items():
-        heads = sorted(int(h) for h in heads)
-        if not heads:
-            continue
-        layer = _layers(model)[int(key)]
-        att = layer.attention.self
-        size = int(att.attention_head_size)
-        keep = [h for h in range(int(att.num_attention_heads)) if h not in set(heads)]
-        idx = torch.tensor([h * size + j for h in keep for j in range(size)], dtype=torch.long)
-
-        def shrink(lin: nn.Linear, dim: int) -> nn.Linear:
-            w = lin.weight.detach().index_select(dim, idx).clone()
-            b = lin.bias.detach().clone() if lin.bias is not None else None
-            if dim == 0 and b is not None:
-                b = b.index_select(0, idx).clone()
-            new = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
-            new.weight.data.copy_(w)
-            if b is not None:
-                new.bias.data.copy_(b)
-            return new
-
-        att.query, att.key, att.value = shrink(att.query, 0), shrink(att.key, 0), shrink(att.value, 0)
-        layer.attention.output.dense = shrink(layer.attention.output.dense, 1)
-        att.num_attention_heads = len(keep)
-        att.all_head_size = len(keep) * size
-        layer.attention.pruned_heads = set(heads)

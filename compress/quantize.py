@@ -27,6 +27,8 @@ from torch import nn
 
 from bertpress.compress.config import CalibrationMethod, LinearScope, QuantizeConfig, Scheme
 from bertpress.errors import ArtifactError
+from bertpress.records import CalibrationRecord, QuantizationRecord
+from bertpress.registry import Registry
 from bertpress.quiet import quiet
 
 RANGES_FILE = "quantization_ranges.json"
@@ -65,14 +67,11 @@ def int8_formats(isa: dict[str, Any] | None = None) -> dict[str, Any]:
 
 def target_linears(model: nn.Module, scope: LinearScope) -> list[str]:
     """Names of the nn.Linear layers a scope quantizes, in module order."""
-    names = []
-    for name, mod in model.named_modules():
-        if not isinstance(mod, nn.Linear):
-            continue
-        if scope is LinearScope.ENCODER and ".encoder.layer." not in f".{name}":
-            continue
-        names.append(name)
-    return names
+    from bertpress.arch import adapter_for
+
+    fam = adapter_for(model, action="quantize") if scope is LinearScope.ENCODER else None
+    return [name for name, mod in model.named_modules()
+            if isinstance(mod, nn.Linear) and (fam is None or fam.is_encoder_linear(name))]
 
 
 def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -96,11 +95,15 @@ class DynamicInt8LinearFull(torch.ao.nn.quantized.dynamic.Linear):
         return torch.ops.quantized.linear_dynamic(x, self._packed_params._packed_params, reduce_range=False)
 
 
-def quantize_dynamic(model: nn.Module, cfg: QuantizeConfig, formats: dict[str, Any]) -> tuple[nn.Module, list[str]]:
+def quantize_dynamic(model: nn.Module, cfg: QuantizeConfig, formats: dict[str, Any],
+                     layers: Iterable[str] | None = None) -> tuple[nn.Module, list[str]]:
+    """The one torch dynamic-int8 path (compress, export's TorchScript, bench's
+    pytorch-int8-dynamic): a quantized copy of `model` — the Linear layers of `cfg.scope`, or
+    exactly `layers` when a manifest recorded them — with full 8-bit activations on VNNI/AMX."""
     from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic as qd
 
     _use_engine()
-    names = target_linears(model, cfg.scope)
+    names = list(layers) if layers else target_linears(model, cfg.scope)
     qconfig = per_channel_dynamic_qconfig if cfg.per_channel else default_dynamic_qconfig
     with quiet():
         qmodel = qd(copy.deepcopy(model), {n: qconfig for n in names}, dtype=torch.qint8)
@@ -139,19 +142,35 @@ class PercentileObserver(torch.ao.quantization.MinMaxObserver):
         return x_orig
 
 
-def make_observer(method: CalibrationMethod, cfg: QuantizeConfig, formats: dict[str, Any]):
-    from torch.ao.quantization import HistogramObserver, MinMaxObserver
+# Calibration methods: name -> factory(cfg, observer kwargs) -> a torch.ao observer. "auto" is
+# not a method: it calibrates with every registered one and keeps the best on the eval set.
+CALIBRATION_METHODS: Registry = Registry("calibration method")
 
+
+@CALIBRATION_METHODS.register("minmax")
+def _minmax_observer(cfg: QuantizeConfig, kw: dict[str, Any]):
+    from torch.ao.quantization import MinMaxObserver
+
+    return MinMaxObserver(**kw)
+
+
+@CALIBRATION_METHODS.register("entropy")
+def _entropy_observer(cfg: QuantizeConfig, kw: dict[str, Any]):
+    # torch.ao's histogram observer: searches the clipping range that minimises the
+    # quantization error over a 2048-bin histogram (the entropy/KL family of calibrators).
+    from torch.ao.quantization import HistogramObserver
+
+    return HistogramObserver(**kw)
+
+
+@CALIBRATION_METHODS.register("percentile")
+def _percentile_observer(cfg: QuantizeConfig, kw: dict[str, Any]):
+    return PercentileObserver(cfg.percentile, **kw)
+
+
+def make_observer(method: CalibrationMethod, cfg: QuantizeConfig, formats: dict[str, Any]):
     kw = {"dtype": torch.quint8, "qscheme": torch.per_tensor_affine, "reduce_range": formats["reduce_range"]}
-    if method is CalibrationMethod.MINMAX:
-        return MinMaxObserver(**kw)
-    if method is CalibrationMethod.ENTROPY:
-        # torch.ao's histogram observer: searches the clipping range that minimises the
-        # quantization error over a 2048-bin histogram (the entropy/KL family of calibrators).
-        return HistogramObserver(**kw)
-    if method is CalibrationMethod.PERCENTILE:
-        return PercentileObserver(cfg.percentile, **kw)
-    raise ValueError(f"no observer for {method}")
+    return CALIBRATION_METHODS.get(method)(cfg, kw)
 
 
 @torch.no_grad()
@@ -280,18 +299,87 @@ def load_ranges(directory: Path) -> dict[str, Any]:
         raise ArtifactError(f"{path}: corrupt ranges file ({exc}); re-run compress") from None
 
 
-def apply_recorded(model: nn.Module, details: dict[str, Any], directory: Path) -> nn.Module:
-    """Re-apply the quantization recorded in a manifest's details.quantization to fp32 `model`."""
-    scheme = details.get("scheme", "none")
-    if scheme == Scheme.NONE.value:
+def apply_recorded(model: nn.Module, rec: QuantizationRecord, directory: Path) -> nn.Module:
+    """Re-apply the quantization a manifest records to fp32 `model` (a quantized copy)."""
+    return SCHEMES.get(rec.scheme)().reapply(model, rec, directory)
+
+
+# ---- schemes: one class + one registration each --------------------------------------------
+# quantize(work, cfg, formats) -> QuantizationRecord, setting work.qmodel (and work.ranges);
+# reapply(model, record, directory) -> the model as compress produced it.
+
+SCHEMES: Registry = Registry("quantization scheme")
+
+
+@SCHEMES.register("none")
+class NoQuantization:
+    def quantize(self, work, cfg: QuantizeConfig, formats: dict[str, Any]) -> QuantizationRecord:
+        return QuantizationRecord(scheme="none")
+
+    def reapply(self, model: nn.Module, rec: QuantizationRecord, directory: Path) -> nn.Module:
         return model
-    if scheme == Scheme.DYNAMIC.value:
-        cfg = QuantizeConfig(scheme=Scheme.DYNAMIC, scope=details.get("scope", "encoder"),
-                             per_channel=bool(details.get("per_channel", True)))
-        qmodel, names = quantize_dynamic(model, cfg, {"reduce_range": bool(details.get("reduce_range", True))})
-        if details.get("layers") and sorted(names) != sorted(details["layers"]):
+
+
+def _record(cfg: QuantizeConfig, formats: dict[str, Any], names: list[str], qmodel, **extra) -> QuantizationRecord:
+    return QuantizationRecord(scheme=cfg.scheme.value, per_channel=cfg.per_channel, scope=cfg.scope.value,
+                              layers=tuple(names), reduce_range=bool(formats["reduce_range"]),
+                              num_quantized=count_quantized(qmodel), formats=dict(formats), **extra)
+
+
+@SCHEMES.register("dynamic")
+class DynamicInt8:
+    """int8 weights, activation ranges measured per call (torch.ao dynamic Linear)."""
+
+    def quantize(self, work, cfg: QuantizeConfig, formats: dict[str, Any]) -> QuantizationRecord:
+        work.qmodel, names = quantize_dynamic(work.model, cfg, formats)
+        return _record(cfg, formats, names, work.qmodel)
+
+    def reapply(self, model: nn.Module, rec: QuantizationRecord, directory: Path) -> nn.Module:
+        cfg = QuantizeConfig(scheme=Scheme.DYNAMIC, scope=rec.scope, per_channel=rec.per_channel)
+        qmodel, names = quantize_dynamic(model, cfg, {"reduce_range": rec.reduce_range})
+        if rec.layers and sorted(names) != sorted(rec.layers):
             raise ArtifactError(f"{directory}: the model's Linear layers differ from the recorded ones; re-run compress")
         return qmodel
-    if scheme == Scheme.STATIC.value:
-        return apply_static(model, load_ranges(directory), bool(details.get("per_channel", True)))
-    raise ArtifactError(f"{directory}: unknown quantization scheme {scheme!r} in bertpress.json; re-run compress")
+
+
+@SCHEMES.register("static")
+class StaticInt8:
+    """int8 weights, input ranges calibrated once on real samples (CALIBRATION_METHODS)."""
+
+    def quantize(self, work, cfg: QuantizeConfig, formats: dict[str, Any]) -> QuantizationRecord:
+        from bertpress.compress.evaluate import accuracy, batches
+        from bertpress.data import data_spec
+        from bertpress.errors import ConfigError, InputError
+
+        names = target_linears(work.model, cfg.scope)
+        data = work.load_data(cfg.calibration_data, "train", "--calibration-data")
+        if len(data) < cfg.calibration_samples:
+            raise InputError(f"--calibration-data {cfg.calibration_data} has {len(data)} rows but "
+                             f"--calibration-samples is {cfg.calibration_samples}; lower it or give more data")
+        data = data.subset(cfg.calibration_samples, seed=work.cfg.seed)
+        methods = ([CalibrationMethod(m) for m in CALIBRATION_METHODS]
+                   if cfg.calibration_method is CalibrationMethod.AUTO else [cfg.calibration_method])
+        calib = batches(work.tokenizer, data.texts, None, batch_size=cfg.batch_size, max_length=cfg.max_length)
+        all_ranges = calibrate(work.model, calib, names, methods, cfg, formats)
+        chosen, scores = methods[0].value, {}
+        if len(methods) > 1:
+            if work.eval_data is None:
+                raise ConfigError("--calibration-method auto needs --eval-data SPEC to pick the best method")
+            for m in methods:
+                qm = apply_static(work.model, all_ranges[m.value], cfg.per_channel)
+                scores[m.value] = accuracy(qm, work.tokenizer, work.eval_data, max_length=cfg.max_length)
+            chosen = max(scores, key=lambda k: scores[k])  # ties keep the earlier (minmax first)
+        work.ranges = all_ranges[chosen]
+        work.qmodel = apply_static(work.model, work.ranges, cfg.per_channel)
+        calibration = CalibrationRecord(
+            method=chosen, requested=cfg.calibration_method.value,
+            # `data` is the spec export re-loads ("int8 in, int8 out"); `source` describes the rows used
+            data=data_spec(cfg.calibration_data), source=data.source, samples=len(data),
+            batch_size=cfg.batch_size, max_length=cfg.max_length,
+            percentile=cfg.percentile if chosen == "percentile" else None,
+            auto_eval_accuracy=scores or None, ranges_file=RANGES_FILE)
+        formats = {**formats, "static_output": "fp32 (input u8 with calibrated qparams; output not requantized)"}
+        return _record(cfg, formats, names, work.qmodel, calibration=calibration)
+
+    def reapply(self, model: nn.Module, rec: QuantizationRecord, directory: Path) -> nn.Module:
+        return apply_static(model, load_ranges(directory), rec.per_channel)

@@ -41,7 +41,7 @@ def select(rows: list[dict[str, Any]], max_drop: float) -> tuple[int, bool]:
         if not cands:
             raise ValueError("no candidates to select from")
         return max(cands, key=lambda ir: ir[1].get("accuracy_pytorch", ir[1]["accuracy"]))[0], False
-    within = [(i, r) for i, r in cands if r["accuracy_drop"] <= max_drop + 1e-9]
+    within = [(i, r) for i, r in cands if r["accuracy_drop_points"] <= max_drop + 1e-9]
     if within:
         return min(within, key=lambda ir: (ir[1]["latency_ms"], -ir[1]["accuracy"]))[0], True
     return min(cands, key=lambda ir: (-ir[1]["accuracy"], ir[1]["latency_ms"]))[0], False
@@ -61,7 +61,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         if r.get("error"):
             mark = "not exportable: " + r["error"][:120].replace("|", "/")
         lines.append(f"| {r['heads']:.2f} | {r['ffn']:.2f} | {r['scheme']} | {r.get('runtime', 'pytorch')} | "
-                     f"{r['accuracy']:.2f} | {r['accuracy_drop']:+.2f} | {num(r['latency_ms'])} | "
+                     f"{100 * r['accuracy']:.2f} | {r['accuracy_drop_points']:+.2f} | {num(r['latency_ms'])} | "
                      f"{num(r['latency_p50_ms'])} / {num(r['latency_min_ms'])} | {num(r['speedup'], '{:.2f}x')} | "
                      f"{r['size_bytes'] / 1e6:.1f} | {r['heads_per_layer']}h/{r['ffn_width']} | {mark} |")
     return "\n".join(lines)
@@ -92,13 +92,15 @@ def run_search(work, cfg: CompressConfig, say: Callable[[str], None], max_length
 
     base_acc = accuracy(work.teacher, work.tokenizer, work.eval_data, max_length=ml)
     base_size = state_size(work.teacher)
-    n_heads = int(work.teacher.bert.encoder.layer[0].attention.self.num_attention_heads)
-    n_ffn = int(work.teacher.bert.encoder.layer[0].intermediate.dense.out_features)
+    from bertpress.models import layer_shapes
+
+    first = layer_shapes(work.teacher)[0]
+    n_heads, n_ffn = first["heads"], first["ffn"]
     rows: list[dict[str, Any]] = [{
         "heads": 0.0, "ffn": 0.0, "scheme": "none", "runtime": "pytorch", "baseline": True, "accuracy": base_acc,
-        "accuracy_drop": 0.0, "size_bytes": base_size, "heads_per_layer": n_heads, "ffn_width": n_ffn,
+        "accuracy_drop_points": 0.0, "size_bytes": base_size, "heads_per_layer": n_heads, "ffn_width": n_ffn,
         "within_budget": True}]
-    say(f"baseline: accuracy {base_acc:.2f}, {base_size / 1e6:.1f} MB")
+    say(f"baseline: accuracy {100 * base_acc:.2f} %, {base_size / 1e6:.1f} MB")
     timers: list[Any] = [eager(work.teacher)]  # timers[i]() times rows[i]'s model; None = not timed
     made: list[tuple[Any, CompressConfig]] = [(None, cfg)]  # (work, recipe) of each row
     twin_root = Path(tempfile.mkdtemp(prefix="bertpress-search-")) if twin_factory else None
@@ -119,6 +121,7 @@ def _walk(work, cfg: CompressConfig, ml: int, base_acc: float, rows: list, timer
     from bertpress.compress.api import HANDLERS, Work
     from bertpress.compress.evaluate import accuracy, state_size
     from bertpress.errors import BertpressError, first_line
+    from bertpress.models import layer_shapes
 
     s = cfg.search
     deploy = twin_factory is not None
@@ -142,13 +145,12 @@ def _walk(work, cfg: CompressConfig, ml: int, base_acc: float, rows: list, timer
                 qcfg = dataclasses.replace(cfg.quantize, scheme=scheme)
                 qw = HANDLERS[type(qcfg)](qw, qcfg)
                 acc = accuracy(qw.final, work.tokenizer, work.eval_data, max_length=ml)
-                shapes = pw.model.bert.encoder.layer[0]
+                shapes = layer_shapes(pw.model)[0]
                 row = {"heads": heads, "ffn": ffn, "scheme": scheme.value, "runtime": s.runtime, "accuracy": acc,
-                       "accuracy_drop": base_acc - acc, "size_bytes": state_size(qw.final),
-                       "heads_per_layer": int(shapes.attention.self.num_attention_heads),
-                       "ffn_width": int(shapes.intermediate.dense.out_features)}
-                quant_facts = qw.details.get("quantization") or {}
-                row["calibration"] = (quant_facts.get("calibration") or {}).get("method")
+                       "accuracy_drop_points": 100 * (base_acc - acc), "size_bytes": state_size(qw.final),
+                       "heads_per_layer": shapes["heads"], "ffn_width": shapes["ffn"]}
+                quant_facts = qw.details["quantization"]  # the candidate's QuantizationRecord
+                row["calibration"] = quant_facts.calibration.method if quant_facts.calibration else None
                 timer = eager(qw.final)
                 if deploy:
                     row["accuracy_pytorch"] = acc
@@ -162,20 +164,20 @@ def _walk(work, cfg: CompressConfig, ml: int, base_acc: float, rows: list, timer
                         first = first_line(exc)
                         row["error"], timer = f"export failed: {type(exc).__name__}: {first}", None
                     else:
-                        row.update(accuracy=twin.accuracy, accuracy_drop=base_acc - twin.accuracy,
+                        row.update(accuracy=twin.accuracy, accuracy_drop_points=100 * (base_acc - twin.accuracy),
                                    size_bytes=twin.size_bytes)
                         if not twin.report["passed"]:
                             row["error"], timer = "parity gate: " + "; ".join(twin.report["failures"][:2]), None
                         else:
                             timer = twin.timer(work.tokenizer, seq_len=s.latency_seq_len, threads=s.latency_threads,
                                                min_seconds=s.latency_min_seconds)
-                row["within_budget"] = not row.get("error") and row["accuracy_drop"] <= s.max_accuracy_drop + 1e-9
+                row["within_budget"] = not row.get("error") and row["accuracy_drop_points"] <= s.max_accuracy_drop + 1e-9
                 rows.append(row)
                 timers.append(timer)
                 made.append((qw, dataclasses.replace(cfg, search=None, prune=pcfg, quantize=qcfg)))
                 bar.update(1)
-                say(f"heads {heads:.2f} ffn {ffn:.2f} {scheme.value:8s} {s.runtime}: accuracy {row['accuracy']:.2f} "
-                    f"({-row['accuracy_drop']:+.2f}), {row['size_bytes'] / 1e6:.1f} MB"
+                say(f"heads {heads:.2f} ffn {ffn:.2f} {scheme.value:8s} {s.runtime}: accuracy {100 * row['accuracy']:.2f} % "
+                    f"({-row['accuracy_drop_points']:+.2f} points), {row['size_bytes'] / 1e6:.1f} MB"
                     + (f" — {row['error']}" if row.get("error") else ""))
     finally:
         bar.close()
@@ -222,7 +224,7 @@ def _rank(work, cfg: CompressConfig, rows: list, timers: list, made: list, base_
         "table": rows, "winner": {k: r[k] for k in ("heads", "ffn", "scheme", "runtime")},
         "winner_recipe": to_tagged(winner_cfg),
         "winner_metrics": {"eval_accuracy": r["accuracy"], "eval_accuracy_uncompressed": base_acc,
-                           "accuracy_drop": r["accuracy_drop"], "latency_ms": r["latency_ms"],
+                           "accuracy_drop_points": r["accuracy_drop_points"], "latency_ms": r["latency_ms"],
                            "latency_ms_uncompressed": base_lat, "latency_statistic": s.latency_statistic,
                            "latency_p50_ms": r["latency_p50_ms"], "latency_min_ms": r["latency_min_ms"],
                            "runtime": s.runtime, "speedup_vs_fp32_pytorch_eager": r["speedup"],

@@ -63,7 +63,7 @@ def export_graph(model, tokenizer, file: Path, *, opset: int, trace_batch: int, 
                           dynamic_axes=axes, opset_version=opset, do_constant_folding=True, dynamo=False)
 
 
-def optimize_graph(src: Path, dst: Path, *, level: str, num_layers: int,
+def optimize_graph(src: Path, dst: Path, *, level: str, num_layers: int, family,
                    fuse_skip_layernorm: bool = False, fuse_bias_gelu: bool = True) -> dict[str, Any]:
     """Apply ORT's BERT fusions; raise if attention did not fuse in every layer.
 
@@ -73,15 +73,14 @@ def optimize_graph(src: Path, dst: Path, *, level: str, num_layers: int,
     as an Add before a plain Gelu: for dynamic int8 graphs ORT then folds the bias into
     DynamicQuantizeMatMul, and its Gelu kernel is faster than BiasGelu (240 vs 387 us for
     1x128x1536 on one core, `python -m bertpress.export.microbench`)."""
-    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     opt_level = {"basic": 0, "full": 1}[level]
-    options = FusionOptions("bert")
+    options = family.ort_fusion_options()
     options.enable_skip_layer_norm = fuse_skip_layernorm
     options.enable_bias_gelu = fuse_bias_gelu
     with quiet():
-        opt = optimize_model(str(src), model_type="bert", num_heads=0, hidden_size=0, opt_level=opt_level,
+        opt = optimize_model(str(src), model_type=family.ort_model_type, num_heads=0, hidden_size=0, opt_level=opt_level,
                              optimization_options=options)
         stats = opt.get_fused_operator_statistics()
         opt.save_model_to_file(str(dst))
@@ -139,7 +138,7 @@ class TextReader:
 
 
 def quantize_graph(src: Path, dst: Path, *, scheme: str, weight_type: str, per_channel: bool, fused: bool,
-                   reduce_range: bool = False, scope: str = "all",
+                   reduce_range: bool = False, scope: str = "all", head_markers: Sequence[str] = (),
                    calibration: TextReader | None = None, calibration_method: str = "minmax") -> dict[str, Any]:
     """int8 with ONNX Runtime's quantizer. Dynamic: MatMulInteger / QAttention with uint8
     activations quantized at run time. Static: QDQ with activation ranges from calibration."""
@@ -159,7 +158,7 @@ def quantize_graph(src: Path, dst: Path, *, scheme: str, weight_type: str, per_c
     exclude = []
     if scope == "encoder":
         exclude = [n.name for n in onnx.load(str(src), load_external_data=False).graph.node
-                   if "pooler" in n.name or "classifier" in n.name]
+                   if any(m in n.name for m in head_markers)]
     with quiet():
         if scheme == "dynamic":
             quantize_dynamic(str(src), str(dst), weight_type=wtype, per_channel=per_channel, reduce_range=reduce_range,
@@ -242,6 +241,9 @@ def export_onnx(model, tokenizer, out_dir: Path, work: Path, *, opset: int, opti
                 calibration_texts: Sequence[str] | None = None, calibration_method: str = "minmax",
                 ort_format: bool = False, fuse_skip_layernorm: bool = False, seed: int = 0) -> dict[str, Any]:
     """Write OUT/model.onnx (and model.ort); intermediate graphs go to `work`. Returns details."""
+    from bertpress.arch import adapter_for
+
+    family = adapter_for(model, action="export")
     raw = work / "exported.onnx"
     export_graph(model, tokenizer, raw, opset=opset, trace_batch=trace_batch, trace_seq=trace_seq, seed=seed)
     details: dict[str, Any] = {"file": FILE_NAME, "opset": opset, "exporter": "torch.onnx (legacy, dynamo=False)",
@@ -252,6 +254,7 @@ def export_onnx(model, tokenizer, out_dir: Path, work: Path, *, opset: int, opti
         fused = work / "fused.onnx"
         # Dynamic int8: bias Add + Gelu instead of BiasGelu (same logits, faster; optimize_graph).
         details["fusions"] = optimize_graph(raw, fused, level=optimize, num_layers=model.config.num_hidden_layers,
+                                            family=family,
                                             fuse_skip_layernorm=fuse_skip_layernorm,
                                             fuse_bias_gelu=scheme != "dynamic")
         current = fused
@@ -263,6 +266,7 @@ def export_onnx(model, tokenizer, out_dir: Path, work: Path, *, opset: int, opti
         details["quantization"] = quantize_graph(current, qfile, scheme=scheme, weight_type=weight_type,
                                                  per_channel=per_channel, fused=optimize != "none",
                                                  reduce_range=reduce_range, scope=scope,
+                                                 head_markers=family.head_node_markers,
                                                  calibration=reader, calibration_method=calibration_method)
         current = qfile
     import onnx

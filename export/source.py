@@ -1,5 +1,5 @@
 """What an export starts from: the input directory, its fp32 model, labels, max length and the
-int8 recipe that `compress` recorded (read defensively: that manifest section may evolve)."""
+int8 recipe that `compress` recorded (a validated bertpress.records.QuantizationRecord)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from bertpress import records
 from bertpress.artifact import MANIFEST_NAME, Artifact, Manifest
 from bertpress.errors import ArtifactError, ConfigError, InputError
+from bertpress.records import QuantizationRecord
 
 EXPORTABLE_KINDS = ("checkpoint", "compressed")
-SCHEMES = ("none", "dynamic", "static")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +28,7 @@ class QuantRecipe:
     layers: tuple[str, ...] | None = None  # torch module names compress quantized, if recorded
     reduce_range: bool = False  # 7-bit activations (for CPUs without VNNI)
     origin: str = "default"  # where the scheme came from: manifest | config | default
-    raw: dict[str, Any] | None = None  # the manifest's quantization section, as read
+    raw: dict[str, Any] | None = None  # the recorded QuantizationRecord (tagged), when int8
 
     @property
     def int8(self) -> bool:
@@ -49,73 +50,35 @@ class Source:
         return self.manifest.kind if self.manifest else None
 
 
-def _norm_scheme(value: Any) -> str | None:
-    """Map the spellings compress may use ("dynamic", "int8-dynamic", "static_qdq"...) to ours."""
-    if value is None:
-        return None
-    s = str(value).strip().lower()
-    if s in ("", "none", "fp32", "float32", "no", "off"):
-        return "none"
-    if "static" in s:
-        return "static"
-    if "dynamic" in s:
-        return "dynamic"
-    return s  # unknown: reported by the caller with the fix
-
-
-def recorded_quantization(manifest: Manifest | None) -> dict[str, Any]:
-    """The quantization section of a manifest (details.quantization), or {}."""
-    if manifest is None:
-        return {}
-    q = (manifest.details or {}).get("quantization")
-    if isinstance(q, str):
-        return {"scheme": q}
-    return dict(q) if isinstance(q, dict) else {}
+def recorded_quantization(manifest: Manifest | None) -> QuantizationRecord | None:
+    """The QuantizationRecord compress wrote (validated), or None."""
+    return records.read(manifest.details if manifest else None, "quantization", QuantizationRecord)
 
 
 def resolve_recipe(manifest: Manifest | None, cfg) -> QuantRecipe:
     return recipe_from(recorded_quantization(manifest), cfg)
 
 
-def recipe_from(raw: dict[str, Any], cfg) -> QuantRecipe:
-    """The int8 recipe export applies, from a recorded quantization section (compress's
-    details.quantization) and the export config."""
-    recorded = _norm_scheme(raw.get("scheme", raw.get("method")))
+def recipe_from(rec: QuantizationRecord | None, cfg) -> QuantRecipe:
+    """The int8 recipe export applies: the recorded one (`--quantize follow`) or the config's,
+    with the export config's per-channel / calibration overrides."""
+    rec = rec or QuantizationRecord()
     if cfg.quantize.value == "follow":
-        scheme, origin = (recorded or "none"), ("manifest" if recorded else "default")
-        if scheme not in SCHEMES:
-            raise ArtifactError(
-                f"the input's manifest asks for quantization scheme {raw.get('scheme')!r}, which export does not "
-                f"know (known: {', '.join(SCHEMES)}); pass --quantize none|dynamic|static to choose one"
-            )
+        scheme, origin = rec.scheme, ("manifest" if rec.int8 else "default")
     else:
         scheme, origin = cfg.quantize.value, "config"
-    calib = raw.get("calibration") if isinstance(raw.get("calibration"), dict) else {}
-    per_channel = cfg.per_channel
-    if per_channel is None:
-        rec = raw.get("per_channel")
-        per_channel = bool(rec) if isinstance(rec, bool) else True
+    calib = rec.calibration
+    per_channel = rec.per_channel if cfg.per_channel is None else cfg.per_channel
     method = cfg.calibration_method.value
     if method == "follow":
-        rec = str(calib.get("method") or raw.get("calibration_method") or "minmax").lower()
-        method = rec if rec in ("minmax", "entropy", "percentile") else "minmax"
-    data = cfg.calibration_data or calib.get("data") or raw.get("calibration_data")
-    samples = cfg.calibration_samples or calib.get("samples") or raw.get("calibration_samples") or 128
-    try:
-        samples = max(1, int(samples))
-    except (TypeError, ValueError):
-        samples = 128
+        method = calib.method if calib else "minmax"
+    data = cfg.calibration_data or (calib.data if calib else None)
+    samples = cfg.calibration_samples or (calib.samples if calib else None) or 128
     # Like compress: quantize the encoder's Linear layers, keep the tiny pooler/classifier fp32.
-    scope = str(raw.get("scope") or "encoder").lower()
-    scope = scope if scope in ("all", "encoder") else "encoder"
-    layers = raw.get("layers")
-    layers = tuple(str(x) for x in layers) if isinstance(layers, (list, tuple)) and layers else None
-    onnx_formats = (raw.get("formats") or {}).get("onnx") if isinstance(raw.get("formats"), dict) else None
-    rr = raw.get("reduce_range", (onnx_formats or {}).get("reduce_range") if isinstance(onnx_formats, dict) else None)
-    return QuantRecipe(scheme=scheme, per_channel=per_channel, calibration_method=method,
-                       scope=scope, layers=layers, reduce_range=bool(rr) if isinstance(rr, bool) else False,
-                       calibration_data=str(data) if data else None, calibration_samples=samples,
-                       origin=origin, raw=raw or None)
+    return QuantRecipe(scheme=scheme, per_channel=per_channel, calibration_method=method, scope=rec.scope,
+                       layers=rec.layers or None, reduce_range=rec.reduce_range,
+                       calibration_data=str(data) if data else None, calibration_samples=int(samples),
+                       origin=origin, raw=records.encode(rec) if rec.int8 else None)
 
 
 def load_source(path: str | Path, cfg) -> Source:

@@ -8,36 +8,25 @@ The file loads with `torch.jit.load` alone.
 from __future__ import annotations
 
 import copy
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bertpress.quiet import quiet
 from bertpress.signature import logits_module, special_ids, synthetic_batch
 
 FILE_NAME = "model.pt"
 
 
-def quantize_dynamic_torch(model, per_channel: bool = True, scope: str = "all", layers=None):
-    """int8 dynamic quantization of nn.Linear layers with torch.ao (x86 engine when available):
-    the layers compress recorded, else every Linear (scope all) or the encoder's (scope encoder)."""
-    import torch
-    from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig
+def quantize_dynamic_torch(model, recipe):
+    """The recipe's int8 with compress's one torch dynamic-int8 path (same layers, ranges and
+    kernels as the compressed model): returns (quantized copy, quantized layer names)."""
+    from bertpress.compress.config import QuantizeConfig
+    from bertpress.compress.quantize import quantize_dynamic
 
-    if "x86" in torch.backends.quantized.supported_engines:
-        torch.backends.quantized.engine = "x86"
-    qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
-    names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
-    if layers:
-        names = [n for n in names if n in set(layers)]
-    elif scope == "encoder":
-        names = [n for n in names if ".encoder." in f".{n}."]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        qmodel = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {n: qconfig for n in names},
-                                                        dtype=torch.qint8)
-    return qmodel, names
+    cfg = QuantizeConfig(scheme="dynamic", per_channel=recipe.per_channel, scope=recipe.scope)
+    return quantize_dynamic(model, cfg, {"reduce_range": recipe.reduce_range}, layers=recipe.layers)
 
 
 def export_torchscript(model, tokenizer, out_dir: Path, *, recipe, trace_batch: int, trace_seq: int,
@@ -50,15 +39,15 @@ def export_torchscript(model, tokenizer, out_dir: Path, *, recipe, trace_batch: 
 
     quantized: list[str] = []
     if recipe.int8:
-        model, quantized = quantize_dynamic_torch(model, recipe.per_channel, recipe.scope, recipe.layers)
+        model, quantized = quantize_dynamic_torch(model, recipe)
     else:
         model = copy.deepcopy(model).eval()
     wrapped = logits_module(model)
     rng = np.random.default_rng(seed)
     feed = synthetic_batch(model.config.vocab_size, special_ids(tokenizer), trace_batch, trace_seq, rng)
     example = tuple(torch.from_numpy(feed[n]) for n in ("input_ids", "attention_mask", "token_type_ids"))
-    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-        warnings.simplefilter("ignore")  # TracerWarnings about python-side shape logic: checked by the gate
+    # TracerWarnings about python-side shape logic are silenced: the parity gate checks the trace
+    with quiet(), torch.inference_mode(False), torch.no_grad():
         traced = torch.jit.trace(wrapped, example, check_trace=False, strict=False)
         # freeze folds parameters and attributes into constants (smaller graph, no Python state);
         # quantized packed params are kept by freeze as well.

@@ -40,7 +40,8 @@ def logits(model, tokenizer, texts=SENTENCES) -> torch.Tensor:
 
 def fresh_process_logits(path: Path, *loaders: str) -> dict[str, torch.Tensor]:
     """Logits from the model at `path` loaded in a new Python process (nothing shared with this
-    one), once per loader: transformers' from_pretrained, our rebuild_pruned, load_compressed."""
+    one), once per loader: transformers' from_pretrained, bertpress.models.load_classifier (which
+    rebuilds a pruned model from the manifest), load_compressed."""
     code = """
 import json, sys, torch
 path, texts, loaders = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3:]
@@ -51,9 +52,8 @@ for loader in loaders:
         model = AutoModelForSequenceClassification.from_pretrained(path).eval()
         tok = AutoTokenizer.from_pretrained(path)
     elif loader == "rebuild":
-        from bertpress.compress import rebuild_pruned
-        from transformers import AutoTokenizer
-        model, tok = rebuild_pruned(path), AutoTokenizer.from_pretrained(path)
+        from bertpress.models import load_classifier
+        model, tok = load_classifier(path)
     else:
         from bertpress.compress import load_compressed
         model, tok = load_compressed(path)
@@ -65,6 +65,12 @@ print(json.dumps(out))
                          capture_output=True, text=True, cwd=REPO, timeout=180)
     assert res.returncode == 0, res.stderr[-2000:]
     return {k: torch.tensor(v) for k, v in json.loads(res.stdout.strip().splitlines()[-1]).items()}
+
+
+def quant_record(art):
+    from bertpress import records
+
+    return records.read(art.manifest.details, "quantization", records.QuantizationRecord)
 
 
 def tree_hash(path: Path) -> str:
@@ -194,7 +200,9 @@ def test_rebuild_without_pruned_heads_matches(ckpt, tmp_path):
     got = fresh_process_logits(art.path, "transformers", "rebuild", "load_compressed")
     assert torch.allclose(got["transformers"], got["rebuild"], atol=1e-6)
     assert torch.allclose(got["transformers"], got["load_compressed"], atol=1e-6)
-    assert art.manifest.details["pruning"]["heads_per_layer"] == [3, 3]
+    from bertpress import records
+
+    assert records.read(art.manifest.details, "pruning", records.PruningRecord).heads_per_layer == (3, 3)
 
 
 def test_ffn_width_rounds_to_multiple(model_tok):
@@ -216,7 +224,7 @@ def test_unsupported_model_type_refused():
 
     m = DistilBertForSequenceClassification(DistilBertConfig(vocab_size=50, dim=16, n_layers=1, n_heads=2,
                                                              hidden_dim=32))
-    with pytest.raises(InputError, match="cannot prune model type 'distilbert'; supported: bert"):
+    with pytest.raises(InputError, match="cannot prune model type 'distilbert'; pruning supports: bert; int8 quant"):
         prune_model(m, tiny_tokenizer(), PruneConfig(heads=0.5, importance="magnitude"))
 
 
@@ -249,14 +257,18 @@ def test_static_sqnr_per_method(model_tok, tiny_data, method):
 
 
 def test_static_linear_matches_fake_quant_reference():
-    """StaticInt8Linear = fp32 math on the quantize-dequantized input and weights."""
+    """StaticInt8Linear = fp32 math on the quantize-dequantized input and weights, with inputs in
+    the activation range compress calibrates on this CPU (7 bits without VNNI: fbgemm's AVX2
+    kernel sums u8 x s8 pairs in int16 and saturates on full 8-bit inputs)."""
     torch.manual_seed(0)
     lin = torch.nn.Linear(48, 24)
     x = torch.randn(3, 7, 48)
-    scale, zp = float((x.max() - x.min()) / 255), int(round(float(-x.min() / ((x.max() - x.min()) / 255))))
+    qmax = 127 if Q.int8_formats()["reduce_range"] else 255
+    scale = float((x.max() - x.min()) / qmax)
+    zp = int(round(float(-x.min() / scale)))
     ranges = {"input": {"scale": scale, "zero_point": zp}, "output": {"scale": 0.1, "zero_point": 128}}
     mod = Q.StaticInt8Linear(lin, ranges, per_channel=True)
-    xq = (torch.clamp(torch.round(x / scale) + zp, 0, 255) - zp) * scale
+    xq = (torch.clamp(torch.round(x / scale) + zp, 0, qmax) - zp) * scale
     wscale = lin.weight.abs().amax(dim=1, keepdim=True) / 127
     wq = torch.clamp(torch.round(lin.weight / wscale), -128, 127) * wscale
     ref = xq @ wq.T + lin.bias
@@ -284,12 +296,13 @@ def static_artifact(ckpt, tiny_data, tmp_path_factory):
 
 def test_static_artifact_reloads_identically(static_artifact, model_tok):
     art = static_artifact
-    q = art.manifest.details["quantization"]
-    assert art.kind == "compressed" and q["scheme"] == "static" and q["num_quantized"] == 12
-    assert set(q["calibration"]["auto_eval_accuracy"]) == {"minmax", "entropy", "percentile"}
-    assert q["calibration"]["method"] in q["calibration"]["auto_eval_accuracy"]
+    q = quant_record(art)
+    assert art.kind == "compressed" and q.scheme == "static" and q.num_quantized == 12
+    assert set(q.calibration.auto_eval_accuracy) == {"minmax", "entropy", "percentile"}
+    assert all(0 <= v <= 1 for v in q.calibration.auto_eval_accuracy.values())  # fractions
+    assert q.calibration.method in q.calibration.auto_eval_accuracy
     ranges = json.loads((art.path / Q.RANGES_FILE).read_text())
-    assert ranges["method"] == q["calibration"]["method"] and sorted(ranges["layers"]) == sorted(q["layers"])
+    assert ranges["method"] == q.calibration.method and sorted(ranges["layers"]) == sorted(q.layers)
     model, tok = A.load_compressed(art.path)
     assert Q.count_quantized(model) == 12
     here = logits(model, tok)
@@ -308,8 +321,8 @@ def test_static_artifact_reloads_identically(static_artifact, model_tok):
 def test_dynamic_artifact_reloads(ckpt, tmp_path, model_tok):
     cfg = CompressConfig(quantize=QuantizeConfig(scheme="dynamic", scope="all"))
     art = A.compress(ckpt, cfg, tmp_path / "dyn", progress=False)
-    q = art.manifest.details["quantization"]
-    assert q["num_quantized"] == 14 and q["reduce_range"] == Q.int8_formats()["reduce_range"]
+    q = quant_record(art)
+    assert q.num_quantized == 14 and q.reduce_range == Q.int8_formats()["reduce_range"]
     model, tok = A.load_compressed(art.path)
     assert Q.count_quantized(model) == 14
     there = fresh_process_logits(art.path, "load_compressed")["load_compressed"]
@@ -364,10 +377,10 @@ def test_recover_for_real_if_available(ckpt, tiny_data, tmp_path):
 def test_select_prefers_fastest_in_budget_else_most_accurate():
     from bertpress.compress.search import select
 
-    rows = [{"baseline": True, "accuracy": 90, "accuracy_drop": 0, "latency_ms": 10},
-            {"accuracy": 89.5, "accuracy_drop": 0.5, "latency_ms": 6},
-            {"accuracy": 89.8, "accuracy_drop": 0.2, "latency_ms": 8},
-            {"accuracy": 80, "accuracy_drop": 10, "latency_ms": 2}]
+    rows = [{"baseline": True, "accuracy": 0.90, "accuracy_drop_points": 0, "latency_ms": 10},
+            {"accuracy": 0.895, "accuracy_drop_points": 0.5, "latency_ms": 6},
+            {"accuracy": 0.898, "accuracy_drop_points": 0.2, "latency_ms": 8},
+            {"accuracy": 0.80, "accuracy_drop_points": 10, "latency_ms": 2}]
     assert select(rows, 1.0) == (1, True)
     assert select(rows, 0.3) == (2, True)
     assert select(rows, 0.1) == (2, False)  # none in budget: most accurate
@@ -375,7 +388,7 @@ def test_select_prefers_fastest_in_budget_else_most_accurate():
     rows[1].update(error="parity gate: max |dlogit| 1.5 > 1", latency_ms=None)
     assert select(rows, 1.0) == (2, True)
     # ...and if none exported, the most accurate in PyTorch is saved, marked as missing the budget
-    for r, acc in zip(rows[1:], (89.0, 88.0, 89.5)):
+    for r, acc in zip(rows[1:], (0.890, 0.880, 0.895)):
         r.update(error="export failed: x", latency_ms=None, accuracy_pytorch=acc)
     assert select(rows, 100.0) == (3, False)
 
@@ -393,7 +406,7 @@ def test_search_saves_best_and_table_when_budget_missed(ckpt, tiny_data, tmp_pat
     from bertpress.compress import evaluate
 
     real = evaluate.accuracy
-    scores = iter([100.0] + [50.0 + i for i in range(10)])  # the first call scores the uncompressed model
+    scores = iter([1.0] + [0.5 + i / 100 for i in range(10)])  # the first call scores the uncompressed model
 
     def fake_accuracy(model, *a, **kw):
         real(model, *a, **kw)  # still runs the model
@@ -421,8 +434,7 @@ def test_search_picks_fastest_within_budget(ckpt, tiny_data, tmp_path):
     win = [r for r in cands if r.get("winner")][0]
     assert win["latency_ms"] == min(r["latency_ms"] for r in cands)
     # the artifact holds exactly the winner
-    q = art.manifest.details["quantization"]
-    assert q["scheme"] == win["scheme"]
+    assert quant_record(art).scheme == win["scheme"]
     assert art.manifest.details["shapes"][0]["heads"] == win["heads_per_layer"]
     assert from_tagged(s["winner_recipe"]).search is None
 
@@ -480,7 +492,7 @@ def test_search_in_onnxruntime_ranks_the_exported_models(ckpt, tiny_data, tmp_pa
     from bertpress.export import ExportConfig, export
 
     out = export(art.path, ExportConfig(format="onnx", eval_data=str(tiny_data)), tmp_path / "e")
-    assert out.manifest.metrics["accuracy"]["model.onnx"] * 100 == pytest.approx(win["accuracy"])
+    assert out.manifest.metrics["accuracy"]["model.onnx"] == pytest.approx(win["accuracy"])
     with pytest.raises(ConfigError, match="runtime"):
         SearchConfig(runtime="tensorrt")
 
@@ -516,7 +528,8 @@ def test_cli_dynamic_json(ckpt, tmp_path, capsys):
     res = run_cli("compress", str(ckpt), "--out", str(tmp_path / "o"), "--quantize", "dynamic", "--json")
     assert res.returncode == 0, res.stderr
     data = json.loads(res.stdout)
-    assert data["details"]["quantization"]["num_quantized"] == 12
+    assert data["details"]["quantization"]["_type"] == "QuantizationRecord"
+    assert data["details"]["quantization"]["_data"]["num_quantized"] == 12
     assert tree_hash(ckpt) == h
     from bertpress.app.cli import main
 
@@ -586,9 +599,19 @@ def test_minilm_prune_reload_and_int8(tmp_path):
     pruned.save_pretrained(tmp_path / "p")
     tok.save_pretrained(tmp_path / "p")
     assert torch.allclose(ref, fresh_process_logits(tmp_path / "p", "transformers")["transformers"], atol=1e-5)
-    qmodel, names = Q.quantize_dynamic(model, QuantizeConfig(), Q.int8_formats())
+    formats = Q.int8_formats()
+    qmodel, names = Q.quantize_dynamic(model, QuantizeConfig(), formats)
     assert len(names) == 36 == Q.count_quantized(qmodel)
-    assert sqnr(logits(model, tok), logits(qmodel, tok)) > 15.0
+
+    def last_hidden(m):  # the encoder's output: the random classifier head's logits carry little signal
+        enc = tok(SENTENCES, return_tensors="pt", padding=True)
+        with torch.no_grad():
+            return m(**enc, output_hidden_states=True).hidden_states[-1]
+
+    # Full 8-bit activations (VNNI/AMX) measured > 15 dB; 7-bit ones (AVX2, fbgemm's int16
+    # accumulation) measured 10.6 dB on an AMD EPYC: the floors sit below each, far above a broken scale.
+    floor = 8.0 if formats["reduce_range"] else 15.0
+    assert sqnr(last_hidden(model), last_hidden(qmodel)) > floor
 
 
 def test_search_without_any_candidate_is_a_config_error():
@@ -635,4 +658,4 @@ def test_search_times_candidates_interleaved_and_uses_the_median(ckpt, tiny_data
     assert s["latency"]["rounds"] == 3
     with pytest.raises(ConfigError, match="latency_rounds"):
         SearchConfig(latency_rounds=0)
-    assert art.manifest.details["quantization"]["scheme"] == rows[5]["scheme"]
+    assert quant_record(art).scheme == rows[5]["scheme"]

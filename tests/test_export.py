@@ -481,8 +481,8 @@ def test_inspect_corrupt_onnx_gives_one_line_error(fp32_all, tmp_path):
 
     for f in (truncated, garbage):
         assert disabled_optimizers(f) == []
-        with pytest.raises(ArtifactError, match="ONNX Runtime cannot load it.*re-export it"):
-            session(f)
+        with pytest.raises(ArtifactError, match=r"^\S+: not a readable ONNX model \(DecodeError.*re-export it$"):
+            session(f)  # the external-data safety check reads it first, and says so in one line
 
 
 # ---- real model ----------------------------------------------------------------------------
@@ -526,7 +526,8 @@ def test_exports_run_on_cuda(fp32_all, ckpt):
     np.testing.assert_allclose(sess.run(["logits"], feed)[0], want, atol=1e-3)
 
 
-def test_recipe_is_read_defensively():
+def test_recipe_follows_the_typed_record_and_refuses_invalid_ones():
+    from bertpress import records
     from bertpress.artifact import Manifest
     from bertpress.export import ExportConfig
     from bertpress.export.source import resolve_recipe
@@ -534,17 +535,26 @@ def test_recipe_is_read_defensively():
     def m(q):
         return Manifest(kind="compressed", details={"quantization": q})
 
-    r = resolve_recipe(m({"scheme": "int8-dynamic", "per_channel": False, "layers": ["bert.encoder.layer.0.output.dense"]}),
-                       ExportConfig())
+    rec = records.QuantizationRecord(scheme="dynamic", per_channel=False, layers=("bert.encoder.layer.0.output.dense",))
+    r = resolve_recipe(m(records.encode(rec)), ExportConfig())
     assert (r.scheme, r.per_channel, r.origin, r.layers) == ("dynamic", False, "manifest", ("bert.encoder.layer.0.output.dense",))
-    assert resolve_recipe(m("static"), ExportConfig()).scheme == "static"
     assert resolve_recipe(None, ExportConfig()).scheme == "none"
-    assert resolve_recipe(m({"scheme": "dynamic"}), ExportConfig(quantize="none")).scheme == "none"
-    r = resolve_recipe(m({"scheme": "static", "calibration": {"method": "entropy", "data": "d.tsv", "samples": "7"}}),
-                       ExportConfig())
-    assert (r.calibration_method, r.calibration_data, r.calibration_samples) == ("entropy", "d.tsv", 7)
-    with pytest.raises(ArtifactError, match=r"'fp8'.*--quantize none\|dynamic\|static"):
-        resolve_recipe(m({"scheme": "fp8"}), ExportConfig())
+    assert resolve_recipe(m(records.encode(rec)), ExportConfig(quantize="none")).scheme == "none"
+    static = records.QuantizationRecord(scheme="static", calibration=records.CalibrationRecord(
+        method="entropy", data="d.tsv", samples=7))
+    r = resolve_recipe(m(records.encode(static)), ExportConfig())
+    assert (r.scheme, r.calibration_method, r.calibration_data, r.calibration_samples) == ("static", "entropy", "d.tsv", 7)
+    # bertpress 0.1 wrote the same fields untagged, with the int8 formats at the top level
+    legacy = {"scheme": "dynamic", "per_channel": True, "scope": "encoder", "layers": [], "qengine": "x86",
+              "reduce_range": False, "num_quantized": 12, "granularity": {"weights": "per output channel"}}
+    assert resolve_recipe(m(legacy), ExportConfig()).scheme == "dynamic"
+    for bad, why in [({"scheme": "int8-dynamic"}, "quantization.scheme='int8-dynamic' is not one of none, dynamic, static"),
+                     ("static", "expected a QuantizationRecord, got str"),
+                     ({"scheme": "static"}, "quantization.scheme=static needs its calibration record")]:
+        with pytest.raises(ArtifactError) as e:
+            resolve_recipe(m(bad), ExportConfig())
+        assert str(e.value) == (f"bertpress.json: details.quantization is not a valid QuantizationRecord ({why}); "
+                                "re-run the stage that wrote it")
 
 
 def test_measure_side_by_side(fp32_all, tiny_data):
