@@ -42,7 +42,7 @@ STAGES = {
 STAGE_DIRS = {"finetune": "checkpoint", "compress": "compressed", "export": "export", "bench": "report"}
 TOP_KEYS = {"out", "checkpoint", *STAGE_ORDER}
 # Fields that say how to run, not what to produce: they never force a stage to be redone.
-VOLATILE_FIELDS = {"resume", "overwrite"}
+VOLATILE_FIELDS = {"resume"}
 
 
 def _config_class(stage: str) -> type:
@@ -340,7 +340,7 @@ def _run_stage(stage: str, cfg: Any, inputs: list[Path], target: Path) -> None:
     if stage == "finetune":
         if partial_dir(target).is_dir() and not cfg.resume:
             cfg = dataclasses.replace(cfg, resume=True)  # an interrupted run continues
-        fn(cfg, target)
+        fn(cfg.model, cfg, target)
     elif stage == "bench":
         fn(inputs, cfg, target)
     else:

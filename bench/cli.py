@@ -60,10 +60,18 @@ def _handle(args: argparse.Namespace) -> int:
     # Threads must be fixed before torch / onnxruntime start their pools: OpenMP reads this once.
     if args.threads is not None and "torch" not in sys.modules:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    cfg = config_from_args(args)
+    from bertpress.bench.run import bench
+
+    report = bench(args.artifacts, cfg, args.out, overwrite=args.overwrite, progress=not args.no_progress)
+    return _report(args, report)
+
+
+def config_from_args(args: argparse.Namespace):
     from bertpress.bench.config import BenchConfig
     from bertpress.config import build_config
 
-    cfg = build_config(BenchConfig, {
+    return build_config(BenchConfig, {
         "devices": args.device, "batch_sizes": args.batch_sizes, "seq_lens": args.seq_lens,
         "threads": args.threads, "eval_data": args.eval_data, "eval_split": args.eval_split,
         "eval_limit": args.eval_limit, "traffic_batch_size": args.traffic_batch_size,
@@ -71,9 +79,9 @@ def _handle(args: argparse.Namespace) -> int:
         "warmup": args.warmup, "min_iters": args.min_iters, "min_seconds": args.min_seconds,
         "headline": args.headline, "rounds": args.rounds,
     })
-    from bertpress.bench.run import bench
 
-    report = bench(args.artifacts, cfg, args.out, overwrite=args.overwrite, progress=not args.no_progress)
+
+def _report(args: argparse.Namespace, report) -> int:
     res = report.results
     if args.json:
         from bertpress.console import print_json

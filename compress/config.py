@@ -158,6 +158,7 @@ def _parse_ratio_pair(item, i: int) -> tuple[float, float]:
 
 
 SEARCH_RUNTIMES = ("pytorch", "onnxruntime")
+LATENCY_STATISTICS = ("p50", "min")
 
 
 @register_config()
@@ -196,8 +197,9 @@ class SearchConfig:
             check_range(self.latency_threads, "search.latency_threads", low=1, integer=True)
         check_range(self.latency_min_seconds, "search.latency_min_seconds", low=0.0)
         check_range(self.latency_rounds, "search.latency_rounds", low=1, integer=True)
-        if self.latency_statistic not in ("p50", "min"):
-            raise ConfigError(f"search.latency_statistic={self.latency_statistic!r} is not valid; choose p50 or min")
+        if self.latency_statistic not in LATENCY_STATISTICS:
+            raise ConfigError(f"search.latency_statistic={self.latency_statistic!r} is not valid; choose "
+                              f"{' or '.join(LATENCY_STATISTICS)}")
         if self.eval_samples is not None:
             check_range(self.eval_samples, "search.eval_samples", low=1, integer=True)
         if self.runtime not in SEARCH_RUNTIMES:

@@ -71,17 +71,18 @@ def write_onnx(model, tokenizer, recipe: QuantRecipe, cfg: ExportConfig, out: Pa
 
 
 def gate(run, run_source, model, tokenizer, recipe: QuantRecipe, cfg: ExportConfig, max_length: int,
-         num_labels: int, texts, labels, reference) -> dict[str, Any]:
+         num_labels: int, texts, labels, reference, progress: bool = True) -> dict[str, Any]:
     """The parity report of one written file against its fp32 source, with cfg's tolerances."""
     return check_parity(
         run, run_source, tokenizer=tokenizer, vocab_size=model.config.vocab_size, num_labels=num_labels,
         max_length=max_length, batch_sizes=cfg.batch_sizes, seq_lengths=cfg.seq_lengths,
         trace_shape=(cfg.trace_batch, cfg.trace_seq), atol=cfg.int8_atol if recipe.int8 else cfg.fp32_atol,
         precision="int8" if recipe.int8 else "fp32", eval_texts=texts, eval_labels=labels, eval_reference=reference,
-        min_agreement=cfg.min_agreement if recipe.int8 else None, seed=cfg.seed)
+        min_agreement=cfg.min_agreement if recipe.int8 else None, seed=cfg.seed, progress=progress)
 
 
-def _build(src: Source, cfg: ExportConfig, fmt: str, out: Path, eval_set, calib_texts) -> dict[str, Any]:
+def _build(src: Source, cfg: ExportConfig, fmt: str, out: Path, eval_set, calib_texts,
+           progress: bool = True) -> dict[str, Any]:
     """Write one finished artifact (model, bundle, manifest) into `out`; returns its metrics."""
     from bertpress.signature import torch_runner
 
@@ -109,7 +110,7 @@ def _build(src: Source, cfg: ExportConfig, fmt: str, out: Path, eval_set, calib_
                 files_to_check[0][1], torch_runner(traced_from), tokenizer=tok, vocab_size=model.config.vocab_size,
                 num_labels=len(src.labels), max_length=src.max_length, batch_sizes=cfg.batch_sizes,
                 seq_lengths=cfg.seq_lengths, trace_shape=(cfg.trace_batch, cfg.trace_seq), atol=cfg.fp32_atol,
-                precision="int8 trace vs eager int8", seed=cfg.seed)
+                precision="int8 trace vs eager int8", seed=cfg.seed, progress=progress)
             enforce(fidelity, "the int8 TorchScript trace (vs the eager int8 model)", cfg.allow_mismatch)
             model_details["trace_fidelity"] = {k: fidelity[k] for k in ("max_abs_diff", "atol", "passed", "failures")}
     files = write_support_files(model, tok, out, predict=fmt == "onnx")
@@ -120,7 +121,7 @@ def _build(src: Source, cfg: ExportConfig, fmt: str, out: Path, eval_set, calib_
     reference = source_eval_logits(run_source, tok, texts, src.max_length) if texts else None
     for name, run in files_to_check:
         report = gate(run, run_source, model, tok, recipe, cfg, src.max_length, len(src.labels),
-                      texts, labels, reference)
+                      texts, labels, reference, progress)
         parity[name] = report
         if "accuracy" in report:
             accuracy[name] = report["accuracy"]["export"]
@@ -156,7 +157,7 @@ def _build(src: Source, cfg: ExportConfig, fmt: str, out: Path, eval_set, calib_
 
 
 def export(source: str | Path, cfg: ExportConfig | None = None, out_dir: str | Path = "export", *,
-           overwrite: bool = False) -> Artifact | list[Artifact]:
+           overwrite: bool = False, progress: bool = True) -> Artifact | list[Artifact]:
     """Export `source` to ONNX and/or TorchScript under `out_dir`.
 
     Returns the Artifact written; for format=all a list [onnx, torchscript] (OUT/onnx and
@@ -190,7 +191,7 @@ def export(source: str | Path, cfg: ExportConfig | None = None, out_dir: str | P
     with staged_output(out_dir, overwrite=overwrite, inputs=(source,)) as tmp, quiet():
         for fmt in formats:
             target = tmp / fmt if len(formats) > 1 else tmp
-            _build(src, cfg, fmt, target, eval_set, calib)
+            _build(src, cfg, fmt, target, eval_set, calib, progress)
     if len(formats) == 1:
         return Artifact.load(out_dir)
     return [Artifact.load(out_dir / fmt) for fmt in formats]

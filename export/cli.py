@@ -57,11 +57,12 @@ def register(sub, common, formatter) -> None:
     p.add_argument("--allow-mismatch", action="store_true",
                    help="publish even when the parity gate fails (the differences are still recorded)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(handler=_handle)
 
 
-def _config(args: argparse.Namespace):
+def config_from_args(args: argparse.Namespace):
     from bertpress.export.config import ExportConfig
 
     return ExportConfig(
@@ -94,7 +95,8 @@ def _handle(args: argparse.Namespace) -> int:
     from bertpress.console import print_json
     from bertpress.export.api import export
 
-    result = export(args.artifact, _config(args), args.out, overwrite=args.overwrite)
+    result = export(args.artifact, config_from_args(args), args.out, overwrite=args.overwrite,
+                    progress=not args.no_progress)
     arts = result if isinstance(result, list) else [result]
     summaries = [_summary(a) for a in arts]
     if args.json:

@@ -44,6 +44,7 @@ def check_parity(
     eval_reference: list[np.ndarray] | None = None,
     min_agreement: float | None = None,
     seed: int = 0,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Measure; return a JSON-able report with `passed` and `failures` (never raises)."""
     from tqdm.auto import tqdm
@@ -55,7 +56,7 @@ def check_parity(
     rows, worst = [], 0.0
     agree_hits = agree_total = 0
     shapes = grid_shapes(batch_sizes, seq_lengths, max_length, trace_shape)
-    for b, s in tqdm(shapes, desc=f"parity {precision}", leave=False, disable=None):
+    for b, s in tqdm(shapes, desc=f"parity {precision}", leave=False, disable=None if progress else True):
         feed = synthetic_batch(vocab_size, special_ids(tokenizer), b, s, rng)
         want = run_source(feed)
         try:

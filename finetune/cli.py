@@ -58,20 +58,26 @@ def register(sub, common, formatter) -> None:
     p.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from bertpress import dist
+def config_from_args(args: argparse.Namespace):
     from bertpress.finetune.config import FinetuneConfig
-    from bertpress.finetune.train import finetune
 
-    config = FinetuneConfig(
+    return FinetuneConfig(
         model=args.model, data=args.data, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
         max_length=args.max_length, warmup=args.warmup, weight_decay=args.weight_decay,
         seed=args.seed, eval_every=args.eval_every, precision=args.precision, resume=args.resume,
         teacher=args.teacher, alpha=args.alpha, temperature=args.temperature, labels=args.labels,
         train_samples=args.train_samples, text_column=args.text_column,
-        label_column=args.label_column, grad_accum=args.grad_accum, overwrite=args.overwrite,
+        label_column=args.label_column, grad_accum=args.grad_accum,
     )
-    artifact = finetune(config, args.out, progress=not args.no_progress and dist.is_main_process())
+
+
+def run(args: argparse.Namespace) -> int:
+    from bertpress import dist
+    from bertpress.finetune.train import finetune
+
+    config = config_from_args(args)
+    artifact = finetune(config.model, config, args.out, overwrite=args.overwrite,
+                        progress=not args.no_progress and dist.is_main_process())
     _shutdown_process_group()
     if not dist.is_main_process():
         return 0  # only rank 0 reports

@@ -45,7 +45,6 @@ class FinetuneConfig:
     text_column: str | None = None
     label_column: str = "label"
     grad_accum: int = 1
-    overwrite: bool = False
 
     def __post_init__(self) -> None:
         set_frozen(self, "precision", as_enum(Precision, self.precision, "precision"))
@@ -78,15 +77,13 @@ class FinetuneConfig:
                     "(index = class id), e.g. negative,positive"
                 )
             set_frozen(self, "labels", labels)
-        for name in ("resume", "overwrite"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name}={getattr(self, name)!r} must be true or false")
+        if not isinstance(self.resume, bool):
+            raise ConfigError(f"resume={self.resume!r} must be true or false")
 
     def training_identity(self) -> dict:
-        """The fields that must match for --resume to continue a run (not resume/overwrite)."""
+        """The fields that must match for --resume to continue a run (not resume)."""
         data = dataclasses.asdict(self)
-        for name in ("resume", "overwrite"):
-            data.pop(name)
+        data.pop("resume")
         data["precision"] = self.precision.value
         data["labels"] = list(self.labels) if self.labels else None
         return data

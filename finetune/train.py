@@ -9,6 +9,7 @@ as the saved model, and a finished artifact (staged, manifest last) written by r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -32,8 +33,12 @@ from bertpress.finetune.config import FinetuneConfig, Precision
 RUN_FILE = "bertpress-run.json"  # in the partial dir: the config a resumed run must match
 
 
-def finetune(config: FinetuneConfig, out: str | os.PathLike, *, progress: bool = True) -> Artifact:
-    """Train `config.model` on `config.data` and write a checkpoint artifact at `out`.
+def finetune(model: str | os.PathLike | None, config: FinetuneConfig, out: str | os.PathLike, *,
+             overwrite: bool = False, progress: bool = True) -> Artifact:
+    """Train `model` (None: `config.model`) on `config.data` and write a checkpoint artifact at `out`.
+
+    The verb shape every stage shares: verb(inputs, cfg, out, *, overwrite, progress). The
+    checkpoint's recipe records the model that was actually trained.
 
     Under torchrun every rank calls this; only rank 0 writes the artifact, the others wait for
     it and return the same Artifact.
@@ -43,11 +48,13 @@ def finetune(config: FinetuneConfig, out: str | os.PathLike, *, progress: bool =
     t0 = time.perf_counter()
     if not isinstance(config, FinetuneConfig):
         raise ConfigError(f"config must be a FinetuneConfig, got {type(config).__name__}")
+    if model is not None and str(model) != config.model:
+        config = dataclasses.replace(config, model=str(model))
     out = Path(out)
     cuda = torch.cuda.is_available()
     _check_precision(config.precision, cuda)
     inputs = _local_inputs(config)
-    check_output_dir(out, overwrite=config.overwrite, inputs=inputs)
+    check_output_dir(out, overwrite=overwrite, inputs=inputs)
 
     model, tokenizer, train, dev, base_labels = _load_model_and_data(config)
     teacher = _load_teacher(config, model, tokenizer) if config.teacher else None
@@ -82,7 +89,7 @@ def finetune(config: FinetuneConfig, out: str | os.PathLike, *, progress: bool =
 
     try:
         _write_artifact(config, trainer, result, stats, train, dev, base_labels, tokenizer, inputs,
-                        out, work, t0, resume_from)
+                        out, work, t0, resume_from, overwrite)
     except BaseException as exc:
         _tell_other_ranks(f"{type(exc).__name__}: {exc}")
         raise
@@ -110,11 +117,11 @@ def _outcome_from_rank0(out: Path) -> None:
 
 
 def _write_artifact(config, trainer, result, stats, train, dev, base_labels, tokenizer, inputs,
-                    out, work, t0, resume_from) -> None:
+                    out, work, t0, resume_from, overwrite: bool) -> None:
     state = trainer.state
     metrics = _metrics(config, trainer, result, stats, len(train), time.perf_counter() - t0, resume_from)
     final = trainer.model.eval()
-    with staged_output(out, overwrite=config.overwrite, inputs=inputs) as tmp:
+    with staged_output(out, overwrite=overwrite, inputs=inputs) as tmp:
         final.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         write_json_atomic(tmp / "training_log.json", state.log_history)

@@ -53,7 +53,7 @@ def work(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(work) -> Artifact:
     cfg = FinetuneConfig(model=str(work / "ckpt"), data=str(work / "data"), **FAST)
-    return finetune(cfg, work / "out", progress=False)
+    return finetune(None, cfg, work / "out", progress=False)
 
 
 # ---- config --------------------------------------------------------------------------------
@@ -249,7 +249,7 @@ def test_distillation_loss_finite_and_decreasing_with_a_teacher():
 def test_finetune_with_teacher(work, trained, tmp_path):
     cfg = FinetuneConfig(model=str(work / "ckpt"), data=str(work / "data"), teacher=str(trained.path),
                          alpha=0.7, temperature=2.0, **FAST)
-    art = finetune(cfg, tmp_path / "kd", progress=False)
+    art = finetune(None, cfg, tmp_path / "kd", progress=False)
     assert art.manifest.details["distillation"]["alpha"] == 0.7
     assert art.manifest.metrics["dev_accuracy"] >= 0.8  # the trained teacher is worth imitating
 
@@ -360,7 +360,7 @@ def test_bf16_on_cpu_trains(work, tmp_path):
     """bf16 autocast on CPU is allowed (AMX/AVX-512-BF16 CPUs run it natively); weights stay fp32."""
     cfg = FinetuneConfig(model=str(work / "ckpt"), data=str(work / "data"), precision="bf16",
                          epochs=1, lr=5e-3, batch_size=16, train_samples=64)
-    art = finetune(cfg, tmp_path / "bf16", progress=False)
+    art = finetune(None, cfg, tmp_path / "bf16", progress=False)
     from safetensors.torch import load_file
 
     weights = load_file(str(art.path / "model.safetensors"))
@@ -372,6 +372,6 @@ def test_bf16_on_cpu_trains(work, tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_bf16_run(work, tmp_path):
     cfg = FinetuneConfig(model=str(work / "ckpt"), data=str(work / "data"), precision="bf16", **FAST)
-    art = finetune(cfg, tmp_path / "gpu", progress=False)
+    art = finetune(None, cfg, tmp_path / "gpu", progress=False)
     assert art.manifest.metrics["hardware"]["cuda"]
     assert art.manifest.metrics["dev_accuracy"] >= 0.8
