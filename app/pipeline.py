@@ -283,7 +283,7 @@ def run_recipe(recipe: Recipe, *, progress: Callable[[str], None] = print) -> li
         if ddp and stage == "finetune":
             # The later stages run on rank 0 alone: leave DDP first, or their Trainer (compress
             # recovery) would wait forever for ranks that have returned.
-            _leave_distributed()
+            dist.leave()
             if not main:
                 return []
         if stage != "bench":
@@ -313,26 +313,6 @@ def _decision_of_rank0(value: bool) -> bool:
     box = [value]
     tdist.broadcast_object_list(box, src=0)
     return bool(box[0])
-
-
-def _leave_distributed() -> None:
-    import os
-
-    import torch.distributed as tdist
-
-    if tdist.is_available() and tdist.is_initialized():
-        tdist.barrier()
-        tdist.destroy_process_group()
-    for name, value in (("WORLD_SIZE", "1"), ("RANK", "0"), ("LOCAL_RANK", "0"),
-                        ("LOCAL_WORLD_SIZE", "1")):
-        os.environ[name] = value
-    try:
-        from accelerate.state import AcceleratorState, PartialState
-
-        AcceleratorState._reset_state(reset_partial_state=True)
-        PartialState._reset_state()
-    except (ImportError, AttributeError):  # pragma: no cover - accelerate internals moved
-        pass
 
 
 def _run_stage(stage: str, cfg: Any, inputs: list[Path], target: Path) -> None:

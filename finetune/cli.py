@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     artifact = finetune(config.model, config, args.out, overwrite=args.overwrite,
                         progress=not args.no_progress and dist.is_main_process())
-    _shutdown_process_group()
+    dist.shutdown()
     if not dist.is_main_process():
         return 0  # only rank 0 reports
     m = artifact.manifest.metrics
@@ -98,15 +98,3 @@ def summary_line(artifact) -> str:
     mins, secs = divmod(int(round(m["wall_s"])), 60)
     return (f"finetune: dev accuracy {100 * m['dev_accuracy']:.2f}%{best}, {m['epochs']:g} epochs, "
             f"wall {mins}m{secs:02d}s, {m['train_samples_per_s']:.1f} train samples/s -> {artifact.path}")
-
-
-def _shutdown_process_group() -> None:
-    """Close DDP cleanly before the interpreter exits (a live gloo group can abort the process)."""
-    from bertpress import dist
-
-    if dist.is_distributed():
-        import torch.distributed as tdist
-
-        if tdist.is_initialized():
-            tdist.barrier()
-            tdist.destroy_process_group()

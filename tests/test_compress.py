@@ -356,11 +356,7 @@ def test_recover_handler_calls_finetune_recover(ckpt, tiny_data, tmp_path, monke
     assert art.manifest.details["recovery"]["samples"] == 40
 
 
-def test_recover_for_real_if_available(ckpt, tiny_data, tmp_path):
-    try:
-        from bertpress.finetune import recover  # noqa: F401
-    except ImportError:
-        pytest.skip("bertpress.finetune.recover is not there yet")
+def test_recover_for_real(ckpt, tiny_data, tmp_path):
     cfg = CompressConfig(quantize=QuantizeConfig(scheme="none"),
                          prune=PruneConfig(heads=0.5, ffn=0.5, round_to=8, importance="magnitude"),
                          recover=RecoverConfig(epochs=1.0, max_steps=3, batch_size=16, max_length=32,

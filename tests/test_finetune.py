@@ -350,7 +350,7 @@ def test_compare_padding_script(work, capsys):
     ours, plain = res["results"]
     assert plain["padded_tokens_per_sample"] == 64.0 and ours["samples"] == plain["samples"] == 48
     assert ours["real_tokens_per_sample"] <= ours["padded_tokens_per_sample"] < 20
-    assert res["speedup"] > 0
+    assert set(res) == {"config", "results", "speedup"}  # speed itself is a benchmark's claim, not a test's
 
 
 # ---- precision -----------------------------------------------------------------------------
