@@ -19,7 +19,18 @@ STORED = Path(__file__).parent / "data" / "recipe_tiny_values.json"
 TEXTS = ["a b c d", "e f g", "h i j k l"]
 
 
-def test_recipe_run_reproduces_stored_losses_and_logits(tiny_checkpoint, tiny_data, tmp_path):
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: float reductions in a fixed order, whatever ran before in the process."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_recipe_run_reproduces_stored_losses_and_logits(tiny_checkpoint, tiny_data, tmp_path, one_thread):
     from bertpress.app.cli import main
     from bertpress.artifact import Artifact
     from bertpress.models import load_tokenizer
