@@ -254,6 +254,9 @@ def test_web_folder_contents(web):
         assert (web / rel).is_file() and rel in d["files"], rel
     assert not (web / "model.onnx").exists() and not (web / "predict.py").exists()  # the model once, for upload
     assert art.manifest.metrics["parity"][d["web"]["model_file"]]["passed"]
+    from bertpress.inspect import inspect_path
+
+    assert inspect_path(web)["model"]["file"] == str(web / d["web"]["model_file"])
     # the page fetches nothing from elsewhere: no absolute URLs in what we wrote
     for name in ("index.html", "app.js"):
         assert "://" not in (web / name).read_text()
