@@ -70,8 +70,8 @@ def _node(args: list[str], timeout: int = 120, env: dict | None = None) -> str:
 
 
 def _python_logits(file: Path, tokenizer_dir: Path, texts=TEXTS) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    from bertpress.export.onnx import session
-    from bertpress.export.signature import encode
+    from bertpress.ort import session
+    from bertpress.signature import encode
     from bertpress.models import load_tokenizer
 
     feed = encode(load_tokenizer(tokenizer_dir), list(texts), 128)
@@ -143,7 +143,7 @@ def test_bundle_has_transformers_js_layout(kind, bundles):
 def test_our_loaders_still_read_the_bundle(bundles):
     """bench's source resolution, inspect and predict.py read the top-level model.onnx as before."""
     from bertpress.bench.sources import resolve_source
-    from bertpress.inspect import inspect_path
+    from bertpress.app.inspect import inspect_path
 
     out = bundles["int8"]
     assert resolve_source(str(out)).kind == "onnx"
@@ -254,7 +254,7 @@ def test_web_folder_contents(web):
         assert (web / rel).is_file() and rel in d["files"], rel
     assert not (web / "model.onnx").exists() and not (web / "predict.py").exists()  # the model once, for upload
     assert art.manifest.metrics["parity"][d["web"]["model_file"]]["passed"]
-    from bertpress.inspect import inspect_path
+    from bertpress.app.inspect import inspect_path
 
     assert inspect_path(web)["model"]["file"] == str(web / d["web"]["model_file"])
     # the page fetches nothing from elsewhere: no absolute URLs in what we wrote
