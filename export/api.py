@@ -205,6 +205,10 @@ def export(source: str | Path, cfg: ExportConfig | None = None, out_dir: str | P
         from bertpress.export.onnx import check_opset
 
         check_opset(cfg.opset)
+    if cfg.format == ExportFormat.WEB:  # fail fast, before the slow load: the page's JS must exist
+        from bertpress.export.web import find_runtime
+
+        find_runtime(cfg.web_runtime)
     src = load_source(source, cfg)
     eval_set = texts_of(cfg.eval_data, "dev", cfg.eval_samples, cfg.seed, src.labels)
     calib = None
