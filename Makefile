@@ -21,7 +21,7 @@ check-no-cuda:
 	@if $(BIN)/pip list 2>/dev/null | grep -i '^nvidia-'; then \
 		echo "error: nvidia-* packages found in $(VENV); remove $(VENV) and re-run (torch==2.13.0 must be installed first)"; exit 1; fi
 
-test: $(STAMP)
+test: $(STAMP) js
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)
@@ -29,3 +29,38 @@ demo: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs
+
+# ---- JavaScript runtimes for the edge-bundle tests (issue #17) -----------------------------
+# `make js` gives tests/test_js.py what it runs bundles through: node + npm, the pinned npm
+# packages in js/ (onnxruntime-node, onnxruntime-web, @huggingface/transformers, puppeteer-core)
+# and a system Chromium for the browser test. Missing node/npm/chromium are installed with apt
+# when we are root. The npm install is offline-safe: --ignore-scripts skips onnxruntime-node's
+# postinstall (it downloads GPU binaries; the CPU one is in the package) and puppeteer-core
+# downloads no browser. Where an install fails, the JS tests skip — except under CI (CI=true),
+# where the failure stops `make test`, as the tests themselves fail there without node/chromium.
+JS_STAMP := js/node_modules/.installed
+APT_GET := DEBIAN_FRONTEND=noninteractive apt-get -y -q -o Dpkg::Use-Pty=0 --no-install-recommends
+JS_FAIL = echo "js: $(1)"; if [ -n "$$CI" ]; then exit 1; fi; echo "js: the JavaScript tests will skip"
+
+.PHONY: js js-system
+
+js: js-system $(JS_STAMP)
+
+js-system:
+	@missing=""; \
+	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
+	command -v chromium >/dev/null 2>&1 || command -v chromium-headless-shell >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing$$missing (apt)"; \
+			{ apt-get -q update >/dev/null && $(APT_GET) install $$missing >/dev/null; } || { $(call JS_FAIL,apt-get install$$missing failed); }; \
+		else $(call JS_FAIL,$$missing missing and not root); fi; \
+	fi
+
+$(JS_STAMP): js/package.json js/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		{ cd js && ONNXRUNTIME_NODE_INSTALL=skip PUPPETEER_SKIP_DOWNLOAD=1 \
+			npm ci --ignore-scripts --no-audit --no-fund --loglevel=error && touch node_modules/.installed; } \
+		|| { $(call JS_FAIL,npm ci in js/ failed); }; \
+	fi

@@ -98,7 +98,10 @@ def inspect_path(path: str | Path) -> dict[str, Any]:
         out["manifest"] = Artifact.load(path).manifest.to_dict()
     elif path.is_dir():
         out["manifest"] = None
-    if (f := _model_file(path, ".onnx")) is not None:
+    web_model = ((out.get("manifest") or {}).get("details", {}).get("web") or {}).get("model_file")
+    if web_model and (path / web_model).is_file():  # a web export: its model lives under model/onnx/
+        out["model"] = inspect_onnx(path / web_model)
+    elif (f := _model_file(path, ".onnx")) is not None:
         out["model"] = inspect_onnx(f)
     elif (f := _model_file(path, ".pt")) is not None:
         out["model"] = inspect_torchscript(f)

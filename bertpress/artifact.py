@@ -23,7 +23,7 @@ from bertpress.errors import ArtifactError, InputError
 
 MANIFEST_NAME = "bertpress.json"
 SCHEMA_VERSION = 1
-KINDS = ("checkpoint", "compressed", "onnx", "torchscript", "report")
+KINDS = ("checkpoint", "compressed", "onnx", "torchscript", "web", "report")
 # Files whose hash identifies a model artifact's weights, in order of preference.
 WEIGHT_FILES = ("model.safetensors", "model.onnx", "model.pt", "pytorch_model.bin")
 
@@ -126,6 +126,11 @@ def write_json_atomic(path: Path, data: Any) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file owner-only; give it the mode any new file gets (a web server
+        # must be able to read a web artifact's bertpress.json)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2, sort_keys=False, default=str)
             f.write("\n")
@@ -287,7 +292,13 @@ def publish(tmp: Path, out: Path) -> None:
 
 
 def dir_size(path: Path) -> int:
+    """Bytes on disk: a hard-linked file (an ONNX bundle's onnx/model.onnx) counts once."""
     path = Path(path)
     if path.is_file():
         return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    seen: dict[tuple[int, int], int] = {}
+    for p in path.rglob("*"):
+        if p.is_file():
+            st = p.stat()
+            seen[(st.st_dev, st.st_ino)] = st.st_size
+    return sum(seen.values())

@@ -8,6 +8,7 @@ finished artifact and OUT appears only when both passed.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -90,13 +91,29 @@ def _build(src: Source, cfg: ExportConfig, fmt: str, out: Path, eval_set, calib_
     precision = "int8" if recipe.int8 else "fp32"
     out.mkdir(parents=True, exist_ok=True)
     files_to_check: list[tuple[str, Any]] = []
-    if fmt == "onnx":
+    web: dict[str, Any] | None = None
+    bundle_dir = out  # where the tokenizer files and config.json go
+    if fmt in ("onnx", "web"):
+        from bertpress.export.bundle import JS_DIR, js_model_name, js_session_options, link_for_js
         from bertpress.ort import runner as ort_runner
 
         model_details = write_onnx(model, tok, recipe, cfg, out, src.max_length, calib_texts)
-        files_to_check.append(("model.onnx", ort_runner(out / "model.onnx")))
-        if cfg.ort_format:
-            files_to_check.append(("model.ort", ort_runner(out / "model.ort")))
+        model_details["js_session_options"] = js_session_options(model_details["ort_disabled_optimizers"])
+        if fmt == "onnx":
+            model_details["js_file"] = link_for_js(out / "model.onnx", out, recipe.int8).relative_to(out).as_posix()
+            files_to_check.append(("model.onnx", ort_runner(out / "model.onnx")))
+            if cfg.ort_format:
+                files_to_check.append(("model.ort", ort_runner(out / "model.ort")))
+        else:  # web: the model only where transformers.js reads it (no second name to upload)
+            from bertpress.export.web import MODEL_DIR, find_runtime
+
+            runtime = find_runtime(cfg.web_runtime)
+            bundle_dir = out / MODEL_DIR
+            rel = f"{MODEL_DIR}/{JS_DIR}/{js_model_name(recipe.int8)}"
+            (out / rel).parent.mkdir(parents=True)
+            os.replace(out / "model.onnx", out / rel)
+            model_details["file"] = rel
+            files_to_check.append((rel, ort_runner(out / rel)))
     else:
         from bertpress.export.torchscript import export_torchscript, load_torchscript
 
@@ -113,7 +130,17 @@ def _build(src: Source, cfg: ExportConfig, fmt: str, out: Path, eval_set, calib_
                 precision="int8 trace vs eager int8", seed=cfg.seed, progress=progress)
             enforce(fidelity, "the int8 TorchScript trace (vs the eager int8 model)", cfg.allow_mismatch)
             model_details["trace_fidelity"] = {k: fidelity[k] for k in ("max_abs_diff", "atol", "passed", "failures")}
-    files = write_support_files(model, tok, out, predict=fmt == "onnx")
+    files = write_support_files(model, tok, bundle_dir, predict=fmt == "onnx", labels=list(src.labels),
+                                int8=recipe.int8 if fmt != "torchscript" else None)
+    if fmt == "onnx":
+        files.append(model_details["js_file"])
+    elif fmt == "web":
+        from bertpress.export.web import MODEL_DIR, web_details, write_page
+
+        page = write_page(out, runtime)
+        files = [f"{MODEL_DIR}/{f}" for f in files] + [model_details["file"]] + page
+        web = web_details(runtime, model_details["file"], "q8" if recipe.int8 else "fp32",
+                          model_details["js_session_options"], page)
 
     run_source = torch_runner(model)
     texts, labels = eval_set
@@ -150,6 +177,7 @@ def _build(src: Source, cfg: ExportConfig, fmt: str, out: Path, eval_set, calib_
             "preprocessing": preprocessing(tok, src.max_length),
             "source_kind": src.kind or "huggingface",
             "files": sorted(set(files) | {"bertpress.json"}),
+            **({"web": web} if web else {}),
         },
     ))
     metrics["bundle_bytes"] = dir_size(out)
@@ -177,6 +205,10 @@ def export(source: str | Path, cfg: ExportConfig | None = None, out_dir: str | P
         from bertpress.export.onnx import check_opset
 
         check_opset(cfg.opset)
+    if cfg.format == ExportFormat.WEB:  # fail fast, before the slow load: the page's JS must exist
+        from bertpress.export.web import find_runtime
+
+        find_runtime(cfg.web_runtime)
     src = load_source(source, cfg)
     eval_set = texts_of(cfg.eval_data, "dev", cfg.eval_samples, cfg.seed, src.labels)
     calib = None

@@ -6,7 +6,7 @@ import argparse
 
 DESCRIPTION = """\
 Export a checkpoint, a compressed artifact or a plain Hugging Face model directory to ONNX
-and/or TorchScript. ONNX graphs are fused by ONNX Runtime's transformer optimizer and, for
+and/or TorchScript, or to a static web page that classifies in the browser. ONNX graphs are fused by ONNX Runtime's transformer optimizer and, for
 int8, quantized by ONNX Runtime's quantizer after fusion. Every exported file must pass the
 parity gate (batch x sequence grid, max |dlogit|, int8 argmax agreement) or nothing is written.
 
@@ -14,6 +14,7 @@ examples:
   bertpress export runs/minilm-sst2 --out runs/export-fp32
   bertpress export runs/minilm-sst2 --quantize dynamic --eval-data data/sst2 --out runs/export-int8
   bertpress export runs/compressed --format all --out runs/deploy      # OUT/onnx + OUT/torchscript
+  bertpress export runs/compressed --format web --out runs/web         # then: python3 -m http.server -d runs/web
 """
 
 
@@ -22,8 +23,12 @@ def register(sub, common, formatter) -> None:
                        help="export to ONNX (fused, int8, .ort) and/or TorchScript, validated, bundled for the edge")
     p.add_argument("artifact", help="checkpoint or compressed artifact, or a Hugging Face model directory")
     p.add_argument("--out", required=True, help="output directory (must not exist, be empty, or use --overwrite)")
-    p.add_argument("--format", choices=["onnx", "torchscript", "all"], default="onnx",
-                   help="what to write; 'all' writes OUT/onnx and OUT/torchscript, each a finished artifact")
+    p.add_argument("--format", choices=["onnx", "torchscript", "all", "web"], default="onnx",
+                   help="what to write; 'all' writes OUT/onnx and OUT/torchscript, each a finished artifact; "
+                        "'web' a static folder that classifies in the browser (transformers.js, local wasm)")
+    p.add_argument("--web-runtime", default=None,
+                   help="for --format web: the node_modules folder holding @huggingface/transformers 4.x "
+                        "(default: $BERTPRESS_WEB_RUNTIME, ./node_modules, then the repo's js/node_modules from `make js`)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (14 to the exporter's maximum)")
     p.add_argument("--optimize", choices=["none", "basic", "full"], default="full",
                    help="ONNX graph optimization: none; basic = ORT transformer fusions; full = ORT basic "
@@ -73,7 +78,7 @@ def config_from_args(args: argparse.Namespace):
         eval_samples=args.eval_samples, calibration_data=args.calibration_data,
         calibration_samples=args.calibration_samples, calibration_method=args.calibration_method,
         fp32_atol=args.fp32_atol, int8_atol=args.int8_atol, min_agreement=args.min_agreement,
-        allow_mismatch=args.allow_mismatch,
+        allow_mismatch=args.allow_mismatch, web_runtime=args.web_runtime,
     )
 
 
@@ -88,6 +93,7 @@ def _summary(art) -> dict:
         "parity": {f: {"passed": r["passed"], "max_abs_diff": r["max_abs_diff"],
                        "agreement": (r.get("agreement") or {}).get("value")} for f, r in parity.items()},
         "accuracy": m.metrics.get("accuracy"),
+        "serve": (m.details.get("web") or {}).get("serve", "").replace("OUT", str(art.path)) or None,
     }
 
 
@@ -114,4 +120,6 @@ def _handle(args: argparse.Namespace) -> int:
             print(f"  size      {f}: {n / 1e6:.1f} MB")
         if s["accuracy"]:
             print("  accuracy  " + ", ".join(f"{k} {v:.4f}" for k, v in s["accuracy"].items()))
+        if s["serve"]:
+            print(f"  open      {s['serve']}")
     return 0

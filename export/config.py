@@ -13,6 +13,7 @@ class ExportFormat(str, enum.Enum):
     ONNX = "onnx"
     TORCHSCRIPT = "torchscript"
     ALL = "all"  # OUT/onnx and OUT/torchscript, each a finished artifact
+    WEB = "web"  # a static folder that classifies in the browser (transformers.js + local wasm)
 
 
 class Optimize(str, enum.Enum):
@@ -82,6 +83,9 @@ class ExportConfig:
     calibration_samples: int | None = None  # None: follow the recipe (or 128)
     calibration_method: CalibrationMethod = CalibrationMethod.FOLLOW
     allow_mismatch: bool = False  # publish even if the parity gate fails (differences still recorded)
+    # format=web: an npm install holding @huggingface/transformers (its node_modules folder or the
+    # package itself); None: $BERTPRESS_WEB_RUNTIME, ./node_modules, then the repo's js/node_modules.
+    web_runtime: str | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -118,7 +122,9 @@ class ExportConfig:
         if self.calibration_samples is not None:
             check_range(self.calibration_samples, "calibration_samples", low=1, integer=True)
         check_range(self.seed, "seed", low=0, integer=True)
-        for name in ("eval_data", "calibration_data"):
+        if self.format == ExportFormat.WEB and self.ort_format:
+            raise ConfigError("ort_format=true is for --format onnx (a browser loads the .onnx file); drop --ort-format")
+        for name in ("eval_data", "calibration_data", "web_runtime"):
             v = getattr(self, name)
             if v is not None:
                 if not isinstance(v, str) and not hasattr(v, "__fspath__"):
