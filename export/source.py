@@ -75,8 +75,16 @@ def recipe_from(rec: QuantizationRecord | None, cfg) -> QuantRecipe:
     data = cfg.calibration_data or (calib.data if calib else None)
     samples = cfg.calibration_samples or (calib.samples if calib else None) or 128
     # Like compress: quantize the encoder's Linear layers, keep the tiny pooler/classifier fp32.
+    # 7-bit activations where this CPU's int8 kernels need them (no VNNI: AVX2 sums u8 x s8 pairs in
+    # int16 and saturates on full-range inputs), unless compress recorded the range it calibrated for.
+    if rec.int8:
+        reduce_range = rec.reduce_range
+    else:
+        from bertpress.compress.quantize import int8_formats
+
+        reduce_range = bool(int8_formats()["onnx"]["reduce_range"])
     return QuantRecipe(scheme=scheme, per_channel=per_channel, calibration_method=method, scope=rec.scope,
-                       layers=rec.layers or None, reduce_range=rec.reduce_range,
+                       layers=rec.layers or None, reduce_range=reduce_range,
                        calibration_data=str(data) if data else None, calibration_samples=int(samples),
                        origin=origin, raw=records.encode(rec) if rec.int8 else None)
 
