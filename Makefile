@@ -4,8 +4,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA ?= $(wildcard ../shared/data/sst2)
+# The anchor baselines' own environments (bench --baselines optimum / optimum-intel), beside .venv:
+# their libraries pin transformers and optimum versions that cannot share bertpress's environment,
+# nor each other's (bench/anchors/__init__.py). Exact pins in bench/anchors/*.txt.
+ANCHORS := bench/anchors
+VENV_OPTIMUM := .venv-optimum
+VENV_INTEL := .venv-intel
+OPTIMUM_STAMP := $(VENV_OPTIMUM)/.installed
+INTEL_STAMP := $(VENV_INTEL)/.installed
+CHECK_VENV ?= $(VENV)
 
-.PHONY: test demo venv check-no-cuda clean
+.PHONY: test demo venv anchors check-no-cuda clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,18 +26,38 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-check-no-cuda:
-	@if $(BIN)/pip list 2>/dev/null | grep -i '^nvidia-'; then \
-		echo "error: nvidia-* packages found in $(VENV); remove $(VENV) and re-run (torch==2.13.0 must be installed first)"; exit 1; fi
+$(OPTIMUM_STAMP): $(ANCHORS)/optimum.requirements.txt
+	test -x $(VENV_OPTIMUM)/bin/python || $(PY) -m venv $(VENV_OPTIMUM)
+	$(VENV_OPTIMUM)/bin/pip install --quiet torch==2.13.0
+	$(VENV_OPTIMUM)/bin/pip install --quiet -r $(ANCHORS)/optimum.requirements.txt
+	$(MAKE) --no-print-directory check-no-cuda CHECK_VENV=$(VENV_OPTIMUM)
+	touch $(OPTIMUM_STAMP)
 
-test: $(STAMP) js
+# optimum-intel goes in with --no-deps: it requires torchvision, which would pull a CUDA torch.
+$(INTEL_STAMP): $(ANCHORS)/intel.requirements.txt $(ANCHORS)/intel.no-deps.txt
+	test -x $(VENV_INTEL)/bin/python || $(PY) -m venv $(VENV_INTEL)
+	$(VENV_INTEL)/bin/pip install --quiet torch==2.13.0
+	$(VENV_INTEL)/bin/pip install --quiet -r $(ANCHORS)/intel.requirements.txt
+	$(VENV_INTEL)/bin/pip install --quiet --no-deps -r $(ANCHORS)/intel.no-deps.txt
+	$(MAKE) --no-print-directory check-no-cuda CHECK_VENV=$(VENV_INTEL)
+	touch $(INTEL_STAMP)
+
+anchors: $(OPTIMUM_STAMP) $(INTEL_STAMP)
+
+# Any venv: no nvidia-* wheel and no torchvision (whose CUDA torch would replace the CPU wheel).
+check-no-cuda:
+	@if $(CHECK_VENV)/bin/pip list 2>/dev/null | grep -i -E '^(nvidia-|torchvision )'; then \
+		echo "error: nvidia-* or torchvision found in $(CHECK_VENV); remove $(CHECK_VENV) and re-run (torch==2.13.0 must be installed first)"; exit 1; fi
+	@$(CHECK_VENV)/bin/python -c "import torch, sys; sys.exit(0 if torch.version.cuda is None else 'error: $(CHECK_VENV) has a CUDA build of torch ' + torch.__version__)"
+
+test: $(STAMP) $(OPTIMUM_STAMP) $(INTEL_STAMP) js
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)
 	$(BIN)/bertpress quickstart $(if $(DATA),--data $(DATA)) --out runs/quickstart
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(VENV_OPTIMUM) $(VENV_INTEL) runs
 
 # ---- JavaScript runtimes for the edge-bundle tests (issue #17) -----------------------------
 # `make js` gives tests/test_js.py what it runs bundles through: node + npm, the pinned npm

@@ -6,21 +6,24 @@
 - `optimum`: optimum-onnx's export + `ORTQuantizer` with the `AutoQuantizationConfig` preset for
   this CPU's ISA (avx512_vnni / avx512 / avx2 / arm64), run by the same ONNX Runtime settings
   as our ONNX variants so only the model differs.
+- `optimum-intel`: optimum-intel's OpenVINO export + `OVQuantizer` (NNCF) static int8 with its
+  default `OVQuantizationConfig`, 300 calibration sentences; run by `bertpress.openvino_rt`.
+
+The two Optimum anchors are built in their own environments (.venv-optimum, .venv-intel; see
+bench/anchors/) by a subprocess that writes only model files; the timing happens here.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
+import json
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from bertpress.errors import ArtifactError, DeviceError, first_line
-from bertpress.bench.config import Runtime
+from bertpress.errors import ArtifactError, DeviceError
+from bertpress.bench.config import Baseline, Runtime
 from bertpress.bench.runtimes import Runner, load_onnx_file
 from bertpress.bench.sources import Source
 
@@ -88,48 +91,75 @@ def quantization_preset(isa: dict[str, bool], arch: str) -> str:
     return "avx2"
 
 
-def build_optimum(source: Source, work_dir: Path, device: str, threads: int) -> tuple[Runner, str]:
-    """Export the reference with optimum-onnx, quantize with the ISA preset, load in ORT.
+CALIBRATION_SAMPLES = 300  # the Optimum-Intel docs' example (and issue #16's anchor figures)
 
-    Returns (runner, preset). Files are written under work_dir (the caller deletes it)."""
+
+def preflight_anchor(baseline: Baseline, source: Source | None, device: str, eval_data: str | None) -> None:
+    """Cheap checks before any timing: DeviceError (a refusal) when the anchor cannot run here."""
+    from bertpress.bench.anchors import find_env
+
     if device != "cpu":
-        raise DeviceError("refused: the optimum baseline is an int8 ONNX model; ONNX Runtime's CUDA provider "
-                          "would run its integer ops on the CPU. It is measured on cpu only")
-    if source.path is None:
-        raise ArtifactError(f"{source.spec}: the optimum baseline needs a local checkpoint directory")
-    from optimum.onnxruntime import ORTModelForSequenceClassification, ORTQuantizer
-    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+        raise DeviceError(f"refused: the {baseline.value} baseline is an int8 model for the CPU (ONNX Runtime's CUDA "
+                          "provider would run its integer ops on the CPU; OpenVINO runs on its CPU plugin here); "
+                          "it is measured on cpu only")
+    find_env(baseline.value)
+    if source is None or source.path is None:
+        raise ArtifactError(f"{source.spec if source else 'the reference'}: the {baseline.value} baseline needs a "
+                            "local checkpoint directory")
+    if baseline == Baseline.OPTIMUM_INTEL and eval_data is None:
+        raise DeviceError("refused: the optimum-intel baseline calibrates OVQuantizer on real sentences; "
+                          "pass --eval-data (its train split, else the eval split, is used)")
 
-    from bertpress.hardware import cpu_info
+
+def calibration_texts(eval_data: str, eval_split: str, seed: int) -> tuple[list[str], str]:
+    """Sentences for the optimum-intel anchor's calibration, chosen as compress chooses its own:
+    the train split of the eval data when it has one, else the eval split (and the note says so)."""
+    from bertpress.data import load_text_classification
+    from bertpress.errors import InputError
+
+    try:
+        ds, split = load_text_classification(eval_data, "train"), "train"
+    except InputError:
+        ds, split = load_text_classification(eval_data, eval_split), eval_split
+    ds = ds.subset(CALIBRATION_SAMPLES, seed=seed)
+    return list(ds.texts), f"{len(ds)} sentences of {ds.source} ({split} split, seed {seed})"
+
+
+def build_anchor(baseline: Baseline, source: Source, work_dir: Path, threads: int, *,
+                 eval_data: str | None = None, eval_split: str = "dev", seed: int = 0) -> dict[str, Any]:
+    """Build the anchor's model files in its own environment (bench/anchors/); returns its
+    record (`model_path`, `recipe`, `versions`, ...) plus `calibration` for optimum-intel."""
+    from bertpress.bench import anchors
+
+    out = work_dir / baseline.value
+    if baseline == Baseline.OPTIMUM:
+        from bertpress.hardware import cpu_info
+
+        cpu = cpu_info()
+        args = ["--model", str(source.path), "--preset", quantization_preset(cpu["isa"], cpu["arch"])]
+        return anchors.build(baseline.value, args, out, threads=threads)
+    texts, where = calibration_texts(eval_data, eval_split, seed)
+    cal = work_dir / f"{baseline.value}-calibration.json"
+    cal.write_text(json.dumps(texts), encoding="utf-8")
+    args = ["--model", str(source.path), "--calibration", str(cal), "--num-samples", str(len(texts)),
+            "--max-length", str(min(source.max_length or 128, 128))]
+    record = anchors.build(baseline.value, args, out, threads=threads)
+    record["calibration"] = where
+    return record
+
+
+def load_anchor(baseline: Baseline, source: Source, record: dict[str, Any], device: str, threads: int) -> Runner:
+    """Time the anchor's files in this process, with the same runtime settings as our variants."""
+    from bertpress.bench.runtimes import load_openvino_file
     from bertpress.models import load_tokenizer
 
-    cpu = cpu_info()
-    preset = quantization_preset(cpu["isa"], cpu["arch"])
-    fp32_dir, int8_dir = work_dir / "optimum-fp32", work_dir / "optimum-int8"
-    quiet = [logging.getLogger(n) for n in ("optimum", "transformers", "onnxruntime")]
-    levels = [lg.level for lg in quiet]
-    for lg in quiet:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            ort_model = ORTModelForSequenceClassification.from_pretrained(str(source.path), export=True)
-            ort_model.save_pretrained(fp32_dir)
-            del ort_model
-            quantizer = ORTQuantizer.from_pretrained(fp32_dir, file_name="model.onnx")
-            qconfig = getattr(AutoQuantizationConfig, preset)(is_static=False, per_channel=False)
-            quantizer.quantize(save_dir=int8_dir, quantization_config=qconfig)
-    except Exception as exc:
-        raise ArtifactError(f"optimum baseline: export/quantization of {source.where} failed "
-                            f"({type(exc).__name__}: {first_line(exc)}); "
-                            "drop --baselines optimum or check the checkpoint") from None
-    finally:
-        for lg, lvl in zip(quiet, levels):
-            lg.setLevel(lvl)
-    files = sorted(int8_dir.glob("*quantized*.onnx"))
-    if not files:
-        raise ArtifactError(f"optimum baseline: ORTQuantizer wrote no *_quantized.onnx in {int8_dir}")
-    runner = load_onnx_file(files[0], load_tokenizer(source.where), source.max_length, device, threads)
-    runner.notes.append(f"optimum-onnx export + AutoQuantizationConfig.{preset}(is_static=False, "
-                        "per_channel=False), run with the same ONNX Runtime settings")
-    return runner, preset
+    file, tokenizer = Path(record["model_path"]), load_tokenizer(source.where)
+    if baseline == Baseline.OPTIMUM:
+        runner = load_onnx_file(file, tokenizer, source.max_length, device, threads)
+        runner.notes.append(f"{record['recipe']}, run with the same ONNX Runtime settings as our ONNX variants")
+    else:
+        runner = load_openvino_file(file, tokenizer, source.max_length, device, threads)
+        runner.notes.append(f"{record['recipe']}; calibration: {record['calibration']}")
+    versions = ", ".join(f"{k} {v}" for k, v in sorted(record.get("versions", {}).items()))
+    runner.notes.append(f"built in {record.get('build_s', '?')} s by {record['python']} ({versions})")
+    return runner

@@ -26,7 +26,12 @@ class Baseline(str, enum.Enum):
     """Anchor baselines run on the fp32 reference checkpoint in the same run."""
 
     HF_PIPELINE = "hf-pipeline"  # transformers pipeline("text-classification"): how most users serve
-    OPTIMUM = "optimum"  # optimum-onnx export + its int8 dynamic preset for this CPU's ISA
+    OPTIMUM = "optimum"  # optimum-onnx export + its int8 dynamic preset for this CPU's ISA (in .venv-optimum)
+    OPTIMUM_INTEL = "optimum-intel"  # optimum-intel OpenVINO export + OVQuantizer static int8 (in .venv-intel)
+
+
+# Baselines whose files an anchor environment builds (bench/anchors/); bench times them itself.
+ANCHOR_BASELINES = (Baseline.OPTIMUM, Baseline.OPTIMUM_INTEL)
 
 
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")

@@ -11,6 +11,7 @@ import dataclasses
 import gc
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 from bertpress.artifact import Manifest, lineage_of, now_iso, staged_output, write_manifest
 from bertpress.config import to_tagged
 from bertpress.errors import ConfigError, DeviceError, InputError, first_line
-from bertpress.bench.config import Baseline, BenchConfig, Runtime
+from bertpress.bench.config import ANCHOR_BASELINES, Baseline, BenchConfig, Runtime
 from bertpress.timing import summarize, time_callable
 from bertpress.bench.memory import PeakMemory
 from bertpress.bench.results import (BenchReport, BenchResults, Refusal, ShapeResult, TrafficResult,
@@ -35,6 +36,7 @@ class _Plan:
     runtime: Runtime | Baseline
     device: str
     role: str  # artifact | reference | baseline
+    anchor: dict | None = None  # optimum / optimum-intel: the record of the files its environment built
 
     @property
     def runtime_name(self) -> str:
@@ -121,11 +123,10 @@ def _build(plan: _Plan, threads: int, work_dir: Path, seed: int):
         from bertpress.bench.baselines import PipelineRunner
 
         return PipelineRunner(plan.source, plan.device)
-    if plan.runtime == Baseline.OPTIMUM:
-        from bertpress.bench.baselines import build_optimum
+    if plan.runtime in ANCHOR_BASELINES:
+        from bertpress.bench.baselines import load_anchor
 
-        runner, preset = build_optimum(plan.source, work_dir, plan.device, threads)
-        return runner
+        return load_anchor(plan.runtime, plan.source, plan.anchor, plan.device, threads)
     return load_runner(plan.source, plan.runtime, plan.device, threads)
 
 
@@ -240,22 +241,31 @@ def bench(
 
         from bertpress.bench.runtimes import preflight
 
+        from bertpress.bench.baselines import preflight_anchor
+
         refused: list[Refusal] = []
         runnable: list[_Plan] = []
         for p in plans:
             try:
                 if p.role != "baseline":
                     preflight(p.source, p.device)
+                elif p.runtime in ANCHOR_BASELINES:
+                    preflight_anchor(p.runtime, p.source, p.device, cfg.eval_data)
                 runnable.append(p)
             except DeviceError as exc:
                 refused.append(Refusal(p.source.name, p.runtime_name, p.device, str(exc)))
         if not runnable:
             raise DeviceError(refused[0].reason)
 
-        load_start = _loadavg()
-        results = _measure_all(runnable, cfg, threads, eval_cache, refused, progress)
-        if cfg.rounds > 1:
-            _headline_rounds(runnable, results, cfg, threads, progress)
+        anchor_dir = Path(tempfile.mkdtemp(prefix="bertpress-anchors-"))
+        try:
+            runnable = _build_anchors(runnable, cfg, threads, anchor_dir, refused, progress)
+            load_start = _loadavg()
+            results = _measure_all(runnable, cfg, threads, eval_cache, refused, progress)
+            if cfg.rounds > 1:
+                _headline_rounds(runnable, results, cfg, threads, progress)
+        finally:
+            shutil.rmtree(anchor_dir, ignore_errors=True)
         ref = next((v for v in results if v.role == "reference"), None)
         ref_preds = getattr(ref, "_preds", None) if ref else None
         for v in results:
@@ -335,6 +345,33 @@ def _measure_variant(p: _Plan, runner, cfg: BenchConfig, eval_cache: dict, bar) 
     return v
 
 
+def _build_anchors(plans: list[_Plan], cfg: BenchConfig, threads: int, work_dir: Path,
+                   refused: list[Refusal], progress: bool) -> list[_Plan]:
+    """Have each anchor environment build its baseline's files, once per run, before any timing
+    (a failed build stops the run in minutes, and no build competes with a timed variant for
+    the cores). The sweep and the interleaved rounds then load the same files. An incomplete
+    environment is a refusal; a failing export/quantization is an error, as for our variants."""
+    from bertpress.bench.baselines import build_anchor
+
+    built: dict[str, dict] = {}
+    kept: list[_Plan] = []
+    for p in plans:
+        if p.runtime in ANCHOR_BASELINES:
+            if p.runtime.value not in built:
+                if progress:
+                    print(f"bench: building the {p.runtime.value} anchor in its environment ...", file=sys.stderr)
+                try:
+                    built[p.runtime.value] = build_anchor(p.runtime, p.source, work_dir, threads,
+                                                          eval_data=cfg.eval_data, eval_split=cfg.eval_split,
+                                                          seed=cfg.seed)
+                except DeviceError as exc:
+                    refused.append(Refusal(p.source.name, p.runtime_name, p.device, str(exc)))
+                    continue
+            p.anchor = built[p.runtime.value]
+        kept.append(p)
+    return kept
+
+
 def _measure_all(plans: list[_Plan], cfg: BenchConfig, threads: int, eval_cache: dict,
                  refused: list[Refusal], progress: bool) -> list[VariantResult]:
     from tqdm.auto import tqdm
@@ -354,8 +391,6 @@ def _measure_all(plans: list[_Plan], cfg: BenchConfig, threads: int, eval_cache:
                 try:
                     runner = _build(p, threads, work_dir, cfg.seed)
                     load_s = time.perf_counter() - t0
-                    if p.runtime == Baseline.OPTIMUM:
-                        mem.restart_peak()  # the export + quantization is not what serving costs
                     v = _measure_variant(p, runner, cfg, eval_cache, bar)
                     v.load_s = round(load_s, 3)
                 except DeviceError as exc:  # a refusal (int8 on CUDA...), not a failure of the run

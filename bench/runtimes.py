@@ -345,6 +345,63 @@ def load_onnx(source: Source, device: str, threads: int) -> OnnxRunner:
     return load_onnx_file(file, load_tokenizer(source.path), source.max_length, device, threads)
 
 
+# ---- OpenVINO -------------------------------------------------------------------------------
+
+_OV_PRECISION = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}  # OpenVINO type name -> bench's precision names
+
+
+class OpenVINORunner(Runner):
+    """An OpenVINO IR compiled by `bertpress.openvino_rt` (the one OpenVINO session policy).
+
+    Used by the `optimum-intel` baseline; `load_openvino_file` is the entry point for any
+    OpenVINO variant, so all of them are compiled and timed alike."""
+
+    def __init__(self, sess, tokenizer, max_length) -> None:
+        super().__init__(tokenizer, max_length)
+        self.session = sess
+        self.input_names = list(sess.input_names)
+
+    def prepare(self, enc):
+        missing = [n for n in self.input_names if n not in enc]
+        if missing:
+            raise ArtifactError(f"the OpenVINO model wants inputs {missing} that a BERT tokenizer does not produce; "
+                                "export with inputs input_ids, attention_mask, token_type_ids")
+        return {n: np.ascontiguousarray(enc[n]) for n in self.input_names}
+
+    def run(self, prepared):
+        return self.session.run(prepared)
+
+    def logits(self, output):
+        return output
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+        self.session = None
+
+
+def load_openvino_file(xml: Path, tokenizer, max_length: int | None, device: str, threads: int,
+                       precision: str | None = None) -> OpenVINORunner:
+    """Compile `xml` with bertpress.openvino_rt's settings; precision None = the CPU's default
+    (bf16 on AMX-bf16 CPUs), recorded in the runner's precision and notes either way."""
+    if device != "cpu":
+        raise DeviceError(f"refused: OpenVINO runs on its CPU plugin here; bench {xml.name} with --device cpu")
+    from bertpress.openvino_rt import session
+
+    sess = session(xml, threads=threads, precision=precision)
+    runner = OpenVINORunner(sess, tokenizer, max_length)
+    floats = _OV_PRECISION.get(sess.precision, sess.precision)
+    runner.precision = "int8" if sess.quantized else floats
+    rec = sess.record()
+    runner.notes.append(f"OpenVINO {rec['device']}: INFERENCE_NUM_THREADS={rec['threads']}, PERFORMANCE_HINT="
+                        f"{rec['performance_hint']}, NUM_STREAMS={rec['num_streams']}, INFERENCE_PRECISION_HINT="
+                        f"{rec['inference_precision']} ({'asked' if precision else 'the device default'}"
+                        f"{'; the ops left in float' if sess.quantized else ''})")
+    runner.size_bytes = xml.stat().st_size + (xml.with_suffix(".bin").stat().st_size
+                                              if xml.with_suffix(".bin").is_file() else 0)
+    return runner
+
+
 # ---- planning -------------------------------------------------------------------------------
 
 

@@ -1,0 +1,122 @@
+"""OpenVINO session policy: how bertpress compiles and runs an OpenVINO IR, in one place.
+
+Every OpenVINO timing in the project (bench's `optimum-intel` baseline, and the `openvino`
+runtime / export gate that build on it) goes through `session()`, so two OpenVINO variants
+differ only in their model files, never in how they were compiled:
+
+- `INFERENCE_NUM_THREADS = threads` (bench's --threads, the same count torch and ONNX Runtime get),
+- `PERFORMANCE_HINT = LATENCY` and `NUM_STREAMS = 1` (one request at a time, as bench times it),
+- `INFERENCE_PRECISION_HINT` left at the device default unless asked (`precision="f32"` ...):
+  on a CPU with AMX-bf16 the default runs the float ops in bf16, elsewhere f32. The precision
+  the compiled model actually uses is read back and recorded (`OVSession.precision`), because
+  an "fp32 IR" that ran in bf16 is a different measurement.
+
+The settings used to come from FINDINGS (issue #16's numbers). OpenVINO's CPU plugin uses its
+own thread pool (TBB), so OMP_WAIT_POLICY does not reach it; there is no spin setting to mirror.
+IR files are data (XML + weights), read with `openvino.Core().read_model`; no custom-op
+extension library is ever loaded, so an untrusted IR cannot run code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bertpress.errors import ArtifactError, ConfigError
+
+PRECISIONS = ("f32", "bf16", "f16")  # INFERENCE_PRECISION_HINT values a caller may pin
+
+
+@dataclasses.dataclass(frozen=True)
+class OVSettings:
+    """How a model is compiled. precision None = the device's default (recorded after compiling)."""
+
+    threads: int
+    precision: str | None = None
+    device: str = "CPU"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads < 1:
+            raise ConfigError(f"threads={self.threads!r} must be a positive integer")
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise ConfigError(f"precision={self.precision!r} is not an OpenVINO inference precision; "
+                              f"choose one of {', '.join(PRECISIONS)} or None for the device default")
+
+    def properties(self) -> dict[str, Any]:
+        import openvino.properties as props
+        import openvino.properties.hint as hints
+
+        out: dict[str, Any] = {
+            props.inference_num_threads: self.threads,
+            hints.performance_mode: hints.PerformanceMode.LATENCY,
+            props.streams.num: 1,
+        }
+        if self.precision is not None:
+            import openvino as ov
+
+            out[hints.inference_precision] = {"f32": ov.Type.f32, "bf16": ov.Type.bf16, "f16": ov.Type.f16}[self.precision]
+        return out
+
+
+def _type_name(value: Any) -> str:
+    """openvino.Type('bf16') -> 'bf16' (get_property returns a Type, str() of it varies by release)."""
+    name = getattr(value, "get_type_name", None)
+    return name() if callable(name) else str(value)
+
+
+class OVSession:
+    """A compiled model with one infer request; `run(feeds) -> logits` (float32 numpy).
+
+    op_counts: op types of the IR as read (before the plugin's own transformations);
+    quantized: the IR holds int8 FakeQuantize nodes (what NNCF writes); precision: the float precision
+    the compiled model runs its non-int8 ops in (`f32`, `bf16`, `f16`)."""
+
+    def __init__(self, xml: Path, settings: OVSettings) -> None:
+        import openvino as ov
+
+        self.file, self.settings = Path(xml), settings
+        if not self.file.is_file():
+            raise ArtifactError(f"{self.file}: no such OpenVINO IR file; export it again")
+        core = ov.Core()
+        try:
+            model = core.read_model(str(self.file))
+            self.op_counts = dict(Counter(op.get_type_name() for op in model.get_ops()))
+            self.compiled = core.compile_model(model, settings.device, settings.properties())
+        except Exception as exc:  # OpenVINO raises RuntimeError with multi-line C++ context
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise ArtifactError(f"{self.file}: OpenVINO cannot read or compile it ({type(exc).__name__}: {first}); "
+                                "export it again") from None
+        self.input_names = [p.get_any_name() for p in self.compiled.inputs]
+        outs = [p.get_any_name() for p in self.compiled.outputs]
+        self.output_name = "logits" if "logits" in outs else outs[0]
+        self._output = self.compiled.output(self.output_name)
+        self.request = self.compiled.create_infer_request()
+        self.precision = _type_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        self.quantized = self.op_counts.get("FakeQuantize", 0) > 0
+
+    def record(self) -> dict[str, Any]:
+        """The settings as compiled, for manifests and bench notes."""
+        c = self.compiled
+        return {"device": self.settings.device, "threads": int(c.get_property("INFERENCE_NUM_THREADS")),
+                "performance_hint": str(c.get_property("PERFORMANCE_HINT")).split(".")[-1],
+                "num_streams": int(c.get_property("NUM_STREAMS")),
+                "precision_asked": self.settings.precision or "default",
+                "inference_precision": self.precision}
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Synchronous inference. Inputs are shared, not copied (as ONNX Runtime does with numpy
+        on the CPU), so a timed call is the model; the logits are copied out."""
+        result = self.request.infer(feeds, share_inputs=True)
+        return np.array(result[self._output], dtype=np.float32)
+
+    def close(self) -> None:
+        self.request = self.compiled = self._output = None
+
+
+def session(xml: str | Path, *, threads: int, precision: str | None = None, device: str = "CPU") -> OVSession:
+    """Compile `xml` (its `.bin` beside it) with the project's OpenVINO settings."""
+    return OVSession(Path(xml), OVSettings(threads=threads, precision=precision, device=device))
