@@ -53,7 +53,7 @@ check-no-cuda:
 test: $(STAMP) $(OPTIMUM_STAMP) $(INTEL_STAMP) js
 	$(BIN)/python -m pytest -q
 
-demo: $(STAMP)
+demo: $(STAMP) $(OPTIMUM_STAMP) $(INTEL_STAMP)
 	$(BIN)/bertpress quickstart $(if $(DATA),--data $(DATA)) --out runs/quickstart
 
 clean:

@@ -50,7 +50,7 @@ def quickstart_recipe(data: str | None, out: Path, *, train_samples: int = 4000,
         # where int8 rounding flips the argmax without changing accuracy (bench reports both);
         # the parity gate keeps its logit tolerances and asks 95 % agreement instead of 97 %.
         "export": {"format": "all", "eval_data": spec, "min_agreement": 0.95},
-        "bench": {"eval_data": spec, "baselines": ["hf-pipeline", "optimum"],
+        "bench": {"eval_data": spec, "baselines": ["hf-pipeline", "optimum", "optimum-intel"],
                   "batch_sizes": [1, 8], "seq_lens": [32, 128], "threads": None,
                   "min_seconds": 1.0, "min_iters": 20},
     }

@@ -18,7 +18,7 @@ def register(sub, common, formatter) -> None:
             "memory and size, against anchor baselines measured in the same run.\n\n"
             "example:\n"
             "  bertpress bench runs/minilm-sst2 runs/minilm-sst2-compressed runs/export-onnx \\\n"
-            "      --eval-data ../shared/data/sst2 --baselines hf-pipeline,optimum --out runs/report-sst2"
+            "      --eval-data ../shared/data/sst2 --baselines hf-pipeline,optimum,optimum-intel --out runs/report-sst2"
         ),
     )
     p.add_argument("artifacts", nargs="+", metavar="ARTIFACT",
@@ -36,7 +36,11 @@ def register(sub, common, formatter) -> None:
     p.add_argument("--eval-limit", type=int, default=None, help="use a random subset of this many eval rows")
     p.add_argument("--traffic-batch-size", type=int, default=32, help="batch size of the real-traffic scenario")
     p.add_argument("--traffic-passes", type=int, default=1, help="passes over the eval set in the real-traffic scenario")
-    p.add_argument("--baselines", default="", help="anchor baselines on the fp32 checkpoint: hf-pipeline, optimum")
+    p.add_argument("--baselines", default="",
+                   help="anchor baselines on the fp32 checkpoint: hf-pipeline, optimum (Optimum-ONNX int8), "
+                        "optimum-intel (Optimum-Intel OpenVINO int8; needs --eval-data for calibration). The two "
+                        "Optimum anchors are built in their own environments (`make anchors`; or set "
+                        "BERTPRESS_OPTIMUM_ENV / BERTPRESS_OPTIMUM_INTEL_ENV) and timed here like our variants")
     p.add_argument("--runtimes", default="",
                    help="only these runtimes (default: all that apply): pytorch, pytorch-int8-dynamic, "
                         "pytorch-fp16, pytorch-bf16, torchscript, onnxruntime")

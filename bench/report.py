@@ -43,14 +43,15 @@ def _env_lines(env: dict[str, Any], threads: int) -> list[str]:
     return [
         f"- CPU: {cpu['model']} ({cpu['arch']}, {cpu['usable_cores']} usable of {cpu['logical_cores']} logical cores); "
         f"ISA: {', '.join(flags) or 'none of AVX2/AVX-512/VNNI/AMX'}",
-        f"- Threads: intra-op {threads}, inter-op 1 (torch and ONNX Runtime)",
+        f"- Threads: intra-op {threads}, inter-op 1 (torch and ONNX Runtime; OpenVINO INFERENCE_NUM_THREADS)",
         f"- GPU: {gpus}",
         "- Thread environment: " + (", ".join(f"{k}={v}" for k, v in env.get("thread_env", {}).items()) or "none set"),
         f"- Load average (1 min) at start / end of the measurements: "
         f"{env.get('load_average', {}).get('start')} / {env.get('load_average', {}).get('end')} "
         f"(above the thread count means other processes competed for the cores: treat small differences as noise)",
-        "- Versions: " + ", ".join(f"{k} {v[k]}" for k in ("torch", "transformers", "onnxruntime", "optimum-onnx")
-                                 if k in v) + f"; python {env['python']}",
+        "- Versions: " + ", ".join(f"{k} {v[k]}" for k in ("torch", "transformers", "onnxruntime", "openvino")
+                                 if k in v) + f"; python {env['python']}"
+        + " (the Optimum anchors ran their own versions: see their notes)",
     ]
 
 

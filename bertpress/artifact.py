@@ -89,7 +89,7 @@ def package_versions() -> dict[str, str]:
     from importlib import metadata
 
     out = {}
-    for name in ("bertpress", "torch", "transformers", "onnx", "onnxruntime", "optimum",
+    for name in ("bertpress", "torch", "transformers", "onnx", "onnxruntime", "openvino", "optimum",
                  "optimum-onnx", "torch-pruning", "tokenizers"):
         try:
             out[name] = metadata.version(name)

@@ -76,3 +76,25 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(
             f"bad-input matrix: {len(ran)} of {len(CASES)} entries run, {len(ran) - failed} refused cleanly"
         )
+
+
+@pytest.fixture(scope="session")
+def anchor_python():
+    """anchor_python("optimum" | "optimum-intel") -> that anchor environment's python.
+
+    The anchors (.venv-optimum, .venv-intel) are built by `make anchors`, which `make test`
+    depends on. Without one a test skips and says why — except under CI (CI=true), which builds
+    them, so there a missing anchor environment fails the test instead of hiding it."""
+    from bertpress.errors import DeviceError
+
+    def find(baseline: str) -> Path:
+        from bertpress.bench.anchors import find_env
+
+        try:
+            return find_env(baseline)
+        except DeviceError as exc:
+            if os.environ.get("CI", "").lower() == "true":
+                pytest.fail(f"CI builds the anchor environments (make test depends on them): {exc}")
+            pytest.skip(f"no anchor environment: {exc}")
+
+    return find

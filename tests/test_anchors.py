@@ -1,8 +1,8 @@
 """The anchor baselines (optimum, optimum-intel) built in their own environments and timed by bench.
 
 The real-environment tests need `.venv-optimum` / `.venv-intel` (`make anchors`; `make test`
-builds them). Without one they skip and say so — except under CI (CI=true), where a missing
-anchor environment is a failure, because CI builds them. The refusal and discovery tests need
+builds them): the `anchor_python` fixture (conftest.py) skips without one and says so — except
+under CI (CI=true), where a missing anchor environment is a failure, because CI builds them. The refusal and discovery tests need
 no anchor environment at all.
 """
 
@@ -25,17 +25,6 @@ torch = pytest.importorskip("torch")
 
 FAST = dict(batch_sizes=(1, 2), seq_lens=(8,), threads=1, warmup=1, min_iters=3, min_seconds=0.0)
 TEXTS = ["the film was great", "awful and boring plot of the movie", "fine", "a b c d e f g h i j k"]
-
-
-def _env_or_skip(baseline: str) -> Path:
-    from bertpress.bench.anchors import find_env
-
-    try:
-        return find_env(baseline)
-    except DeviceError as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI builds the anchor environments (make test depends on them): {exc}")
-        pytest.skip(f"no anchor environment: {exc}")
 
 
 @pytest.fixture(scope="module")
@@ -72,13 +61,13 @@ def bare_venv(tmp_path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def built(tiny):
+def built(tiny, anchor_python):
     """Both anchors built once, by their environments, from the tiny checkpoint."""
     from bertpress.bench.baselines import build_anchor
     from bertpress.bench.sources import resolve_source
 
-    _env_or_skip("optimum")
-    _env_or_skip("optimum-intel")
+    anchor_python("optimum")
+    anchor_python("optimum-intel")
     src = resolve_source(str(tiny["ck"]))
     work = tiny["root"] / "work"
     work.mkdir()
@@ -130,13 +119,13 @@ def test_optimum_intel_anchor_is_nncf_int8_timed_with_our_openvino_settings(buil
     assert runner.size_bytes == sum(p.stat().st_size for p in Path(rec["model_path"]).parent.glob("openvino_model.*"))
 
 
-def test_bench_runs_both_anchors_in_one_report(tiny, tmp_path):
+def test_bench_runs_both_anchors_in_one_report(tiny, tmp_path, anchor_python):
     """The whole path: preflight, one build per anchor before timing, sweep + interleaved
     rounds on the same files, accuracy/agreement, the report tables."""
     from bertpress.bench import bench
 
-    _env_or_skip("optimum")
-    _env_or_skip("optimum-intel")
+    anchor_python("optimum")
+    anchor_python("optimum-intel")
     cfg = BenchConfig(eval_data=str(tiny["data"]), baselines="optimum,optimum-intel", runtimes="pytorch",
                       rounds=2, **FAST)
     rep = bench([tiny["ck"]], cfg, tmp_path / "r", progress=False)
@@ -202,10 +191,13 @@ def test_a_failing_anchor_build_is_an_error_with_its_last_line(tmp_path, monkeyp
 
     monkeypatch.setenv("BERTPRESS_OPTIMUM_ENV", str(bare_venv))
     (tmp_path / "notamodel").mkdir()
-    with pytest.raises(ArtifactError, match=r"anchor build failed .*not a Hugging Face model directory"):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # where the kept log goes
+    with pytest.raises(ArtifactError, match=r"anchor build failed .*not a Hugging Face model directory.*full output "
+                                            r"in (\S+bertpress-optimum-\S+\.log)") as exc:
         anchors.build("optimum", ["--model", str(tmp_path / "notamodel"), "--preset", "avx2"], tmp_path / "out",
                       threads=1)
-    assert "not a Hugging Face model directory" in (tmp_path / "optimum.log").read_text()
+    log = Path(exc.value.args[0].split("full output in ")[1].split(")")[0])
+    assert log.parent == tmp_path and "optimum_onnx.py" in log.read_text() and "\n" not in str(exc.value)
 
 
 def test_optimum_intel_needs_eval_data_and_cpu(tiny, monkeypatch, bare_venv):

@@ -25,8 +25,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -115,9 +117,9 @@ def build(baseline: str, args: Sequence[str], out_dir: Path, *, threads: int,
           timeout_s: float = 3600.0) -> dict[str, Any]:
     """Run the anchor's builder script in its environment; return its `anchor.json` record.
 
-    out_dir must not exist (the script creates it). The script's output is kept in
-    out_dir/../BASELINE.log for the error message. Raises DeviceError when the environment is
-    absent or incomplete, ArtifactError when the anchor's own export/quantization fails."""
+    out_dir must not exist (the script creates it). Raises DeviceError when the environment is
+    absent or incomplete, ArtifactError when the anchor's own export/quantization fails (its
+    last line in the message, the whole output kept in a log file the message names)."""
     anchor = ANCHORS[baseline]
     python = find_env(baseline)
     cmd = [str(python), "-E", "-s", str(anchor.script_path), "--out", str(out_dir), "--threads", str(threads), *args]
@@ -126,7 +128,6 @@ def build(baseline: str, args: Sequence[str], out_dir: Path, *, threads: int,
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env.update(OMP_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1",
                TRANSFORMERS_OFFLINE="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
-    log = out_dir.parent / f"{baseline}.log"
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
@@ -135,13 +136,16 @@ def build(baseline: str, args: Sequence[str], out_dir: Path, *, threads: int,
     except OSError as exc:
         raise DeviceError(f"baseline {baseline}: cannot start {python} ({exc.strerror}); "
                           f"rebuild it with `{MAKE_TARGET}`") from None
-    log.write_text(proc.stdout + proc.stderr, encoding="utf-8")
     if proc.returncode == EXIT_MISSING_PACKAGE:
         raise DeviceError(f"baseline {baseline}: {python.parent.parent} is incomplete ({_last_line(proc.stderr)}); "
                           f"rebuild it with `{MAKE_TARGET}`")
     if proc.returncode != 0:
+        # The run's work directory is removed at the end: keep the output where the user can read it.
+        fd, log = tempfile.mkstemp(prefix=f"bertpress-{baseline}-", suffix=".log")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(f"$ {shlex.join(cmd)}\n{proc.stdout}{proc.stderr}")
         raise ArtifactError(f"baseline {baseline}: the anchor build failed in {python.parent.parent} "
-                            f"({_last_line(proc.stderr) or f'exit code {proc.returncode}'}); "
+                            f"({_last_line(proc.stderr) or f'exit code {proc.returncode}'}; full output in {log}); "
                             f"drop --baselines {baseline} or check the checkpoint")
     record_file = out_dir / "anchor.json"
     try:
