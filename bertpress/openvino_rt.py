@@ -13,7 +13,7 @@ differ only in their model files, never in how they were compiled:
 
 The settings used to come from FINDINGS (issue #16's numbers). OpenVINO's CPU plugin uses its
 own thread pool (TBB), so OMP_WAIT_POLICY does not reach it; there is no spin setting to mirror.
-IR files are data (XML + weights), read with `openvino.Core().read_model`; no custom-op
+IR files are data (XML + weights), read by OpenVINO's IR frontend (`read_ir`); no custom-op
 extension library is ever loaded, so an untrusted IR cannot run code.
 """
 
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from bertpress.errors import ArtifactError, ConfigError
+from bertpress.errors import ArtifactError, ConfigError, first_line
 
 PRECISIONS = ("f32", "bf16", "f16")  # INFERENCE_PRECISION_HINT values a caller may pin
 
@@ -62,6 +62,26 @@ class OVSettings:
         return out
 
 
+def read_ir(xml: Path):
+    """An `openvino.Model` read by the IR frontend alone (weights from the `.bin` beside it).
+
+    `Core.read_model` would, on a file that is not valid IR, try every other frontend in turn
+    (TensorFlow's prints parse errors on stderr); the IR frontend reads the same model
+    (same ops, bit-identical outputs, checked) and fails with the IR parser's own reason."""
+    from openvino.frontend import FrontEndManager
+
+    fe = FrontEndManager().load_by_framework("ir")
+    return fe.convert(fe.load(str(xml)))
+
+
+def _reason(exc: BaseException) -> str:
+    """OpenVINO's errors open with source locations ("Exception from src/...:84:", "Check '...'
+    failed at ..."); quote the first line that says what is wrong."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    said = [ln for ln in lines if not ln.startswith(("Exception from ", "Check '"))]
+    return (said[0] if said else first_line(exc))[:200]
+
+
 def _type_name(value: Any) -> str:
     """openvino.Type('bf16') -> 'bf16' (get_property returns a Type, str() of it varies by release)."""
     name = getattr(value, "get_type_name", None)
@@ -83,13 +103,12 @@ class OVSession:
             raise ArtifactError(f"{self.file}: no such OpenVINO IR file; export it again")
         core = ov.Core()
         try:
-            model = core.read_model(str(self.file))
+            model = read_ir(self.file)
             self.op_counts = dict(Counter(op.get_type_name() for op in model.get_ops()))
             self.compiled = core.compile_model(model, settings.device, settings.properties())
         except Exception as exc:  # OpenVINO raises RuntimeError with multi-line C++ context
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-            raise ArtifactError(f"{self.file}: OpenVINO cannot read or compile it ({type(exc).__name__}: {first}); "
-                                "export it again") from None
+            raise ArtifactError(f"{self.file}: OpenVINO cannot read or compile it ({type(exc).__name__}: "
+                                f"{_reason(exc)}); export it again") from None
         self.input_names = [p.get_any_name() for p in self.compiled.inputs]
         outs = [p.get_any_name() for p in self.compiled.outputs]
         self.output_name = "logits" if "logits" in outs else outs[0]

@@ -79,7 +79,8 @@ def test_optimum_anchor_is_optimums_export_of_our_checkpoint(built, tiny):
     """Built in .venv-optimum by optimum-onnx itself; its fp32 export computes our model
     (parity with PyTorch), its int8 file runs in bench's own ONNX Runtime session."""
     from bertpress.bench.baselines import load_anchor
-    from bertpress.bench.runtimes import load_onnx_file, onnx_op_counts
+    from bertpress.bench.runtimes import load_onnx_file
+    from bertpress.ort import op_counts as onnx_op_counts
 
     src, records = built
     rec = records[Baseline.OPTIMUM]
@@ -145,7 +146,7 @@ def test_bench_runs_both_anchors_in_one_report(tiny, tmp_path, anchor_python):
 
 def test_absent_environment_is_a_one_line_refusal_naming_make_anchors(tiny, tmp_path, monkeypatch, capsys):
     from bertpress.bench import anchors
-    from bertpress.cli import main
+    from bertpress.app.cli import main
 
     monkeypatch.delenv("BERTPRESS_OPTIMUM_ENV", raising=False)
     monkeypatch.setattr(anchors, "candidates", lambda anchor: [tmp_path / "nowhere" / anchor.venv])
@@ -311,7 +312,12 @@ def test_openvino_bad_file_and_settings(tmp_path, tiny_ir):
     bad.write_text("<net><layers>")
     with pytest.raises(ArtifactError, match=r"bad\.xml: OpenVINO cannot read or compile it .*export it again") as exc:
         session(bad, threads=1)
-    assert "\n" not in str(exc.value)
+    assert "\n" not in str(exc.value) and "Exception from" not in str(exc.value)  # the parser's reason, quoted
+    lone = tmp_path / "lone" / "model.xml"  # the IR without its weights
+    lone.parent.mkdir()
+    lone.write_bytes(tiny_ir.read_bytes())
+    with pytest.raises(ArtifactError, match=r"model\.xml: OpenVINO cannot read .*bin file"):
+        session(lone, threads=1)
     with pytest.raises(ArtifactError, match="no such OpenVINO IR file"):
         session(tmp_path / "missing.xml", threads=1)
     with pytest.raises(ConfigError, match="f32, bf16, f16"):
