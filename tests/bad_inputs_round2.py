@@ -234,6 +234,9 @@ def api_run_recipe(c, data: dict):
 
 
 NAN, INF = float("nan"), float("inf")
+# Issue #18's classes by entry-name prefix (the test summary prints a count per class).
+CLASSES = {"own-": "1 ownership", "nan-": "2 NaN/inf", "lab-": "3 labels/columns", "col-": "3 labels/columns",
+           "mdl-": "4 models", "res-": "5 resume", "out-": "6 output locations", "dos-": "7 bounded messages"}
 OWN = r"refusing to delete or replace it"
 INSIDE = r"inside \(or contains\) the input"
 FINITE = r"is not a finite number"
