@@ -195,11 +195,11 @@ def api_compress(c, cfg=None, **kw):
     return lambda: compress(c.ckpt, cfg or CompressConfig(), c.out, progress=False, **kw)
 
 
-def api_finetune(c, **kw):
+def api_finetune(c, overwrite=False):
     from bertpress.finetune import FinetuneConfig, finetune
 
-    return lambda: finetune(FinetuneConfig(model=str(c.ckpt), data=str(c.data), epochs=1, batch_size=8,
-                                           max_length=32, **kw), c.out, progress=False)
+    return lambda: finetune(c.ckpt, FinetuneConfig(data=str(c.data), epochs=1, batch_size=8, max_length=32),
+                            c.out, overwrite=overwrite, progress=False)
 
 
 def api_bench(c, **kw):
