@@ -125,10 +125,16 @@ def run_handler(handler: Callable[[argparse.Namespace], int | None], args: argpa
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    raise_on_sigterm()  # SIGTERM cleans up like Ctrl-C and exits 143
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    return run_handler(args.handler, args)
+    import signal
+
+    previous = raise_on_sigterm()  # SIGTERM cleans up like Ctrl-C and exits 143
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        return run_handler(args.handler, args)
+    finally:
+        if previous is not None:  # in-process callers (tests) get their own handler back
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

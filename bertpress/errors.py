@@ -106,15 +106,16 @@ def is_disk_full(exc: BaseException) -> bool:
     return False
 
 
-def raise_on_sigterm() -> None:
-    """Turn SIGTERM into `Terminated` in the main thread (the CLI calls this once)."""
+def raise_on_sigterm():
+    """Turn SIGTERM into `Terminated` in the main thread; returns the previous handler (or None
+    off the main thread) so a caller running in-process can put it back."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
-        return
+        return None
 
     def handler(signum, frame):  # noqa: ARG001 - signal handler signature
         raise Terminated()
 
-    signal.signal(signal.SIGTERM, handler)
+    return signal.signal(signal.SIGTERM, handler)
