@@ -113,12 +113,12 @@ def run_handler(handler: Callable[[argparse.Namespace], int | None], args: argpa
         what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         print(f"error: {what}; outputs were not finished (re-run to complete)", file=sys.stderr)
         return getattr(exc, "exit_code", 130)
-    except OSError as exc:
+    except Exception as exc:  # a full disk outside a staged output (e.g. a Trainer checkpoint), any wrapper
         if not is_disk_full(exc):
             raise
         if getattr(args, "debug", False):
             traceback.print_exc()
-        where = exc.filename or "the output"
+        where = getattr(exc, "filename", None) or "the output"
         print(f"error: {where}: the disk is full (no space left on device); free some space or write to "
               "another disk", file=sys.stderr)
         return 2

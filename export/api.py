@@ -223,6 +223,9 @@ def export(source: str | Path, cfg: ExportConfig | None = None, out_dir: str | P
             )
         calib, _ = texts_of(src.recipe.calibration_data, "train", src.recipe.calibration_samples, cfg.seed, src.labels)
     formats = ["onnx", "torchscript"] if cfg.format == ExportFormat.ALL else [cfg.format.value]
+    recorded = src.recipe.calibration_data  # calibration data named by the input's manifest is an input too
+    if recorded and Path(recorded).expanduser().exists():
+        inputs = (*inputs, Path(recorded).expanduser())
     with staged_output(out_dir, overwrite=overwrite, inputs=inputs) as tmp, quiet():
         for fmt in formats:
             target = tmp / fmt if len(formats) > 1 else tmp

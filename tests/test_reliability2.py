@@ -251,3 +251,11 @@ def test_run_replaces_its_own_stage_outputs(tmp_path, tiny_checkpoint):
         proc = run_cli("run", str(path))
         assert proc.returncode == 0, proc.stderr[-2000:]
     assert why_not_replaceable(out) is None
+
+
+def test_json_output_is_strict(capsys):
+    from bertpress.console import print_json
+
+    print_json({"p50": math.nan, "speedup": [math.inf, 1.5]})
+    assert json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(c)) == {
+        "p50": None, "speedup": [None, 1.5]}
