@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 from bertpress import __version__
 from bertpress.console import print_json
-from bertpress.errors import BertpressError
+from bertpress.errors import BertpressError, Terminated, is_disk_full, raise_on_sigterm
 
 # Subcommand modules, in the order `--help` lists them. A module is listed only once it exists
 # and does the real thing.
@@ -109,15 +109,32 @@ def run_handler(handler: Callable[[argparse.Namespace], int | None], args: argpa
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:
-        print("error: interrupted; outputs were not finished (re-run to complete)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (errors.Terminated): staging is already cleaned
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"error: {what}; outputs were not finished (re-run to complete)", file=sys.stderr)
+        return getattr(exc, "exit_code", 130)
+    except Exception as exc:  # a full disk outside a staged output (e.g. a Trainer checkpoint), any wrapper
+        if not is_disk_full(exc):
+            raise
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+        where = getattr(exc, "filename", None) or "the output"
+        print(f"error: {where}: the disk is full (no space left on device); free some space or write to "
+              "another disk", file=sys.stderr)
+        return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    return run_handler(args.handler, args)
+    import signal
+
+    previous = raise_on_sigterm()  # SIGTERM cleans up like Ctrl-C and exits 143
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        return run_handler(args.handler, args)
+    finally:
+        if previous is not None:  # in-process callers (tests) get their own handler back
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

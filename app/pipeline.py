@@ -23,12 +23,12 @@ import dataclasses
 import hashlib
 import importlib
 import json
-import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from bertpress.artifact import MANIFEST_NAME, Artifact, lineage_of, partial_dir, write_json_atomic
-from bertpress.config import build_config, to_tagged
+from bertpress.artifact import (MANIFEST_NAME, Artifact, check_output_dir, lineage_of, partial_dir,
+                                remove_owned, resolve_out, write_owned_json, write_owned_text)
+from bertpress.config import build_config, check_size, input_paths, to_tagged
 from bertpress.errors import ConfigError, InputError, first_line
 
 STAGE_ORDER = ("finetune", "compress", "export", "bench")
@@ -106,6 +106,7 @@ def _field_problems(cls: type, section: dict[str, Any], stage: str) -> list[str]
 
 def parse_recipe(data: Any, source: str = "<recipe>") -> Recipe:
     """Validate a recipe mapping; raise ConfigError listing every problem at once."""
+    check_size(data, source)  # before anything echoes a value: YAML alias bombs
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a recipe is a mapping with keys {', '.join(sorted(TOP_KEYS))}")
     problems = [f"{key}: unknown top-level key; allowed: {', '.join(sorted(TOP_KEYS))}"
@@ -142,13 +143,16 @@ def parse_recipe(data: Any, source: str = "<recipe>") -> Recipe:
     if problems:
         listing = "\n".join(f"  - {p}" for p in problems)
         raise ConfigError(f"{source}: {len(problems)} problem(s):\n{listing}")
-    return Recipe(out=Path(out), checkpoint=checkpoint, stages=stages, source=source)
+    return Recipe(out=Path(out).expanduser(), checkpoint=checkpoint, stages=stages, source=source)
 
 
 def load_recipe(path: str | Path) -> Recipe:
     import yaml
 
+    from bertpress.safety import check_regular_file
+
     path = Path(path)
+    check_regular_file(path, "recipe")
     if not path.is_file():
         raise InputError(f"{path}: no such recipe file; give a YAML recipe (see recipes/)")
     try:
@@ -226,6 +230,40 @@ def _is_up_to_date(target: Path, state_file: Path, key: str) -> list[Path]:
     return []
 
 
+def recipe_inputs(recipe: Recipe) -> tuple[Path, ...]:
+    """Every local path the recipe reads: its file, the top-level checkpoint, each stage's model,
+    teacher and data/calibration/eval paths."""
+    paths = [Path(recipe.source)] if Path(recipe.source).is_file() else []
+    if recipe.checkpoint and Path(recipe.checkpoint).expanduser().exists():
+        paths.append(Path(recipe.checkpoint).expanduser())
+    for cfg in recipe.stages.values():
+        paths.extend(input_paths(cfg))
+    return tuple(dict.fromkeys(paths))
+
+
+def prepare_out(recipe: Recipe) -> Path:
+    """Resolve and create the recipe's `out:`; refuse outputs that overlap any input of the run.
+
+    A stage's sub-folder is replaced when it is stale, so no input may be inside, equal to or a
+    parent of one (e.g. fine-tuning further from OUT/checkpoint would delete its own model)."""
+    out = resolve_out(recipe.out)
+    inputs = recipe_inputs(recipe)
+    for stage in recipe.stages:
+        check_output_dir(out / STAGE_DIRS[stage], overwrite=True, inputs=inputs, label=f"{stage} output")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"out: {out} is a file; give a directory path in the recipe's out:")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"out: cannot create {out} ({exc.strerror}); give a writable location in the recipe's "
+                         "out:") from None
+    import os
+
+    if not os.access(out, os.W_OK):
+        raise InputError(f"out: cannot write in {out} (read-only or no permission); give a writable location")
+    return out
+
+
 def run_recipe(recipe: Recipe, *, progress: Callable[[str], None] = print) -> list[StageResult]:
     """Run the recipe's stages in order, skipping up-to-date ones.
 
@@ -236,13 +274,11 @@ def run_recipe(recipe: Recipe, *, progress: Callable[[str], None] = print) -> li
 
     from bertpress import dist
 
-    out = recipe.out
-    state_dir = out / ".pipeline"
     main = dist.is_main_process()
+    out = prepare_out(recipe) if main else resolve_out(recipe.out)
+    state_dir = out / ".pipeline"
     if main:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        (out / "recipe.resolved.yaml").write_text(
-            yaml.safe_dump(resolved_recipe(recipe), sort_keys=False), encoding="utf-8")
+        write_owned_text(out, "recipe.resolved.yaml", yaml.safe_dump(resolved_recipe(recipe), sort_keys=False))
 
     current: list[Path] = [Path(recipe.checkpoint)] if recipe.checkpoint else []
     produced: list[Path] = list(current)
@@ -268,8 +304,8 @@ def run_recipe(recipe: Recipe, *, progress: Callable[[str], None] = print) -> li
         else:
             if main:
                 state_file.unlink(missing_ok=True)
-                if target.exists():  # stale output of an older recipe or input: ours to replace
-                    shutil.rmtree(target)
+                # stale output of an older recipe or input: replaced only if bertpress wrote it
+                remove_owned(target, label=f"{stage} output")
                 progress(f"[{stage}] running -> {target}")
             if ddp and stage == "finetune":
                 import torch.distributed as tdist
@@ -278,7 +314,7 @@ def run_recipe(recipe: Recipe, *, progress: Callable[[str], None] = print) -> li
             _run_stage(stage, cfg, inputs, target)
             if main:
                 done = _artifacts_under(target)
-                write_json_atomic(state_file, {"key": key, "artifacts": [str(p) for p in done]})
+                write_owned_json(out, f".pipeline/{stage}.json", {"key": key, "artifacts": [str(p) for p in done]})
                 results.append(StageResult(stage, target, False, done))
         if ddp and stage == "finetune":
             # The later stages run on rank 0 alone: leave DDP first, or their Trainer (compress

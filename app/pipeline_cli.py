@@ -39,7 +39,8 @@ def register(sub, common, formatter) -> None:
                    help="fine-tune on a random subset of this many training sentences (time budget)")
     q.add_argument("--epochs", type=float, default=1.0, help="fine-tuning epochs")
     q.add_argument("--overwrite", action="store_true",
-                   help="start over: delete --out first (otherwise finished stages are reused)")
+                   help="start over: delete --out first (otherwise finished stages are reused); only a "
+                        "directory bertpress wrote is ever deleted")
     q.add_argument("--recipe-only", action="store_true",
                    help="write the quickstart recipe to OUT/recipe.yaml and stop (to edit and `bertpress run` it)")
     q.add_argument("--json", action="store_true", help="print machine-readable results")
@@ -92,30 +93,26 @@ def _run_quietly(recipe, as_json: bool):
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> int:
-    import shutil
     import sys
-    from pathlib import Path
 
     import yaml
 
-    from bertpress.errors import InputError
-    from bertpress.app.pipeline import parse_recipe
+    from bertpress.app.pipeline import parse_recipe, recipe_inputs
     from bertpress.app.quickstart import quickstart_recipe, write_summary
+    from bertpress.artifact import check_output_dir, remove_owned, resolve_out, write_owned_text
 
-    out = Path(args.out)
+    out = resolve_out(args.out)
     main = dist_main()
-    if main and args.overwrite and out.exists():
-        # only ever delete a directory that quickstart itself made
-        if any(out.iterdir()) and not ((out / ".pipeline").is_dir() or (out / "recipe.yaml").is_file()):
-            raise InputError(f"--out {out} is not a quickstart directory; refusing to delete it with "
-                             "--overwrite (choose another --out)")
-        shutil.rmtree(out)
     data, recipe_data, note = quickstart_recipe(args.data, out, train_samples=args.train_samples,
                                                 epochs=args.epochs)
     recipe = parse_recipe(recipe_data, source="quickstart")
+    if main and args.overwrite and out.exists():
+        # only ever delete what bertpress wrote, and never a directory holding an input
+        check_output_dir(out, overwrite=True, inputs=recipe_inputs(recipe))
+        remove_owned(out)
     if main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "recipe.yaml").write_text(yaml.safe_dump(recipe_data, sort_keys=False), encoding="utf-8")
+        # never overwrites a recipe.yaml bertpress did not write (or that was edited since)
+        write_owned_text(out, "recipe.yaml", yaml.safe_dump(recipe_data, sort_keys=False))
     if args.recipe_only:
         if main:
             print(f"wrote {out / 'recipe.yaml'}; run it with: bertpress run {out / 'recipe.yaml'}")

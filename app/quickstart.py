@@ -68,5 +68,7 @@ def write_summary(out: Path, note: str, results) -> str:
     if report.is_file():
         lines += ["", f"Benchmark report: {report}", "", report.read_text(encoding="utf-8")]
     text = "\n".join(lines) + "\n"
-    (out / "SUMMARY.md").write_text(text, encoding="utf-8")
+    from bertpress.artifact import write_owned_text
+
+    write_owned_text(out, "SUMMARY.md", text)
     return text

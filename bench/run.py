@@ -233,7 +233,9 @@ def bench(
     eval_cache: dict = {}
     for p in plans:  # fail fast on bad eval data / label mismatches, before any timing
         _load_eval(cfg, tuple(p.source.labels), eval_cache)
-    inputs = tuple(s.path for s in sources if s.path is not None)
+    from bertpress.config import input_paths
+
+    inputs = tuple(s.path for s in sources if s.path is not None) + input_paths(cfg)
 
     with staged_output(out_dir, overwrite=overwrite, inputs=inputs) as tmp:
         _set_threads(threads)
@@ -315,7 +317,9 @@ def bench(
                      "refused": [r.to_dict() for r in refused],
                      "threads": threads},
         ))
-    return BenchReport(path=Path(out_dir), manifest=manifest, results=res)
+    from bertpress.artifact import resolve_out
+
+    return BenchReport(path=resolve_out(out_dir), manifest=manifest, results=res)
 
 
 def _measure_variant(p: _Plan, runner, cfg: BenchConfig, eval_cache: dict, bar) -> VariantResult:

@@ -11,15 +11,20 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import errno
+import glob
 import hashlib
 import json
+import math
 import os
+import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from bertpress.errors import ArtifactError, InputError
+from bertpress.errors import ArtifactError, DiskFullError, InputError, OwnershipError, echo, is_disk_full
 
 MANIFEST_NAME = "bertpress.json"
 SCHEMA_VERSION = 1
@@ -56,7 +61,10 @@ class Manifest:
             if getattr(self, name) is not None and not isinstance(getattr(self, name), dict):
                 raise ArtifactError(f"manifest {name} must be an object or null, got {getattr(self, name)!r:.60}")
         if self.max_length is not None and (isinstance(self.max_length, bool) or not isinstance(self.max_length, int)):
-            raise ArtifactError(f"manifest max_length must be an integer or null, got {self.max_length!r:.60}")
+            raise ArtifactError(f"manifest max_length must be an integer or null, got {echo(self.max_length)}")
+        if self.max_length is not None and self.max_length < 2:
+            raise ArtifactError(f"manifest max_length={self.max_length} is below 2 (a sequence needs [CLS] and "
+                                "[SEP]); re-create the artifact")
         if not all(isinstance(x, str) for x in self.labels):
             raise ArtifactError("manifest labels must be a list of strings")
 
@@ -121,8 +129,29 @@ def weights_file(path: Path) -> Path | None:
     return None
 
 
+def strict_json(data: Any) -> Any:
+    """`data` with every NaN/inf float replaced by None: bertpress writes strict JSON only
+    (bare NaN/Infinity are not JSON, and most non-Python readers reject them)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: strict_json(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [strict_json(v) for v in data]
+    return data
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def read_json(path: Path) -> Any:
+    """Read strict JSON (NaN/Infinity refused, like every other JSON reader outside Python)."""
+    return json.loads(Path(path).read_text(encoding="utf-8"), parse_constant=_refuse_constant)
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON via a temp file in the same directory and an atomic rename."""
+    """Write strict JSON via a temp file in the same directory and an atomic rename."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -132,7 +161,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=False, default=str)
+            json.dump(strict_json(data), f, indent=2, sort_keys=False, default=str, allow_nan=False)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
@@ -162,16 +191,21 @@ class Artifact:
         if not path.is_dir():
             raise ArtifactError(f"{path}: an artifact is a directory; give the directory that holds {MANIFEST_NAME}")
         mpath = path / MANIFEST_NAME
+        from bertpress.safety import check_regular_files
+
+        check_regular_files(path)
         if not mpath.is_file():
             raise ArtifactError(
                 f"{path}: not a finished bertpress artifact ({MANIFEST_NAME} is missing); "
                 "re-run the stage that writes it"
             )
         try:
-            data = json.loads(mpath.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            data = read_json(mpath)
+        except (UnicodeDecodeError, ValueError) as exc:
             raise ArtifactError(f"{mpath}: corrupt manifest ({exc}); re-run the stage that wrote it") from None
-        return cls(path=path, manifest=Manifest.from_dict(data, where=str(mpath)))
+        manifest = Manifest.from_dict(data, where=str(mpath))
+        _check_max_length(path, manifest)
+        return cls(path=path, manifest=manifest)
 
     @staticmethod
     def is_finished(path: str | os.PathLike) -> bool:
@@ -180,6 +214,22 @@ class Artifact:
     def weights_sha256(self) -> str | None:
         f = weights_file(self.path)
         return sha256_file(f) if f else None
+
+
+def _check_max_length(path: Path, manifest: Manifest) -> None:
+    """A manifest's max_length must fit the model's position embeddings (config.json beside it)."""
+    if manifest.max_length is None or not (path / "config.json").is_file():
+        return
+    try:
+        cfg = read_json(path / "config.json")
+    except (OSError, UnicodeDecodeError, ValueError):
+        return  # the model loader reports a corrupt config.json with its own message
+    limit = cfg.get("max_position_embeddings") if isinstance(cfg, dict) else None
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 2 and manifest.max_length > limit:
+        raise ArtifactError(
+            f"{path / MANIFEST_NAME}: max_length {manifest.max_length} is above the model's {limit} position "
+            f"embeddings; set max_length between 2 and {limit}, or re-create the artifact"
+        )
 
 
 def lineage_of(parent: str | os.PathLike) -> dict[str, Any]:
@@ -216,33 +266,261 @@ def _is_within(child: Path, parent: Path) -> bool:
         return False
 
 
-def check_output_dir(out: Path, *, overwrite: bool, inputs: tuple[Path, ...] = ()) -> Path:
-    """Refuse outputs that would clobber inputs or an existing non-empty directory."""
-    out = Path(out)
+# ---- ownership of output locations ---------------------------------------------------------
+#
+# bertpress deletes or replaces only what it can prove it wrote: a finished artifact whose
+# manifest it can read, a scratch directory of its own naming (staging `.NAME.tmp-PID-XXXX`,
+# `.NAME.old-PID`, resume work `.NAME.partial`), an empty directory, or a directory tree made
+# only of those plus files it recorded (name + sha256) in `OWNED_RECORD` when it wrote them
+# (the pipeline's recipe.resolved.yaml, .pipeline/*.json, quickstart's recipe.yaml, SUMMARY.md).
+# Everything else is refused with one line naming the path and the fix.
+
+OWNED_RECORD = ".bertpress-owned.json"
+_SCRATCH = re.compile(r"^\.(?P<name>.+)\.(?:tmp-(?P<tmppid>\d+)-[A-Za-z0-9_]+|tmp-[A-Za-z0-9_]+|"
+                      r"old-(?P<oldpid>\d+)|partial)$")
+
+
+def is_scratch_name(name: str) -> bool:
+    """True for bertpress's own staging/old/partial directory names."""
+    return _SCRATCH.match(name) is not None
+
+
+def _owned_files(root: Path) -> dict[str, str]:
+    try:
+        data = read_json(root / OWNED_RECORD)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _record_owned(root: Path, rel: str, file: Path) -> None:
+    owned = _owned_files(root)
+    owned[rel] = sha256_file(file)
+    write_json_atomic(root / OWNED_RECORD, owned)
+
+
+def check_may_write(root: Path, rel: str, content: bytes | None = None, label: str = "") -> None:
+    """Refuse to overwrite ROOT/REL unless bertpress wrote it (recorded hash) or it already holds
+    exactly `content` (rewriting identical bytes loses nothing)."""
+    root = Path(root)
+    path = root / rel
+    if not (path.exists() or path.is_symlink()):
+        return
+    if _is_owned_file(root, rel, path, _owned_files(root)):
+        return
+    if content is not None and path.is_file() and not path.is_symlink():
+        with contextlib.suppress(OSError):
+            if path.read_bytes() == content:
+                return
+    raise OwnershipError(
+        f"{label + ' ' if label else ''}{path}: exists and was not written by bertpress (or was edited since); "
+        "refusing to overwrite it - move it away, or choose another output directory"
+    )
+
+
+def write_owned_text(root: Path, rel: str, text: str) -> Path:
+    """Write ROOT/REL atomically and record it as bertpress's (so a later run may replace it).
+    A file of that name that bertpress did not write is never overwritten (check_may_write)."""
+    root = Path(root)
+    path = root / rel
+    check_may_write(root, rel, text.encode("utf-8"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _record_owned(root, rel, path)
+    return path
+
+
+def write_owned_json(root: Path, rel: str, data: Any) -> Path:
+    """write_json_atomic(ROOT/REL) and record the file as bertpress's."""
+    path = Path(root) / rel
+    check_may_write(Path(root), rel)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, data)
+    _record_owned(Path(root), rel, path)
+    return path
+
+
+def _is_owned_file(root: Path, rel: str, path: Path, owned: dict[str, str]) -> bool:
+    digest = owned.get(rel)
+    if not digest or not path.is_file() or path.is_symlink():
+        return False
+    try:
+        return sha256_file(path) == digest
+    except OSError:
+        return False
+
+
+def _foreign(path: Path, root: Path, owned: dict[str, str], depth: int = 0) -> Path | None:
+    """The first entry under `path` that bertpress cannot prove it wrote, or None."""
+    if path.is_symlink() or not path.is_dir():
+        rel = path.relative_to(root).as_posix() if path != root else path.name
+        return None if _is_owned_file(root, rel, path, owned) else path
+    if is_scratch_name(path.name) and path != root:
+        return None
+    try:
+        entries = sorted(path.iterdir())
+    except OSError:
+        return path
+    if not entries:
+        return None
+    if (path / MANIFEST_NAME).is_file():
+        try:
+            Artifact.load(path)
+            return None
+        except Exception:  # unreadable manifest: not provably ours
+            return path / MANIFEST_NAME
+    if depth >= 3:
+        return path
+    for entry in entries:
+        if path == root and entry.name == OWNED_RECORD:
+            continue
+        found = _foreign(entry, root, owned, depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
+def why_not_replaceable(path: str | os.PathLike) -> str | None:
+    """None if bertpress may delete or replace `path`; otherwise why not (one clause).
+
+    The one decision every verb, the pipeline, quickstart and the Python API go through."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return None
+    if path.is_symlink():
+        return f"{path} is a symbolic link"
+    if not path.is_dir():
+        return f"{path} is a file"
+    found = _foreign(path, path, _owned_files(path))
+    if found is None:
+        return None
+    if found == path:
+        return f"{path} holds files bertpress did not write"
+    return f"{found} was not written by bertpress"
+
+
+def check_replaceable(path: str | os.PathLike, label: str = "--out") -> None:
+    """Raise OwnershipError naming the path and the fix unless `why_not_replaceable` allows it."""
+    reason = why_not_replaceable(path)
+    if reason is not None:
+        raise OwnershipError(
+            f"{label} {path}: refusing to delete or replace it: {reason} (bertpress replaces only a "
+            f"finished artifact with a readable {MANIFEST_NAME}, its own staging directories or an empty "
+            "directory); choose a new directory, or move your files out of it"
+        )
+
+
+def remove_owned(path: str | os.PathLike, label: str = "--out") -> None:
+    """Delete `path` if bertpress may (check_replaceable), else raise OwnershipError."""
+    path = Path(path)
+    check_replaceable(path, label)
+    if path.exists():
+        shutil.rmtree(path)
+
+
+def resolve_out(out: str | os.PathLike) -> Path:
+    """The directory an --out names: `~` expanded, a symlink followed to its target, absolute."""
+    out = Path(out).expanduser()
+    if out.is_symlink():
+        out = out.resolve()
+    return Path(os.path.abspath(out))
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def clean_stale_staging(out: Path, note=None) -> list[Path]:
+    """Remove staging dirs beside `out` left by dead processes (kill -9); report others.
+
+    Returns what was removed. Live processes' staging is left alone; a leftover without a PID
+    in its name (older bertpress) is reported, not removed."""
+    note = note or (lambda m: print(m, file=sys.stderr))
+    removed = []
+    pattern = f".{glob.escape(out.name)}."
+    for p in sorted(out.parent.glob(pattern + "tmp-*")) + sorted(out.parent.glob(pattern + "old-*")):
+        m = _SCRATCH.match(p.name)
+        if not p.is_dir() or p.is_symlink() or m is None or m.group("name") != out.name:
+            continue
+        pid = m.group("tmppid") or m.group("oldpid")
+        if pid is None:
+            note(f"note: {p} is left over from an interrupted run (no owner recorded); delete it when "
+                 "no other bertpress is writing here")
+        elif not _pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+            note(f"note: removed {p}, left by an interrupted run (process {pid} is gone)")
+    return removed
+
+
+def check_output_dir(out: Path, *, overwrite: bool, inputs: tuple[Path, ...] = (),
+                     label: str = "--out") -> Path:
+    """Refuse outputs that would clobber inputs, the current directory, or anything bertpress
+    did not write; returns the resolved output path (a symlink's target)."""
+    out = resolve_out(out)
+    cwd = Path.cwd().resolve()
+    if _is_within(cwd, out):
+        raise InputError(f"{label} {out} is the current directory (or contains it); give a new "
+                         "subdirectory such as runs/NAME")
     for src in inputs:
-        src = Path(src)
+        src = Path(src).expanduser()
         if src.exists() and (_is_within(out, src) or _is_within(src, out)):
             raise InputError(
-                f"--out {out} is inside (or contains) the input {src}; choose an output directory outside it"
+                f"{label} {out} is inside (or contains) the input {src}; choose an output directory outside it"
             )
     if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} exists and is a file; choose a directory path")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise InputError(f"--out {out} exists and is not empty; choose a new directory or pass --overwrite")
-    parent = out.parent if str(out.parent) else Path(".")
+        raise InputError(f"{label} {out} exists and is a file; choose a directory path")
+    parent = out.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"--out {out}: cannot create {parent} ({exc.strerror}); choose a writable location") from None
+        raise InputError(f"{label} {out}: cannot create {parent} ({exc.strerror}); choose a writable location") from None
     if not os.access(parent, os.W_OK):
-        raise InputError(f"--out {out}: cannot write in {parent}; choose a writable location")
+        raise InputError(f"{label} {out}: cannot write in {parent} (read-only or no permission); "
+                         "choose a writable location")
+    clean_stale_staging(out)
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise InputError(f"{label} {out} exists and is not empty; choose a new directory or pass --overwrite")
+        check_replaceable(out, label)
     return out
 
 
 def partial_dir(out: Path) -> Path:
     """A stable work directory beside `out` for resumable stages (e.g. training checkpoints)."""
-    out = Path(out)
+    out = resolve_out(out)
     return out.parent / f".{out.name}.partial"
+
+
+def disk_full_error(exc: BaseException, out: Path, written: int, label: str = "--out") -> DiskFullError:
+    """One line for ENOSPC: where, how much was needed (at least), how much is free."""
+    where = getattr(exc, "filename", None) or out
+    try:
+        free = shutil.disk_usage(out.parent).free
+    except OSError:
+        free = None
+    free_txt = f"{free} bytes are free" if free is not None else "free space unknown"
+    return DiskFullError(
+        f"{label} {out}: the disk is full (no space left on device writing {where}); the output needs "
+        f"more than {written} bytes (written before the disk filled) and {free_txt} on that filesystem; "
+        "free some space or choose --out on another disk"
+    )
 
 
 @contextlib.contextmanager
@@ -251,39 +529,64 @@ def staged_output(
     *,
     overwrite: bool = False,
     inputs: tuple[str | os.PathLike, ...] = (),
+    label: str = "--out",
 ) -> Iterator[Path]:
     """Yield a temp directory beside `out`; on success move it into place, on error delete it.
 
     The caller writes everything (the manifest last) into the yielded directory. If the body
-    raises or the process dies, `out` is untouched and no finished artifact appears.
+    raises or the process dies, `out` is untouched and no finished artifact appears. The temp
+    directory's name carries our PID, so a later run can remove it once this process is gone.
     """
-    out = check_output_dir(Path(out), overwrite=overwrite, inputs=tuple(Path(p) for p in inputs))
+    out = check_output_dir(Path(out), overwrite=overwrite, inputs=tuple(Path(p) for p in inputs), label=label)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     except OSError as exc:
-        raise InputError(f"--out {out}: cannot write in {out.parent} ({exc.strerror}); choose a writable location") from None
+        if is_disk_full(exc):
+            raise disk_full_error(exc, out, 0, label) from None
+        raise InputError(f"{label} {out}: cannot write in {out.parent} ({exc.strerror}); choose a writable location") from None
     try:
         yield tmp
         # A stage that forgot its manifest must not publish something that looks finished.
         if not (Artifact.is_finished(tmp) or any(
                 Artifact.is_finished(p) for p in tmp.iterdir() if p.is_dir())):
             raise ArtifactError(f"internal error: nothing in {out} has a {MANIFEST_NAME}; not published")
-    except BaseException:
+    except BaseException as exc:
+        written = dir_size(tmp) if tmp.exists() else 0
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, Exception) and is_disk_full(exc):
+            raise disk_full_error(exc, out, written, label) from None
         raise
-    publish(tmp, out)
+    publish(tmp, out, overwrite=overwrite, label=label)
 
 
-def publish(tmp: Path, out: Path) -> None:
-    """Move a finished temp directory into place, replacing `out` (which was checked before)."""
+def publish(tmp: Path, out: Path, *, overwrite: bool = True, label: str = "--out") -> None:
+    """Move a finished temp directory into place.
+
+    Without `overwrite` this is one atomic rename, which fails if another process published a
+    (non-empty) `out` meanwhile: the later run fails cleanly instead of replacing the first.
+    With `overwrite`, `out` is re-checked (ownership) just before it is replaced."""
+    if not overwrite:
+        try:
+            os.rename(tmp, out)
+            return
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                raise InputError(
+                    f"{label} {out} was created by another process while this run was working; nothing "
+                    "was replaced: re-run with --overwrite to replace it, or choose another --out"
+                ) from None
+            raise
     old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
     try:
+        if out.exists() or out.is_symlink():
+            check_replaceable(out, label)
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
         os.replace(tmp, out)
-    except OSError:
-        if old is not None:  # put the previous artifact back
+    except BaseException:
+        if old is not None and old.exists() and not out.exists():  # put the previous artifact back
             os.replace(old, out)
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -13,11 +13,13 @@ import dataclasses
 import enum
 import hashlib
 import json
+import math
+import os
 import typing
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from bertpress.errors import ConfigError
+from bertpress.errors import ConfigError, echo
 
 T = TypeVar("T")
 
@@ -32,9 +34,93 @@ def register_config(version: int = 1) -> Callable[[type[T]], type[T]]:
             raise TypeError(f"{cls.__name__} must be a dataclass")
         _REGISTRY[cls.__name__] = (cls, version)
         cls._config_version = version  # type: ignore[attr-defined]
+        _finite_first(cls)
         return cls
 
     return wrap
+
+
+def _finite_first(cls: type) -> None:
+    """Make every registered config reject NaN/inf in any float field before its own checks run.
+
+    One place for the whole class of bug: a NaN compares False with every bound, so range checks
+    alone let `--lr nan` through (and train a model whose every weight is NaN)."""
+    original = cls.__dict__.get("__post_init__")
+    if original is not None:
+        def __post_init__(self, _original=original) -> None:
+            check_finite_fields(self)
+            _original(self)
+
+        cls.__post_init__ = __post_init__  # type: ignore[attr-defined]
+    else:  # the generated __init__ does not call a __post_init__ added later: wrap __init__
+        init = cls.__init__
+
+        def __init__(self, *args, _init=init, **kwargs) -> None:
+            _init(self, *args, **kwargs)
+            check_finite_fields(self)
+
+        cls.__init__ = __init__  # type: ignore[method-assign]
+
+
+def _non_finite(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, (list, tuple)) and depth < 4:
+        return any(_non_finite(v, depth + 1) for v in value)
+    if isinstance(value, dict) and depth < 4:
+        return any(_non_finite(v, depth + 1) for v in value.values())
+    return False
+
+
+def check_finite_fields(cfg: Any) -> None:
+    """Raise ConfigError if any field of a config holds NaN or +/-inf (also inside lists)."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if _non_finite(value):
+            raise ConfigError(f"{f.name}={echo(value)} is not a finite number; NaN and infinity are not "
+                              "allowed, give a real number")
+
+
+# Config fields that name input files or directories (`*_data` too): outputs must never overlap them.
+PATH_FIELDS = ("model", "teacher", "data", "checkpoint")
+
+
+def input_paths(cfg: Any) -> tuple[Path, ...]:
+    """Every local path a config reads (model, teacher, data, calibration/eval data), recursively."""
+    found: list[Path] = []
+
+    def walk(obj: Any) -> None:
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                walk(value)
+            elif (f.name in PATH_FIELDS or f.name.endswith("_data")) and isinstance(value, (str, os.PathLike)):
+                path = Path(value).expanduser()
+                if str(value).strip() and path.exists():
+                    found.append(path)
+
+    walk(cfg)
+    return tuple(dict.fromkeys(found))
+
+
+def check_size(data: Any, where: str, limit: int = 100_000) -> None:
+    """Refuse a parsed document that expands to more than `limit` values (YAML alias bombs).
+
+    YAML aliases share one object, so a 400-byte file can stand for a billion-element tree;
+    we count what it expands to, stopping as soon as the limit is passed."""
+    count = 0
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > limit:
+            raise ConfigError(f"{where}: expands to more than {limit} values (YAML aliases/anchors "
+                              "repeated?); write the recipe out plainly")
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
 
 
 def registered_configs() -> dict[str, type]:
@@ -92,6 +178,7 @@ def build_config(cls: type[T], data: dict[str, Any], where: str | None = None) -
     where = where or cls.__name__
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    check_size(data, where)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - names)
     if unknown:
@@ -141,7 +228,7 @@ def as_enum(enum_cls: type[enum.Enum], value: Any, field: str) -> Any:
         return enum_cls(value)
     except ValueError:
         allowed = ", ".join(str(m.value) for m in enum_cls)
-        raise ConfigError(f"{field}={value!r} is not valid; choose one of: {allowed}") from None
+        raise ConfigError(f"{field}={echo(value)} is not valid; choose one of: {allowed}") from None
 
 
 def check_range(
@@ -159,7 +246,10 @@ def check_range(
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (
         integer and not isinstance(value, int)
     ):
-        raise ConfigError(f"{field}={value!r} must be {kind}")
+        raise ConfigError(f"{field}={echo(value)} must be {kind}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{field}={value} is not a finite number; NaN and infinity are not allowed, "
+                          "give a real number")
     bad = (
         (low is not None and (value < low if low_inclusive else value <= low))
         or (high is not None and (value > high if high_inclusive else value >= high))
@@ -167,7 +257,7 @@ def check_range(
     if bad:
         lo = "" if low is None else ("[" if low_inclusive else "(") + f"{low}"
         hi = "" if high is None else f"{high}" + ("]" if high_inclusive else ")")
-        raise ConfigError(f"{field}={value!r} is out of range; it must be in {lo or '(-inf'}, {hi or 'inf)'}")
+        raise ConfigError(f"{field}={echo(value)} is out of range; it must be in {lo or '(-inf'}, {hi or 'inf)'}")
 
 
 def set_frozen(obj: Any, name: str, value: Any) -> None:

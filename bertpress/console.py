@@ -7,5 +7,7 @@ from typing import Any
 
 
 def print_json(data: Any) -> None:
-    """`--json` output: indented, non-JSON values (paths, enums) as strings."""
-    print(json.dumps(data, indent=2, default=str))
+    """`--json` output: indented, non-JSON values (paths, enums) as strings, NaN/inf as null."""
+    from bertpress.artifact import strict_json
+
+    print(json.dumps(strict_json(data), indent=2, default=str, allow_nan=False))

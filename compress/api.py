@@ -150,13 +150,10 @@ def run_pipeline(work: Work) -> Work:
 
 
 def _parent_max_length(checkpoint: Path, model) -> int:
-    if Artifact.is_finished(checkpoint):
-        try:
-            ml = Artifact.load(checkpoint).manifest.max_length
-            if ml:
-                return int(ml)
-        except BertpressError:
-            pass
+    if Artifact.is_finished(checkpoint):  # a bad manifest (e.g. max_length out of range) is refused
+        ml = Artifact.load(checkpoint).manifest.max_length
+        if ml:
+            return int(ml)
     return int(getattr(model.config, "max_position_embeddings", 512))
 
 
@@ -169,8 +166,10 @@ def compress(checkpoint: str | os.PathLike, cfg: CompressConfig, out_dir: str | 
     if not isinstance(cfg, CompressConfig):
         raise ConfigError(f"cfg must be a CompressConfig, got {type(cfg).__name__}")
     src, local = resolve_source(checkpoint)
-    inputs = (Path(src),) if local else ()
-    check_output_dir(Path(out_dir), overwrite=overwrite, inputs=inputs)
+    from bertpress.config import input_paths
+
+    inputs = ((Path(src),) if local else ()) + input_paths(cfg)  # model + calibration/eval/recovery data
+    out_dir = check_output_dir(Path(out_dir), overwrite=overwrite, inputs=inputs)
     model, tokenizer = load_classifier(checkpoint)
     if cfg.prune.active or cfg.search is not None:
         from bertpress.compress.prune import check_prunable, plan_shapes

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bertpress.artifact import Artifact, Manifest, dir_size, lineage_of, staged_output, write_manifest
+from bertpress.artifact import Artifact, Manifest, dir_size, lineage_of, resolve_out, staged_output, write_manifest
 from bertpress.config import to_tagged
 from bertpress.errors import ConfigError
 from bertpress.export.bundle import preprocessing, write_support_files
@@ -200,7 +200,10 @@ def export(source: str | Path, cfg: ExportConfig | None = None, out_dir: str | P
 
     source = local_path(source)
     out_dir = Path(out_dir)
-    check_output_dir(out_dir, overwrite=overwrite, inputs=(source,))  # fail fast, before the slow load
+    from bertpress.config import input_paths
+
+    inputs = (source, *input_paths(cfg))  # the model, eval and calibration data
+    check_output_dir(out_dir, overwrite=overwrite, inputs=inputs)  # fail fast, before the slow load
     if cfg.format != ExportFormat.TORCHSCRIPT:
         from bertpress.export.onnx import check_opset
 
@@ -220,10 +223,14 @@ def export(source: str | Path, cfg: ExportConfig | None = None, out_dir: str | P
             )
         calib, _ = texts_of(src.recipe.calibration_data, "train", src.recipe.calibration_samples, cfg.seed, src.labels)
     formats = ["onnx", "torchscript"] if cfg.format == ExportFormat.ALL else [cfg.format.value]
-    with staged_output(out_dir, overwrite=overwrite, inputs=(source,)) as tmp, quiet():
+    recorded = src.recipe.calibration_data  # calibration data named by the input's manifest is an input too
+    if recorded and Path(recorded).expanduser().exists():
+        inputs = (*inputs, Path(recorded).expanduser())
+    with staged_output(out_dir, overwrite=overwrite, inputs=inputs) as tmp, quiet():
         for fmt in formats:
             target = tmp / fmt if len(formats) > 1 else tmp
             _build(src, cfg, fmt, target, eval_set, calib, progress)
+    out_dir = resolve_out(out_dir)
     if len(formats) == 1:
         return Artifact.load(out_dir)
     return [Artifact.load(out_dir / fmt) for fmt in formats]

@@ -54,7 +54,7 @@ def finetune(model: str | os.PathLike | None, config: FinetuneConfig, out: str |
     cuda = torch.cuda.is_available()
     _check_precision(config.precision, cuda)
     inputs = _local_inputs(config)
-    check_output_dir(out, overwrite=overwrite, inputs=inputs)
+    out = check_output_dir(out, overwrite=overwrite, inputs=inputs)
 
     model, tokenizer, train, dev, base_labels = _load_model_and_data(config)
     teacher = _load_teacher(config, model, tokenizer) if config.teacher else None
@@ -163,11 +163,9 @@ def _source_path(source: str) -> str:
 
 def _local_inputs(config: FinetuneConfig) -> tuple[Path, ...]:
     """Local paths that --out must not overlap (the data, the model, the teacher)."""
-    paths = [Path(config.data).expanduser()]
-    for src in (config.model, config.teacher):
-        if src and Path(src).expanduser().exists():
-            paths.append(Path(src).expanduser())
-    return tuple(p for p in paths if p.exists())
+    from bertpress.config import input_paths
+
+    return input_paths(config)
 
 
 def _is_classifier(model_config) -> bool:
@@ -254,9 +252,26 @@ def _resume_checkpoint(config: FinetuneConfig, work: Path) -> Path | None:
                 f"--resume: the run in {work} used different settings ({', '.join(changed)}); "
                 "resume with the same settings, or drop --resume to start over"
             )
+    from bertpress.errors import UnsafeInputError
+    from bertpress.safety import verify_resume_checkpoint
+
     done = [p for p in work.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
     done.sort(key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
-    return done[-1] if done else None
+    # Newest first. Every file is verified before the Trainer opens any of them: its resume uses
+    # a plain torch.load for rng_state.pth, which TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 turns into a
+    # full unpickle - so a planted pickle is refused here, whatever the environment says. A
+    # checkpoint cut short (kill -9 while trainer_state.json was written) falls back to the
+    # previous intact one.
+    for ckpt in reversed(done):
+        try:
+            verify_resume_checkpoint(ckpt)
+        except UnsafeInputError as exc:
+            raise UnsafeInputError(f"--resume: {exc}; refused to resume (delete {work} to start over)") from None
+        except ArtifactError as exc:
+            print(f"note: --resume: skipping {ckpt.name} ({exc})", file=sys.stderr)
+            continue
+        return ckpt
+    return None
 
 
 def _quiet_library_logs() -> None:

@@ -76,6 +76,16 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(
             f"bad-input matrix: {len(ran)} of {len(CASES)} entries run, {len(ran) - failed} refused cleanly"
         )
+        from tests.bad_inputs_round2 import CLASSES
+
+        per: dict[str, list[int]] = {}
+        for r in ran:
+            entry = r.nodeid.split("test_bad_input[", 1)[1].rstrip("]")
+            cls = next((c for p, c in CLASSES.items() if entry.startswith(p)), "round 1")
+            per.setdefault(cls, [0, 0])[0] += 1
+            per[cls][1] += 0 if r.failed else 1
+        terminalreporter.write_line("bad-input matrix by class: " + "; ".join(
+            f"{c}: {ok}/{n}" for c, (n, ok) in sorted(per.items())))
 
 
 @pytest.fixture(scope="session")

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
+import sys
 import tempfile
 from pathlib import Path
 
 from bertpress.app.cli import main
+from bertpress.errors import BertpressError
 from bertpress.testing import save_tiny_checkpoint, write_tiny_dataset
 from tests.test_bad_inputs import CASES, Ctx
 
@@ -28,11 +31,25 @@ def run() -> None:
             tmp.mkdir()
             ctx = Ctx(tmp, ckpt, data)
             err = io.StringIO()
+            home = os.getcwd()
             with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                argv = build(ctx)
+                if ctx.cwd is not None:
+                    os.chdir(ctx.cwd)
                 try:
-                    code = main(build(ctx))
+                    if callable(argv):  # a Python API entry: the exception's message
+                        try:
+                            argv()
+                            code = 0
+                        except BertpressError as exc:
+                            print(f"error: {exc}", file=sys.stderr)
+                            code = "raises"
+                    else:
+                        code = main(argv)
                 except SystemExit as exc:
                     code = exc.code
+                finally:
+                    os.chdir(home)
             lines = [ln for ln in err.getvalue().splitlines() if ln.startswith(("error:", "  - "))]
             msg = " ".join(ln.strip() for ln in lines)
             msg = re.sub(r"/\S*/case\d+/", "…/", msg).replace("|", "\\|")

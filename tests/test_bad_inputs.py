@@ -2,23 +2,30 @@
 (and the fix), no traceback, the inputs untouched and no finished artifact at --out.
 
 Entries run the real CLI in-process (`bertpress.app.cli.main`) to keep the matrix fast; the
-subprocess path is covered by the CLI tests.
+subprocess path is covered by the CLI tests. An entry whose builder returns a callable instead
+of an argv calls the Python API, which must raise one BertpressError with a one-line message.
+Entries may protect extra paths (a user's directory given as --out): they must be unchanged.
+Every message is bounded (`errors.MAX_MESSAGE_CHARS`), whatever value it echoes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
+import yaml
 
 from bertpress.artifact import Artifact
 from bertpress.app.cli import main
+from bertpress.errors import MAX_MESSAGE_CHARS, BertpressError
 
-Case = tuple[str, Callable[["Ctx"], list[str]], str]
+Case = tuple[str, Callable[["Ctx"], Any], str]
 
 
 class Ctx:
@@ -32,7 +39,22 @@ class Ctx:
         shutil.copytree(checkpoint, self.ckpt)
         shutil.copytree(data, self.data)
         self.out = tmp / "out"
+        self.protected: list[Path] = []  # paths (a user's files) that must be unchanged afterwards
+        self.cwd: Path | None = None  # run the entry from this directory
 
+    def user_dir(self, path: Path | None = None, files: dict[str, str] | None = None) -> Path:
+        """A directory of the user's own files (protected), by default at --out."""
+        path = path or self.out
+        path.mkdir(parents=True, exist_ok=True)
+        for name, text in (files or {"notes.txt": "my own notes"}).items():
+            (path / name).parent.mkdir(parents=True, exist_ok=True)
+            (path / name).write_text(text)
+        self.protected.append(path)
+        return path
+
+    def recipe(self, data: dict | str, name: str = "r.yaml") -> str:
+        text = data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False)
+        return self.file(name, text)
     def file(self, name: str, content: str | bytes) -> str:
         path = self.inputs / name
         path.write_bytes(content if isinstance(content, bytes) else content.encode())
@@ -180,6 +202,11 @@ CASES: list[Case] = [
 ]
 
 
+from tests.bad_inputs_round2 import CASES_ROUND2  # noqa: E402 - the classes of issue #18
+
+CASES += CASES_ROUND2
+
+
 def _three_label_teacher(c: Ctx) -> str:
     from bertpress.testing import save_tiny_checkpoint
 
@@ -187,29 +214,52 @@ def _three_label_teacher(c: Ctx) -> str:
 
 
 def _snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    import stat
+
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_symlink():
+            out[str(p.relative_to(root))] = "link:" + os.readlink(p)
+        elif stat.S_ISFIFO(p.lstat().st_mode):
+            out[str(p.relative_to(root))] = "fifo"
+        elif p.is_file():
+            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
 
 
-def test_matrix_has_at_least_40_entries():
-    assert len(CASES) >= 40
+def test_matrix_has_at_least_120_entries():
+    assert len(CASES) >= 120
     assert len({c[0] for c in CASES}) == len(CASES)
 
 
 @pytest.mark.parametrize("name,build,message", CASES, ids=[c[0] for c in CASES])
-def test_bad_input(name, build, message, tmp_path, tiny_checkpoint, tiny_data, capsys):
+def test_bad_input(name, build, message, tmp_path, tiny_checkpoint, tiny_data, capsys, monkeypatch):
     import re
 
     ctx = Ctx(tmp_path, tiny_checkpoint, tiny_data)
     argv = build(ctx)
     before = _snapshot(ctx.inputs)
+    protected = {str(p): _snapshot(p) for p in ctx.protected}
+    if ctx.cwd is not None:
+        monkeypatch.chdir(ctx.cwd)
+    if callable(argv):  # the Python API: one BertpressError, one line
+        with pytest.raises(BertpressError) as raised_api:
+            argv()
+        msg = str(raised_api.value)
+        assert "\n" not in msg and len(msg) <= MAX_MESSAGE_CHARS, msg[:500]
+        assert re.search(message, msg), (name, msg)
+        assert _snapshot(ctx.inputs) == before, f"{name} modified its inputs"
+        assert {str(p): _snapshot(p) for p in ctx.protected} == protected, f"{name} touched the user's files"
+        assert not list(tmp_path.glob(".out.tmp-*")), "a temp output was left behind"
+        return
     with pytest.raises(SystemExit) if "invalid choice" in message else _nullcontext() as raised:
         code = main(argv)
     if raised is not None and hasattr(raised, "value"):
         code = raised.value.code
     err = capsys.readouterr().err.strip()
     assert code == 2, (name, code, err)
-    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith(("[", "WARNING", "Some weights"))]
+    lines = [ln for ln in err.splitlines()
+             if ln.strip() and not ln.startswith(("[", "WARNING", "Some weights", "note: "))]
     # one error line; a recipe check may follow it with its list of problems ("  - ...")
     while lines and lines[-1].startswith("  - "):
         item = lines.pop().strip()
@@ -219,8 +269,11 @@ def test_bad_input(name, build, message, tmp_path, tiny_checkpoint, tiny_data, c
     assert re.search(message, lines[-1]), (name, lines[-1])
     errors = [ln for ln in lines if ln.startswith("error: ")]
     assert len(errors) == 1, err
+    assert len(lines[-1]) <= MAX_MESSAGE_CHARS + len("error: "), f"{name}: unbounded message"
     assert _snapshot(ctx.inputs) == before, f"{name} modified its inputs"
-    assert not (ctx.out.exists() and Artifact.is_finished(ctx.out)) or name == "ft-out-not-empty"
+    assert {str(p): _snapshot(p) for p in ctx.protected} == protected, f"{name} touched the user's files"
+    assert (not (ctx.out.exists() and Artifact.is_finished(ctx.out)) or name == "ft-out-not-empty"
+            or ctx.out in ctx.protected)
     assert not list(tmp_path.glob(".out.tmp-*")), "a temp output was left behind"
 
 

@@ -200,7 +200,7 @@ def test_label_not_in_model_map(tmp_path):
 
 
 def test_skip_bad_rows_counts_them(tmp_path):
-    path = _write(tmp_path / "d.tsv", "sentence\tlabel\ngood\t1\n\t0\nbad\t0\tx\nfine\t1\n")
+    path = _write(tmp_path / "d.tsv", "sentence\tlabel\ngood\t1\n\t0\nbad\t0\tx\nfine\t0\n")
     ds = load_text_classification(path, skip_bad_rows=True)
     assert ds.texts == ["good", "fine"] and ds.skipped == 2
 

@@ -148,7 +148,7 @@ def test_quickstart_overwrite_only_deletes_its_own_directories(tmp_path):
     precious.mkdir()
     (precious / "thesis.tex").write_text("years of work")
     proc = run_cli("quickstart", "--out", str(precious), "--overwrite", "--recipe-only")
-    assert proc.returncode == 2 and "not a quickstart directory" in proc.stderr
+    assert proc.returncode == 2 and "refusing to delete or replace it" in proc.stderr
     assert (precious / "thesis.tex").read_text() == "years of work"
 
 
