@@ -168,18 +168,40 @@ def test_fp32_ir_reloads_with_plain_openvino_in_a_fresh_process(fp32_ov, int8_ov
     assert (got["static"].argmax(-1) == want.argmax(-1)).mean() >= 6 / 7
 
 
-def test_optimum_intel_loads_the_directory(fp32_ov, ckpt):
-    """Optimum-Intel's layout: openvino_model.xml/.bin + config.json + tokenizer (lives in the
-    separate .venv-intel; skipped where optimum-intel is not installed)."""
-    intel = pytest.importorskip("optimum.intel")
-    from transformers import AutoTokenizer
+def test_optimum_intel_loads_the_directory(fp32_ov, int8_ov, ckpt, tmp_path):
+    """Optimum-Intel's layout: openvino_model.xml/.bin + config.json + tokenizer. Optimum-Intel
+    lives in its own environment (.venv-intel, `make anchors`): the check runs there, in a fresh
+    process without bertpress; skipped where that environment is not built."""
+    from bertpress.bench.anchors import find_env
 
-    model = intel.OVModelForSequenceClassification.from_pretrained(fp32_ov.path, compile=True)
-    tok = AutoTokenizer.from_pretrained(fp32_ov.path)
-    logits = np.asarray(model(**tok(TEXTS, padding=True, return_tensors="np")).logits)
+    try:
+        python = find_env("optimum-intel")
+    except DeviceError as exc:
+        pytest.skip(str(exc))
+    script = textwrap.dedent("""
+        import sys, numpy as np
+        from optimum.intel import OVModelForSequenceClassification
+        from transformers import AutoTokenizer
+        texts = sys.argv[2:]
+        out = {}
+        for key, d in (("fp32", sys.argv[1].split(",")[0]), ("static", sys.argv[1].split(",")[1])):
+            model = OVModelForSequenceClassification.from_pretrained(d)
+            tok = AutoTokenizer.from_pretrained(d)
+            out[key] = np.asarray(model(**tok(texts, padding=True, return_tensors="np")).logits)
+            assert model.config.id2label[1] == "positive", model.config.id2label
+        np.savez(sys.stdout.buffer, **out)
+    """)
+    proc = subprocess.run([str(python), "-E", "-s", "-c", script,
+                           f"{fp32_ov.path},{int8_ov['static'].path}", *TEXTS],
+                          capture_output=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    import io
+
+    got = np.load(io.BytesIO(proc.stdout))
     want = _torch_logits(ckpt, _feed(ckpt))
-    assert (logits.argmax(-1) == want.argmax(-1)).all()
-    assert model.config.id2label[1] == "positive"
+    np.testing.assert_allclose(got["fp32"], want, atol=1e-4 if fp32_ov.manifest.details["model"]["inference_precision"]
+                               == "f32" else 0.25)
+    assert (got["static"].argmax(-1) == want.argmax(-1)).mean() >= 5 / 6
 
 
 # ---- int8 from the compress recipe ---------------------------------------------------------
