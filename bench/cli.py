@@ -12,7 +12,7 @@ def register(sub, common, formatter) -> None:
         "bench", parents=[common], formatter_class=formatter,
         help="latency, throughput, accuracy, memory and size of every variant, with a report (JSON, Markdown, plots)",
         description=(
-            "Benchmark artifacts (checkpoint, compressed, onnx, torchscript; plain HF dirs and 'minilm' too)\n"
+            "Benchmark artifacts (checkpoint, compressed, onnx, torchscript, openvino; plain HF dirs and 'minilm' too)\n"
             "on CPU and/or CUDA: a batch x sequence-length sweep with synthetic ids, real traffic from the eval\n"
             "set (length-sorted batches, dynamic padding), accuracy and agreement with the fp32 model, peak\n"
             "memory and size, against anchor baselines measured in the same run.\n\n"
@@ -43,7 +43,7 @@ def register(sub, common, formatter) -> None:
                         "BERTPRESS_OPTIMUM_ENV / BERTPRESS_OPTIMUM_INTEL_ENV) and timed here like our variants")
     p.add_argument("--runtimes", default="",
                    help="only these runtimes (default: all that apply): pytorch, pytorch-int8-dynamic, "
-                        "pytorch-fp16, pytorch-bf16, torchscript, onnxruntime")
+                        "pytorch-fp16, pytorch-bf16, torchscript, onnxruntime, openvino")
     p.add_argument("--warmup", type=int, default=5, help="untimed warm-up calls per shape")
     p.add_argument("--min-iters", type=int, default=20, help="at least this many timed calls per shape")
     p.add_argument("--min-seconds", type=float, default=1.0, help="and at least this many seconds per shape")

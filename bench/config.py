@@ -20,6 +20,7 @@ class Runtime(str, enum.Enum):
     PYTORCH_BF16 = "pytorch-bf16"  # CUDA only
     TORCHSCRIPT = "torchscript"
     ONNXRUNTIME = "onnxruntime"
+    OPENVINO = "openvino"  # OpenVINO CPU plugin, latency hint, one stream (bertpress.openvino_rt)
 
 
 class Baseline(str, enum.Enum):

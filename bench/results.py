@@ -70,6 +70,9 @@ class VariantResult:
     agreement: float | None = None  # share of predictions equal to the fp32 reference's
     ratios: dict[str, float | None] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
+    # Runtime settings as the runtime reports them (OpenVINO: hints, threads, the inference
+    # precision it chose, the precision its FullyConnected layers ran in).
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
     # Interleaved re-timing of the headline shape (BenchConfig.rounds > 1):
     # {"batch_size", "seq_len", "p50_ms": [one p50 per round]}.
     rounds: dict[str, Any] | None = None

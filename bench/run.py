@@ -327,7 +327,7 @@ def _measure_variant(p: _Plan, runner, cfg: BenchConfig, eval_cache: dict, bar) 
         id=p.id, name=p.source.name if p.role != "baseline" else p.runtime_name, role=p.role,
         kind=p.source.kind, runtime=p.runtime_name, device=p.device, precision=runner.precision,
         source=p.source.where, size_bytes=runner.size_bytes, size_source=runner.size_source,
-        notes=list(runner.notes))
+        notes=list(runner.notes), settings=dict(getattr(runner, "settings", None) or {}))
     rng = np.random.default_rng(cfg.seed)
     for b in cfg.batch_sizes:
         for s in cfg.seq_lens:

@@ -77,6 +77,7 @@ class Runner:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.notes: list[str] = []
+        self.settings: dict[str, Any] = {}  # what the runtime reports it applied (results.json)
 
     # --- to implement ---
     def prepare(self, enc: dict[str, np.ndarray]) -> Any:
@@ -402,6 +403,31 @@ def load_openvino_file(xml: Path, tokenizer, max_length: int | None, device: str
     return runner
 
 
+OPENVINO_FILE = "openvino_model.xml"  # what `bertpress export --format openvino` (and Optimum-Intel) write
+
+
+def load_openvino(source: Source, device: str, threads: int) -> OpenVINORunner:
+    """An `openvino` artifact (or an Optimum-Intel directory): compiled by load_openvino_file with
+    the CPU's default inference precision, which is recorded (settings, notes, precision)."""
+    from bertpress.models import load_tokenizer
+    from bertpress.openvino_rt import describe, ran_int8
+
+    if device != "cpu":  # before reading anything: the refusal is the answer
+        raise DeviceError(f"refused: OpenVINO runs on its CPU plugin here; bench {source.name or source.where} "
+                          "with --device cpu")
+    file = source.path / OPENVINO_FILE
+    if not file.is_file():
+        raise ArtifactError(f"{source.path}: no {OPENVINO_FILE} in this openvino artifact; re-export it")
+    runner = load_openvino_file(file, load_tokenizer(source.path), source.max_length, device, threads)
+    runner.settings = describe(runner.session)
+    if ran_int8(runner.session):  # NNCF weight compression has int8 weights and no FakeQuantize
+        runner.precision = "int8"
+    fc = ", ".join(f"{k} x{v}" for k, v in runner.settings["runtime_precisions"].items())
+    if fc:
+        runner.notes.append(f"OpenVINO FullyConnected layers ran in: {fc}")
+    return runner
+
+
 # ---- planning -------------------------------------------------------------------------------
 
 
@@ -424,6 +450,10 @@ RUNTIMES.register(Runtime.TORCHSCRIPT.value)(RuntimeSpec(
     lambda source, runtime, device, threads: load_torchscript(source, device), ("torchscript",)))
 RUNTIMES.register(Runtime.ONNXRUNTIME.value)(RuntimeSpec(
     lambda source, runtime, device, threads: load_onnx(source, device, threads), ("onnx",)))
+# Planned on cuda too, so that the variant is refused with the reason (preflight) instead of
+# silently missing from the report.
+RUNTIMES.register(Runtime.OPENVINO.value)(RuntimeSpec(
+    lambda source, runtime, device, threads: load_openvino(source, device, threads), ("openvino",)))
 
 
 def runtimes_for(kind: str, device: str) -> tuple[Runtime, ...]:
@@ -456,3 +486,9 @@ def preflight(source: Source, device: str) -> None:
         file = source.path / "model.pt"
         if not file.is_file() or not zipfile.is_zipfile(file):
             raise ArtifactError(f"{file}: missing or not a TorchScript archive; re-export it")
+    elif source.kind == "openvino":
+        if device != "cpu":
+            raise DeviceError(f"refused: OpenVINO runs on its CPU plugin here; bench {source.name or source.where} "
+                              "with --device cpu")
+        if not (source.path / OPENVINO_FILE).is_file() or not (source.path / OPENVINO_FILE).with_suffix(".bin").is_file():
+            raise ArtifactError(f"{source.path}: no {OPENVINO_FILE} with its .bin in this openvino artifact; re-export it")

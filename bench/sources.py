@@ -12,7 +12,7 @@ from typing import Any
 from bertpress.artifact import MANIFEST_NAME, Artifact
 from bertpress.errors import ArtifactError, InputError
 
-MODEL_KINDS = ("checkpoint", "compressed", "onnx", "torchscript")
+MODEL_KINDS = ("checkpoint", "compressed", "onnx", "torchscript", "openvino")
 HF_KINDS = ("checkpoint", "compressed")  # Hugging Face directories loadable by transformers
 
 
@@ -20,7 +20,7 @@ HF_KINDS = ("checkpoint", "compressed")  # Hugging Face directories loadable by 
 class Source:
     spec: str  # as the user gave it
     path: Path | None  # local directory (None for a hub id)
-    kind: str  # checkpoint | compressed | onnx | torchscript
+    kind: str  # checkpoint | compressed | onnx | torchscript | openvino
     labels: list[str]
     max_length: int | None
     name: str = ""
@@ -62,7 +62,7 @@ def resolve_source(spec: str) -> Source:
             art = Artifact.load(path)
             if art.kind not in MODEL_KINDS:
                 raise InputError(f"{spec}: a {art.kind!r} artifact is not a model; give checkpoint, compressed, "
-                                 "onnx or torchscript artifacts")
+                                 "onnx, torchscript or openvino artifacts")
             cfg = _config_json(path)
             labels = list(art.manifest.labels) or _labels_from_config(cfg)
             max_len = art.manifest.max_length or cfg.get("max_position_embeddings")
@@ -74,12 +74,14 @@ def resolve_source(spec: str) -> Source:
                 kind = "onnx"
             elif (path / "model.pt").is_file():
                 kind = "torchscript"
+            elif (path / "openvino_model.xml").is_file():  # e.g. an Optimum-Intel export
+                kind = "openvino"
             else:
                 kind = "checkpoint"
             return Source(str(spec), path, kind, _labels_from_config(cfg), cfg.get("max_position_embeddings"))
         raise ArtifactError(
             f"{spec}: neither a bertpress artifact ({MANIFEST_NAME}) nor a Hugging Face model directory "
-            "(config.json); give a checkpoint, compressed, onnx or torchscript artifact"
+            "(config.json); give a checkpoint, compressed, onnx, torchscript or openvino artifact"
         )
     # Not a local path: the `minilm` alias or a hub id (bertpress.models resolves and checks it).
     from bertpress.models import resolve_source as resolve_model

@@ -28,7 +28,7 @@ from bertpress.errors import ArtifactError, DiskFullError, InputError, Ownership
 
 MANIFEST_NAME = "bertpress.json"
 SCHEMA_VERSION = 1
-KINDS = ("checkpoint", "compressed", "onnx", "torchscript", "web", "report")
+KINDS = ("checkpoint", "compressed", "onnx", "torchscript", "web", "openvino", "report")
 # Files whose hash identifies a model artifact's weights, in order of preference.
 WEIGHT_FILES = ("model.safetensors", "model.onnx", "model.pt", "pytorch_model.bin")
 
@@ -98,7 +98,7 @@ def package_versions() -> dict[str, str]:
 
     out = {}
     for name in ("bertpress", "torch", "transformers", "onnx", "onnxruntime", "openvino", "optimum",
-                 "optimum-onnx", "torch-pruning", "tokenizers"):
+                 "optimum-onnx", "torch-pruning", "tokenizers", "nncf"):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -139,3 +139,41 @@ class OVSession:
 def session(xml: str | Path, *, threads: int, precision: str | None = None, device: str = "CPU") -> OVSession:
     """Compile `xml` (its `.bin` beside it) with the project's OpenVINO settings."""
     return OVSession(Path(xml), OVSettings(threads=threads, precision=precision, device=device))
+
+
+# ---- what ran (used by export's parity gate and bench's `openvino` runtime) -----------------
+
+
+def runtime_precisions(compiled, layer_type: str = "FullyConnected") -> dict[str, int]:
+    """How many `layer_type` nodes of the compiled (runtime) graph run in each precision, from
+    the plugin's own runtime graph: the honest answer to "did the int8 / bf16 kernels run"
+    (e.g. {'u8': 9, 'i8': 3, 'f32': 2} for an NNCF static IR; 'i8' also for int8-compressed weights)."""
+    counts: Counter = Counter()
+    try:
+        for op in compiled.get_runtime_model().get_ops():
+            rt = op.get_rt_info()
+            if str(rt["layerType"].astype(str)) == layer_type:
+                counts[str(rt["runtimePrecision"].astype(str))] += 1
+    except Exception:  # noqa: BLE001 - an OpenVINO without these rt_info keys: nothing to report
+        return {}
+    return dict(counts.most_common())
+
+
+def ran_int8(sess: "OVSession") -> bool:
+    """An IR runs int8 when NNCF put FakeQuantize nodes in it (static) or its weights are int8
+    (NNCF weight compression, which has no FakeQuantize): some FullyConnected runs in u8/i8."""
+    return sess.quantized or any(p in ("u8", "i8") for p in runtime_precisions(sess.compiled))
+
+
+def describe(sess: "OVSession") -> dict[str, Any]:
+    """`sess.record()` plus the OpenVINO version, the CPU, and the FullyConnected precisions."""
+    import openvino as ov
+
+    out = dict(sess.record())
+    out["openvino"] = ov.__version__.split("-")[0]
+    try:
+        out["cpu"] = str(ov.Core().get_property(sess.settings.device, "FULL_DEVICE_NAME"))
+    except Exception:  # noqa: BLE001 - informational
+        out["cpu"] = None
+    out["runtime_precisions"] = runtime_precisions(sess.compiled)
+    return out

@@ -2,8 +2,8 @@
 
 Loads the input (checkpoint, compressed artifact or plain HF directory), writes the requested
 format(s) into a staged directory, runs the parity gate on every written model file, and only
-then writes the manifest and publishes. With format=all, OUT/onnx and OUT/torchscript are each a
-finished artifact and OUT appears only when both passed.
+then writes the manifest and publishes. With format=all, OUT/onnx, OUT/torchscript and
+OUT/openvino are each a finished artifact and OUT appears only when all of them passed.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from bertpress.artifact import Artifact, Manifest, dir_size, lineage_of, resolve_out, staged_output, write_manifest
 from bertpress.config import to_tagged
-from bertpress.errors import ConfigError
+from bertpress.errors import ConfigError, DeviceError
 from bertpress.export.bundle import preprocessing, write_support_files
 from bertpress.export.config import ExportConfig, ExportFormat
 from bertpress.export.source import QuantRecipe, Source, load_source
@@ -50,6 +50,10 @@ def _quant_details(recipe: QuantRecipe, fmt: str) -> dict[str, Any]:
         d["applied"] = "dynamic"
         d["note"] = (f"torch.ao dynamic int8 ({'per-channel' if recipe.per_channel else 'per-tensor'} "
                      "nn.Linear weights, activations quantized per call, x86 engine)")
+    elif fmt == "openvino" and recipe.scheme == "dynamic":
+        d["applied"] = "dynamic"
+        d["note"] = ("NNCF int8 weight compression (INT8_SYM, per output channel); activations are quantized "
+                     "per call by OpenVINO's CPU plugin where it supports it, else run in the inference precision")
     elif recipe.int8:
         d["applied"] = recipe.scheme
     return d
@@ -72,14 +76,44 @@ def write_onnx(model, tokenizer, recipe: QuantRecipe, cfg: ExportConfig, out: Pa
 
 
 def gate(run, run_source, model, tokenizer, recipe: QuantRecipe, cfg: ExportConfig, max_length: int,
-         num_labels: int, texts, labels, reference, progress: bool = True) -> dict[str, Any]:
-    """The parity report of one written file against its fp32 source, with cfg's tolerances."""
+         num_labels: int, texts, labels, reference, progress: bool = True, *,
+         reduced: str | None = None) -> dict[str, Any]:
+    """The parity report of one written file against its fp32 source, with cfg's tolerances.
+    `reduced` names a lower precision an fp32 file runs in (OpenVINO's bf16 on AMX CPUs): it is
+    then held to the int8 tolerances (max |dlogit| int8_atol and the argmax agreement)."""
+    loose = recipe.int8 or reduced is not None
     return check_parity(
         run, run_source, tokenizer=tokenizer, vocab_size=model.config.vocab_size, num_labels=num_labels,
         max_length=max_length, batch_sizes=cfg.batch_sizes, seq_lengths=cfg.seq_lengths,
-        trace_shape=(cfg.trace_batch, cfg.trace_seq), atol=cfg.int8_atol if recipe.int8 else cfg.fp32_atol,
-        precision="int8" if recipe.int8 else "fp32", eval_texts=texts, eval_labels=labels, eval_reference=reference,
-        min_agreement=cfg.min_agreement if recipe.int8 else None, seed=cfg.seed, progress=progress)
+        trace_shape=(cfg.trace_batch, cfg.trace_seq), atol=cfg.int8_atol if loose else cfg.fp32_atol,
+        precision="int8" if recipe.int8 else (reduced or "fp32"), eval_texts=texts, eval_labels=labels,
+        eval_reference=reference, min_agreement=cfg.min_agreement if loose else None, seed=cfg.seed,
+        progress=progress)
+
+
+def openvino_checks(file: Path) -> tuple[list[tuple[str, Any, str | None]], dict[str, Any]]:
+    """What the gate runs for an OpenVINO IR: the file compiled with INFERENCE_PRECISION_HINT=f32
+    (the IR itself, held to the file's own tolerance), and, where OpenVINO's default precision on
+    this CPU is lower (bf16 on AMX), the file as it runs by default (held to reduced-precision
+    tolerances). Returns ([(label, runner, reduced precision or None)], what the default compile
+    reports: bertpress.openvino_rt.describe)."""
+    import torch
+
+    from bertpress import openvino_rt
+
+    threads = max(1, torch.get_num_threads())  # the source model's; the gate is not timed
+    default = openvino_rt.session(file, threads=threads)
+    info = openvino_rt.describe(default)
+
+    def runner(sess):
+        return lambda feed: sess.run({n: feed[n] for n in sess.input_names})
+
+    ran = default.precision
+    if ran == "f32":  # the default compile is the strict one
+        return [(file.name, runner(default), None)], info
+    strict = openvino_rt.session(file, threads=threads, precision="f32")
+    words = {"bf16": "bf16", "f16": "fp16"}
+    return [(file.name, runner(strict), None), (f"{file.name}@{ran}", runner(default), words.get(ran, ran))], info
 
 
 def _build(src: Source, cfg: ExportConfig, fmt: str, out: Path, eval_set, calib_texts,
@@ -90,7 +124,8 @@ def _build(src: Source, cfg: ExportConfig, fmt: str, out: Path, eval_set, calib_
     recipe, model, tok = src.recipe, src.model, src.tokenizer
     precision = "int8" if recipe.int8 else "fp32"
     out.mkdir(parents=True, exist_ok=True)
-    files_to_check: list[tuple[str, Any]] = []
+    # (label in metrics.parity, runner, reduced precision it runs in or None); model_files: sizes
+    files_to_check: list[tuple[str, Any, str | None]] = []
     web: dict[str, Any] | None = None
     bundle_dir = out  # where the tokenizer files and config.json go
     if fmt in ("onnx", "web"):
@@ -101,9 +136,9 @@ def _build(src: Source, cfg: ExportConfig, fmt: str, out: Path, eval_set, calib_
         model_details["js_session_options"] = js_session_options(model_details["ort_disabled_optimizers"])
         if fmt == "onnx":
             model_details["js_file"] = link_for_js(out / "model.onnx", out, recipe.int8).relative_to(out).as_posix()
-            files_to_check.append(("model.onnx", ort_runner(out / "model.onnx")))
+            files_to_check.append(("model.onnx", ort_runner(out / "model.onnx"), None))
             if cfg.ort_format:
-                files_to_check.append(("model.ort", ort_runner(out / "model.ort")))
+                files_to_check.append(("model.ort", ort_runner(out / "model.ort"), None))
         else:  # web: the model only where transformers.js reads it (no second name to upload)
             from bertpress.export.web import MODEL_DIR, find_runtime
 
@@ -113,13 +148,27 @@ def _build(src: Source, cfg: ExportConfig, fmt: str, out: Path, eval_set, calib_
             (out / rel).parent.mkdir(parents=True)
             os.replace(out / "model.onnx", out / rel)
             model_details["file"] = rel
-            files_to_check.append((rel, ort_runner(out / rel)))
+            files_to_check.append((rel, ort_runner(out / rel), None))
+        model_files = [name for name, _, _ in files_to_check]
+    elif fmt == "openvino":
+        from bertpress.export.openvino import FILE_NAME, WEIGHTS_NAME, export_openvino
+
+        model_details = export_openvino(model, tok, out, recipe=recipe, trace_batch=cfg.trace_batch,
+                                        trace_seq=cfg.trace_seq, max_length=src.max_length,
+                                        calibration_texts=calib_texts, seed=cfg.seed)
+        files_to_check, info = openvino_checks(out / FILE_NAME)
+        # What OpenVINO ran on this (the exporting) CPU by default: inference precision, hints,
+        # and the precision each FullyConnected layer ran in. Another CPU may choose differently.
+        model_details["runtime"] = info
+        model_details["inference_precision"] = info["inference_precision"]
+        model_files = [FILE_NAME, WEIGHTS_NAME]
     else:
         from bertpress.export.torchscript import export_torchscript, load_torchscript
 
         model_details, traced_from = export_torchscript(model, tok, out, recipe=recipe, trace_batch=cfg.trace_batch,
                                                         trace_seq=cfg.trace_seq, seed=cfg.seed)
-        files_to_check.append(("model.pt", torch_runner(load_torchscript(out / "model.pt"))))
+        files_to_check.append(("model.pt", torch_runner(load_torchscript(out / "model.pt")), None))
+        model_files = ["model.pt"]
         if recipe.int8:
             # The int8 file is gated against the fp32 source (loose); this strict check against
             # the eager int8 module it was traced from proves the trace itself froze nothing.
@@ -131,7 +180,7 @@ def _build(src: Source, cfg: ExportConfig, fmt: str, out: Path, eval_set, calib_
             enforce(fidelity, "the int8 TorchScript trace (vs the eager int8 model)", cfg.allow_mismatch)
             model_details["trace_fidelity"] = {k: fidelity[k] for k in ("max_abs_diff", "atol", "passed", "failures")}
     files = write_support_files(model, tok, bundle_dir, predict=fmt == "onnx", labels=list(src.labels),
-                                int8=recipe.int8 if fmt != "torchscript" else None)
+                                int8=recipe.int8 if fmt in ("onnx", "web") else None)
     if fmt == "onnx":
         files.append(model_details["js_file"])
     elif fmt == "web":
@@ -146,9 +195,9 @@ def _build(src: Source, cfg: ExportConfig, fmt: str, out: Path, eval_set, calib_
     texts, labels = eval_set
     parity, accuracy = {}, {}
     reference = source_eval_logits(run_source, tok, texts, src.max_length) if texts else None
-    for name, run in files_to_check:
+    for name, run, reduced in files_to_check:
         report = gate(run, run_source, model, tok, recipe, cfg, src.max_length, len(src.labels),
-                      texts, labels, reference, progress)
+                      texts, labels, reference, progress, reduced=reduced)
         parity[name] = report
         if "accuracy" in report:
             accuracy[name] = report["accuracy"]["export"]
@@ -157,7 +206,7 @@ def _build(src: Source, cfg: ExportConfig, fmt: str, out: Path, eval_set, calib_
     metrics: dict[str, Any] = {
         "parity": parity,
         "parity_passed": all(r["passed"] for r in parity.values()),
-        "size_bytes": {name: (out / name).stat().st_size for name, _ in files_to_check},
+        "size_bytes": {name: (out / name).stat().st_size for name in model_files},
     }
     if accuracy:
         metrics["accuracy"] = accuracy
@@ -186,10 +235,10 @@ def _build(src: Source, cfg: ExportConfig, fmt: str, out: Path, eval_set, calib_
 
 def export(source: str | Path, cfg: ExportConfig | None = None, out_dir: str | Path = "export", *,
            overwrite: bool = False, progress: bool = True) -> Artifact | list[Artifact]:
-    """Export `source` to ONNX and/or TorchScript under `out_dir`.
+    """Export `source` to ONNX, TorchScript and/or OpenVINO IR under `out_dir`.
 
-    Returns the Artifact written; for format=all a list [onnx, torchscript] (OUT/onnx and
-    OUT/torchscript, each a finished artifact). Raises ParityError, and publishes nothing, when an
+    Returns the Artifact written; for format=all a list [onnx, torchscript, openvino] (OUT/onnx,
+    OUT/torchscript, OUT/openvino, each a finished artifact). Raises ParityError, and publishes nothing, when an
     exported model misses its tolerance, unless cfg.allow_mismatch (the figures are recorded)."""
     from bertpress.artifact import check_output_dir
 
@@ -204,7 +253,7 @@ def export(source: str | Path, cfg: ExportConfig | None = None, out_dir: str | P
 
     inputs = (source, *input_paths(cfg))  # the model, eval and calibration data
     check_output_dir(out_dir, overwrite=overwrite, inputs=inputs)  # fail fast, before the slow load
-    if cfg.format != ExportFormat.TORCHSCRIPT:
+    if cfg.format not in (ExportFormat.TORCHSCRIPT, ExportFormat.OPENVINO):
         from bertpress.export.onnx import check_opset
 
         check_opset(cfg.opset)
@@ -212,6 +261,14 @@ def export(source: str | Path, cfg: ExportConfig | None = None, out_dir: str | P
         from bertpress.export.web import find_runtime
 
         find_runtime(cfg.web_runtime)
+    formats = list(ExportFormat.members()) if cfg.format == ExportFormat.ALL else [cfg.format.value]
+    if "openvino" in formats:  # fail fast, with the fix, before the slow load
+        try:
+            import nncf  # noqa: F401
+            import openvino  # noqa: F401
+        except ImportError as exc:
+            raise DeviceError(f"--format openvino needs the openvino and nncf packages ({exc}); install bertpress "
+                              "with its dependencies (pip install -e .), or pick --format onnx") from None
     src = load_source(source, cfg)
     eval_set = texts_of(cfg.eval_data, "dev", cfg.eval_samples, cfg.seed, src.labels)
     calib = None
@@ -222,7 +279,6 @@ def export(source: str | Path, cfg: ExportConfig | None = None, out_dir: str | P
                 "FILE (or --quantize dynamic)"
             )
         calib, _ = texts_of(src.recipe.calibration_data, "train", src.recipe.calibration_samples, cfg.seed, src.labels)
-    formats = ["onnx", "torchscript"] if cfg.format == ExportFormat.ALL else [cfg.format.value]
     recorded = src.recipe.calibration_data  # calibration data named by the input's manifest is an input too
     if recorded and Path(recorded).expanduser().exists():
         inputs = (*inputs, Path(recorded).expanduser())

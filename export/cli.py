@@ -5,26 +5,31 @@ from __future__ import annotations
 import argparse
 
 DESCRIPTION = """\
-Export a checkpoint, a compressed artifact or a plain Hugging Face model directory to ONNX
-and/or TorchScript, or to a static web page that classifies in the browser. ONNX graphs are fused by ONNX Runtime's transformer optimizer and, for
-int8, quantized by ONNX Runtime's quantizer after fusion. Every exported file must pass the
-parity gate (batch x sequence grid, max |dlogit|, int8 argmax agreement) or nothing is written.
+Export a checkpoint, a compressed artifact or a plain Hugging Face model directory to ONNX,
+TorchScript and/or OpenVINO IR, or to a static web page that classifies in the browser. ONNX
+graphs are fused by ONNX Runtime's transformer optimizer and, for int8, quantized by ONNX
+Runtime's quantizer after fusion. OpenVINO IR is converted from the PyTorch model
+(openvino.convert_model); its int8 is NNCF's (static: nncf.quantize with the recorded
+calibration texts; dynamic: int8 weight compression). Every exported file must pass the parity
+gate (batch x sequence grid, max |dlogit|, int8 argmax agreement) or nothing is written.
 
 examples:
   bertpress export runs/minilm-sst2 --out runs/export-fp32
   bertpress export runs/minilm-sst2 --quantize dynamic --eval-data data/sst2 --out runs/export-int8
-  bertpress export runs/compressed --format all --out runs/deploy      # OUT/onnx + OUT/torchscript
+  bertpress export runs/compressed --format openvino --out runs/deploy-ov   # openvino_model.xml/.bin
+  bertpress export runs/compressed --format all --out runs/deploy      # OUT/onnx, OUT/torchscript, OUT/openvino
   bertpress export runs/compressed --format web --out runs/web         # then: python3 -m http.server -d runs/web
 """
 
 
 def register(sub, common, formatter) -> None:
     p = sub.add_parser("export", parents=[common], formatter_class=formatter, description=DESCRIPTION,
-                       help="export to ONNX (fused, int8, .ort) and/or TorchScript, validated, bundled for the edge")
+                       help="export to ONNX (fused, int8, .ort), TorchScript and/or OpenVINO IR, validated, bundled")
     p.add_argument("artifact", help="checkpoint or compressed artifact, or a Hugging Face model directory")
     p.add_argument("--out", required=True, help="output directory (must not exist, be empty, or use --overwrite)")
-    p.add_argument("--format", choices=["onnx", "torchscript", "all", "web"], default="onnx",
-                   help="what to write; 'all' writes OUT/onnx and OUT/torchscript, each a finished artifact; "
+    p.add_argument("--format", choices=["onnx", "torchscript", "openvino", "all", "web"], default="onnx",
+                   help="what to write; 'all' writes OUT/onnx, OUT/torchscript and OUT/openvino, each a "
+                        "finished artifact; "
                         "'web' a static folder that classifies in the browser (transformers.js, local wasm)")
     p.add_argument("--web-runtime", default=None,
                    help="for --format web: the node_modules folder holding @huggingface/transformers 4.x "
@@ -89,6 +94,7 @@ def _summary(art) -> dict:
         "path": str(art.path), "kind": m.kind, "precision": m.details.get("precision"),
         "quantization": m.details.get("quantization", {}).get("applied", "none"),
         "fusions": {k: v for k, v in (m.details.get("model", {}).get("fusions") or {}).items() if v},
+        "inference_precision": m.details.get("model", {}).get("inference_precision"),
         "size_bytes": m.metrics.get("size_bytes"),
         "parity": {f: {"passed": r["passed"], "max_abs_diff": r["max_abs_diff"],
                        "agreement": (r.get("agreement") or {}).get("value")} for f, r in parity.items()},
@@ -112,6 +118,8 @@ def _handle(args: argparse.Namespace) -> int:
         print(f"wrote {s['path']} ({s['kind']}, {s['precision']}, int8 scheme {s['quantization']})")
         if s["fusions"]:
             print("  fusions   " + ", ".join(f"{k} {v}" for k, v in s["fusions"].items()))
+        if s["inference_precision"]:
+            print(f"  runs as   {s['inference_precision']} on this CPU (OpenVINO's default inference precision)")
         for f, r in s["parity"].items():
             agree = f", argmax agreement {r['agreement']:.4f}" if r["agreement"] is not None else ""
             status = "passed" if r["passed"] else "FAILED (published with --allow-mismatch)"

@@ -12,8 +12,14 @@ from bertpress.errors import ConfigError
 class ExportFormat(str, enum.Enum):
     ONNX = "onnx"
     TORCHSCRIPT = "torchscript"
-    ALL = "all"  # OUT/onnx and OUT/torchscript, each a finished artifact
+    OPENVINO = "openvino"  # OpenVINO IR (openvino_model.xml/.bin), int8 through NNCF
+    ALL = "all"  # OUT/onnx, OUT/torchscript and OUT/openvino, each a finished artifact
     WEB = "web"  # a static folder that classifies in the browser (transformers.js + local wasm)
+
+    @classmethod
+    def members(cls) -> tuple[str, ...]:
+        """The formats `all` writes, in order (web is a page, not a model artifact: not in all)."""
+        return (cls.ONNX.value, cls.TORCHSCRIPT.value, cls.OPENVINO.value)
 
 
 class Optimize(str, enum.Enum):

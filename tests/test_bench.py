@@ -389,7 +389,7 @@ def test_a_variant_that_cannot_be_reloaded_for_the_rounds_keeps_its_sweep_value(
 
 def test_bundles_written_by_the_export_stage(bundles, tmp_path):
     """Contract check with the real export stage: an `--format all` directory expands to its
-    onnx and torchscript artifacts, int8 is recognised, predictions agree with the reference."""
+    onnx, torchscript and openvino artifacts, int8 is recognised, predictions agree with the reference."""
     export_mod = pytest.importorskip("bertpress.export.api")
     from bertpress.bench import bench
     from bertpress.export.config import ExportConfig
@@ -398,7 +398,7 @@ def test_bundles_written_by_the_export_stage(bundles, tmp_path):
     cfg = BenchConfig(eval_data=str(bundles["data"]), **{**FAST, "batch_sizes": (2,), "seq_lens": (16,)})
     rep = bench([bundles["ck"], tmp_path / "exp8"], cfg, tmp_path / "r", progress=False)
     by_id = {v.id: v for v in rep.results.variants}
-    for vid in ("exp8/onnx:onnxruntime@cpu", "exp8/torchscript:torchscript@cpu"):
+    for vid in ("exp8/onnx:onnxruntime@cpu", "exp8/torchscript:torchscript@cpu", "exp8/openvino:openvino@cpu"):
         assert by_id[vid].precision == "int8" and by_id[vid].agreement >= 0.9, vid
 
 

@@ -96,7 +96,7 @@ def test_config_roundtrips_and_rejects_bad_values():
 
     cfg = ExportConfig(format="all", quantize="static", seq_lengths=[8, 64], calibration_data="x.tsv")
     assert from_tagged(json.loads(json.dumps(to_tagged(cfg)))) == cfg
-    with pytest.raises(ConfigError, match=r"format='tflite'.*choose one of: onnx, torchscript, all"):
+    with pytest.raises(ConfigError, match=r"format='tflite'.*choose one of: onnx, torchscript, openvino, all"):
         ExportConfig(format="tflite")
     with pytest.raises(ConfigError, match="opset=11"):
         ExportConfig(opset=11)
@@ -244,7 +244,8 @@ def test_static_int8_follows_the_compressed_recipe(tmp_path, tiny_data):
     quant = {"scheme": "static", "per_channel": True, "scope": "encoder",
              "calibration": {"method": "minmax", "data": str(tiny_data), "samples": 32}}
     src = _save_confident_tiny(tmp_path / "compressed", kind="compressed", details={"quantization": quant})
-    art, ts = export(src, ExportConfig(format="all", eval_data=str(tiny_data)), tmp_path / "out")
+    art, ts, ov = export(src, ExportConfig(format="all", eval_data=str(tiny_data)), tmp_path / "out")
+    assert ov.manifest.details["quantization"]["applied"] == "static"  # NNCF static (tests/test_openvino.py)
     # TorchScript has no static QDQ path: it applies dynamic int8 and says so.
     assert ts.manifest.details["quantization"]["applied"] == "dynamic"
     assert "static" in ts.manifest.details["quantization"]["note"]

@@ -91,13 +91,13 @@ def test_recipe_runs_end_to_end_and_skips_when_unchanged(tmp_path, tiny_checkpoi
     assert list(results) == ["finetune", "compress", "export", "bench"]
     assert not any(r["skipped"] for r in results.values())
     kinds = sorted(Artifact.load(a).kind for r in results.values() for a in r["artifacts"])
-    assert kinds == ["checkpoint", "compressed", "onnx", "report", "torchscript"]
+    assert kinds == ["checkpoint", "compressed", "onnx", "openvino", "report", "torchscript"]
     compressed = Artifact.load(out / "compressed")
     assert compressed.manifest.lineage["parent"] == str((out / "checkpoint").resolve())
     resolved = yaml.safe_load((out / "recipe.resolved.yaml").read_text())
     assert resolved["finetune"]["epochs"] == 1 and "warmup" in resolved["finetune"]  # defaults filled
     report = (out / "report" / "report.md").read_text()
-    assert "onnx" in report.lower()
+    assert "onnx" in report.lower() and ":openvino@cpu" in report
 
     # unchanged: everything is skipped; a changed bench config redoes bench only
     again = run_cli("run", str(path), "--json", timeout=600)
