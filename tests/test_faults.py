@@ -61,7 +61,7 @@ def test_kill_during_export_then_rerun(tmp_path, tiny_checkpoint):
     proc = run_cli(*argv)
     assert proc.returncode == 0, proc.stderr[-2000:]
     kinds = sorted(Artifact.load(p).kind for p in out.iterdir() if Artifact.is_finished(p))
-    assert kinds == ["onnx", "torchscript"]
+    assert kinds == ["onnx", "openvino", "torchscript"]  # --format all
 
 
 def test_kill_during_finetune_then_resume(tmp_path, tiny_checkpoint, tiny_data):
