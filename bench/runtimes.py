@@ -267,6 +267,15 @@ def load_torchscript(source: Source, device: str) -> TorchScriptRunner:
 # ---- ONNX Runtime ---------------------------------------------------------------------------
 
 
+def model_feeds(input_names, enc, fmt: str) -> dict[str, np.ndarray]:
+    """The tokenized batch as an exported model's inputs (contiguous), or a one-line refusal."""
+    missing = [n for n in input_names if n not in enc]
+    if missing:
+        raise ArtifactError(f"the {fmt} model wants inputs {missing} that a BERT tokenizer does not produce; "
+                            "export with inputs input_ids, attention_mask, token_type_ids")
+    return {n: np.ascontiguousarray(enc[n]) for n in input_names}
+
+
 class OnnxRunner(Runner):
     runtime = Runtime.ONNXRUNTIME
 
@@ -279,11 +288,7 @@ class OnnxRunner(Runner):
         self.device_id = int(device.split(":")[1]) if ":" in device else 0
 
     def _feeds(self, enc):
-        missing = [n for n in self.input_names if n not in enc]
-        if missing:
-            raise ArtifactError(f"the ONNX model wants inputs {missing} that a BERT tokenizer does not produce; "
-                                "export with inputs input_ids, attention_mask, token_type_ids")
-        return {n: np.ascontiguousarray(enc[n]) for n in self.input_names}
+        return model_feeds(self.input_names, enc, "ONNX")
 
     def prepare(self, enc):
         feeds = self._feeds(enc)
@@ -363,11 +368,7 @@ class OpenVINORunner(Runner):
         self.input_names = list(sess.input_names)
 
     def prepare(self, enc):
-        missing = [n for n in self.input_names if n not in enc]
-        if missing:
-            raise ArtifactError(f"the OpenVINO model wants inputs {missing} that a BERT tokenizer does not produce; "
-                                "export with inputs input_ids, attention_mask, token_type_ids")
-        return {n: np.ascontiguousarray(enc[n]) for n in self.input_names}
+        return model_feeds(self.input_names, enc, "OpenVINO")
 
     def run(self, prepared):
         return self.session.run(prepared)
