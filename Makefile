@@ -13,8 +13,12 @@ VENV_INTEL := .venv-intel
 OPTIMUM_STAMP := $(VENV_OPTIMUM)/.installed
 INTEL_STAMP := $(VENV_INTEL)/.installed
 CHECK_VENV ?= $(VENV)
+# The lowest transformers bertpress declares (tests/lowest-versions.txt), tested by `make test` too.
+VENV_LOW := .venv-low
+LOW_STAMP := $(VENV_LOW)/.installed
+LOW_TESTS := -m "not slow" --ignore=tests/test_js.py --ignore=tests/test_anchors.py
 
-.PHONY: test demo venv anchors check-no-cuda clean
+.PHONY: test test-low demo venv venv-low anchors check-no-cuda clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,6 +29,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+$(LOW_STAMP): pyproject.toml tests/lowest-versions.txt
+	test -x $(VENV_LOW)/bin/python || $(PY) -m venv $(VENV_LOW)
+	$(VENV_LOW)/bin/pip install --quiet torch==2.13.0
+	$(VENV_LOW)/bin/pip install --quiet -c tests/lowest-versions.txt -e ".[dev]"
+	$(MAKE) --no-print-directory check-no-cuda CHECK_VENV=$(VENV_LOW)
+	touch $(LOW_STAMP)
+
+venv-low: $(LOW_STAMP)
 
 $(OPTIMUM_STAMP): $(ANCHORS)/optimum.requirements.txt
 	test -x $(VENV_OPTIMUM)/bin/python || $(PY) -m venv $(VENV_OPTIMUM)
@@ -50,14 +63,20 @@ check-no-cuda:
 		echo "error: nvidia-* or torchvision found in $(CHECK_VENV); remove $(CHECK_VENV) and re-run (torch==2.13.0 must be installed first)"; exit 1; fi
 	@$(CHECK_VENV)/bin/python -c "import torch, sys; sys.exit(0 if torch.version.cuda is None else 'error: $(CHECK_VENV) has a CUDA build of torch ' + torch.__version__)"
 
+# The whole suite on the newest versions, then the fast suite on the lowest transformers declared.
 test: $(STAMP) $(OPTIMUM_STAMP) $(INTEL_STAMP) js
 	$(BIN)/python -m pytest -q
+	$(MAKE) --no-print-directory test-low
+
+test-low: $(LOW_STAMP)
+	$(VENV_LOW)/bin/python -c "import transformers; print('lowest declared: transformers', transformers.__version__)"
+	$(VENV_LOW)/bin/python -m pytest -q -p no:cacheprovider $(LOW_TESTS)
 
 demo: $(STAMP) $(OPTIMUM_STAMP) $(INTEL_STAMP)
 	$(BIN)/bertpress quickstart $(if $(DATA),--data $(DATA)) --out runs/quickstart
 
 clean:
-	rm -rf $(VENV) $(VENV_OPTIMUM) $(VENV_INTEL) runs
+	rm -rf $(VENV) $(VENV_LOW) $(VENV_OPTIMUM) $(VENV_INTEL) runs
 
 # ---- JavaScript runtimes for the edge-bundle tests (issue #17) -----------------------------
 # `make js` gives tests/test_js.py what it runs bundles through: node + npm, the pinned npm

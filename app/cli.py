@@ -127,6 +127,9 @@ def run_handler(handler: Callable[[argparse.Namespace], int | None], args: argpa
 def main(argv: Sequence[str] | None = None) -> int:
     import signal
 
+    from bertpress.quiet import quiet_libraries
+
+    quiet_libraries()  # no library progress bars or warnings between our one-line messages
     previous = raise_on_sigterm()  # SIGTERM cleans up like Ctrl-C and exits 143
     try:
         parser = build_parser()

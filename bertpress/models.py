@@ -155,8 +155,8 @@ def load_classifier(
             f"{source}: model type {config.model_type!r} is not supported; supported: "
             f"{', '.join(supported_model_types())}"
         )
-    pruned = pruning_record(Path(where)) if local else None
-    if pruned:  # rebuilt from the manifest: transformers 5.x cannot replay head pruning
+    pruned = pruning_record(Path(where), config) if local else None
+    if pruned:  # rebuilt from the record: transformers 5.x cannot replay head pruning
         names = [str(config.id2label[i]) for i in range(config.num_labels)]
         if (labels is not None and [str(x) for x in labels] != names) or \
                 (num_labels is not None and num_labels != config.num_labels):
@@ -303,15 +303,34 @@ def layer_shapes(model) -> list[dict[str, int]]:
     return FAMILIES.get(mtype).shapes(model) if mtype in FAMILIES else []
 
 
-def pruning_record(directory: Path):
-    """The PruningRecord of a bertpress manifest in `directory` when it removed heads, else None."""
+def pruning_record(directory: Path, config=None):
+    """The PruningRecord of a checkpoint that had heads removed, else None: from the bertpress
+    manifest in `directory`, or, for a checkpoint head-pruned by transformers 4.x
+    (`model.prune_heads`), from the `pruned_heads` its config.json still carries — 5.x keeps the
+    key but no longer applies it, so the plain loader would fail on the smaller weights."""
     from bertpress.artifact import MANIFEST_NAME, Artifact
     from bertpress.records import PruningRecord, read
 
-    if not (directory / MANIFEST_NAME).is_file():
+    if (directory / MANIFEST_NAME).is_file():
+        rec = read(Artifact.load(directory).manifest.details, "pruning", PruningRecord, where=str(directory))
+        if rec is not None:
+            return rec if rec.removes_heads else None
+    recorded = getattr(config, "pruned_heads", None) or {}
+    if not any(recorded.values()):
         return None
-    rec = read(Artifact.load(directory).manifest.details, "pruning", PruningRecord, where=str(directory))
-    return rec if rec is not None and rec.removes_heads else None
+    try:
+        heads, layers = int(config.num_attention_heads), int(config.num_hidden_layers)
+        pruned = {str(int(k)): sorted({int(h) for h in v}) for k, v in recorded.items()}
+        if any(not 0 <= int(k) < layers or any(not 0 <= h < heads for h in v) for k, v in pruned.items()):
+            raise ValueError("layer or head index out of range")
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ArtifactError(f"{directory}: config.json pruned_heads is not valid ({first_line(exc)}); "
+                            "re-save the model unpruned") from None
+    return PruningRecord(
+        heads_ratio=0.0, ffn_ratio=0.0, importance="transformers prune_heads",
+        heads_per_layer=tuple(heads - len(pruned.get(str(i), [])) for i in range(layers)),
+        head_size=int(config.hidden_size) // heads,
+        ffn_per_layer=(int(config.intermediate_size),) * layers, pruned_heads=pruned)
 
 
 def rebuild_pruned(directory: Path, config, pruning):

@@ -44,6 +44,21 @@ def op_counts(file_or_model) -> dict[str, int]:
     return dict(counts.most_common())
 
 
+CONTRIB_DOMAIN = "com.microsoft"
+FUSED_ATTENTION_OPS = ("Attention", "MultiHeadAttention")
+
+
+def fused_attention_count(file_or_model) -> dict[str, int]:
+    """Attention nodes by kind: ONNX Runtime's fused contrib-domain ops (the ones its CPU kernels
+    and QAttention quantization handle) apart from the *standard* ONNX `Attention` op (opset 23+,
+    written by the dynamo exporter), which shares the op_type but not the domain."""
+    model = read_model(file_or_model) if isinstance(file_or_model, (str, Path)) else file_or_model
+    nodes = list(model.graph.node) + [n for fn in model.functions for n in fn.node]
+    contrib = sum(1 for n in nodes if n.op_type in FUSED_ATTENTION_OPS and n.domain == CONTRIB_DOMAIN)
+    standard = sum(1 for n in nodes if n.op_type in FUSED_ATTENTION_OPS and n.domain in ("", "ai.onnx"))
+    return {"contrib": contrib, "standard": standard}
+
+
 def disabled_in(model) -> list[str]:
     """The ORT optimizers a loaded ModelProto asks to be disabled (its `ORT_DISABLED_KEY`)."""
     value = next((p.value for p in model.metadata_props if p.key == ORT_DISABLED_KEY), "")

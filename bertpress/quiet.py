@@ -47,8 +47,11 @@ def quiet(*, stdout: bool = False) -> Iterator[None]:
     with contextlib.suppress(ImportError):
         from transformers.utils import logging as hf_logging
     verbosity = hf_logging.get_verbosity() if hf_logging else None
+    bars = bool(hf_logging and getattr(hf_logging, "is_progress_bar_enabled", lambda: False)())
     if hf_logging:
         hf_logging.set_verbosity_error()
+        if bars:  # 5.x draws "Loading weights" bars on stderr
+            hf_logging.disable_progress_bar()
     try:
         with warnings.catch_warnings(), \
                 (contextlib.redirect_stdout(io.StringIO()) if stdout else contextlib.nullcontext()):
@@ -59,3 +62,5 @@ def quiet(*, stdout: bool = False) -> Iterator[None]:
             logging.getLogger(n).setLevel(level)
         if hf_logging and verbosity is not None:
             hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()

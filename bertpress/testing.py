@@ -30,7 +30,12 @@ def tiny_tokenizer(directory: str | Path | None = None):
     directory.mkdir(parents=True, exist_ok=True)
     vocab_file = directory / "vocab.txt"
     vocab_file.write_text("\n".join(tiny_vocab()) + "\n", encoding="utf-8")
-    return BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True, model_max_length=128)
+    # from_pretrained(directory) reads vocab.txt on every transformers line: 5.x silently ignores
+    # the `vocab_file=` constructor argument (it takes `vocab=`) and would build a 5-token vocabulary.
+    tok = BertTokenizerFast.from_pretrained(str(directory), do_lower_case=True, model_max_length=128)
+    if len(tok.get_vocab()) != len(tiny_vocab()):  # pragma: no cover - guards the line above
+        raise RuntimeError(f"tiny tokenizer has {len(tok.get_vocab())} tokens, expected {len(tiny_vocab())}")
+    return tok
 
 
 def tiny_bert(

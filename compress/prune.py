@@ -6,12 +6,11 @@ and its importance criteria score the channels (`GroupTaylorImportance` from a f
 batches, `GroupMagnitudeImportance` without data). We pick whole heads (summing channel scores
 per head) and the same FFN width in every layer, rounded to `round_to`.
 
-Unlike torch-pruning's HF BERT example, the result reloads: the pruned model's config gets
-`pruned_heads` (original head indices per layer) and the new `intermediate_size`, which is
-exactly what `from_pretrained` in transformers 4.x replays on a fresh model, so the checkpoint
-stays a stock transformers checkpoint. transformers 5.x dropped `pruned_heads`; the manifest
-records the per-layer head indices too and `bertpress.models.rebuild_pruned` reshapes a fresh
-model from them (every loader goes through it, on 4.x as well).
+Unlike torch-pruning's HF BERT example, the result reloads: the new `intermediate_size` goes into
+the config (an FFN-only pruned checkpoint loads with plain `from_pretrained`), and the removed
+heads are recorded per layer in the manifest, from which `bertpress.models.rebuild_pruned`
+reshapes a fresh model — transformers 5.x has no head pruning, so a head-pruned checkpoint loads
+only through bertpress. The config also keeps `pruned_heads`, which transformers 4.x replays.
 """
 
 from __future__ import annotations

@@ -1,8 +1,13 @@
 """ONNX export: legacy exporter -> ORT transformer fusions -> ORT int8 quantizer -> (.ort).
 
 Order of steps (measured, see docs/export.md): export with the TorchScript-based exporter
-(dynamo=False: under transformers 4.57 only its graph gets Attention/EmbedLayerNorm fusion),
-fuse with onnxruntime.transformers.optimizer, and quantize the *fused* graph. Quantizing first
+(dynamo=False: only its graph gets ORT's Attention/EmbedLayerNorm fusion; the dynamo exporter at
+opset >= 23 writes the standard ONNX `Attention` op, which ORT's fusion statistics count as
+"Attention" but its int8 quantizer turns into an invalid model), fuse with
+onnxruntime.transformers.optimizer, and quantize the *fused* graph. transformers 5.x runs SDPA
+attention by default and reshapes heads with -1: the trace is taken from an eager-attention copy
+and the optimizer is given the head count and attention width explicitly (`attention_shape`), which
+gives the same fusions and logits as 4.57's graph did. Quantizing first
 would hide the MatMuls from the fusion patterns; quantizing the fused graph works once the
 quantizer is told that tensors shape inference cannot type (outputs of the contrib ops) are
 float (extra_options DefaultTensorType=FLOAT) and stale value_info entries are dropped.
@@ -24,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from bertpress.errors import ArtifactError, ConfigError, first_line
-from bertpress.ort import mark_disabled, op_counts, session, session_options
+from bertpress.ort import fused_attention_count, mark_disabled, op_counts, session, session_options
 from bertpress.quiet import quiet
 from bertpress.signature import INPUT_NAMES, OUTPUT_NAMES, encode, logits_module, special_ids, synthetic_batch
 
@@ -47,12 +52,39 @@ def check_opset(opset: int) -> None:
         )
 
 
+def eager_copy(model):
+    """A copy of the model that runs eager attention: the graph ORT's fusions recognise (SDPA,
+    transformers 5.x's default, traces into one they do not). The logits are the same."""
+    model = copy.deepcopy(model).eval()
+    if hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation("eager")
+    else:  # pragma: no cover - transformers before 4.56
+        model.config._attn_implementation = "eager"
+    return model
+
+
+def attention_shape(model, family) -> tuple[int, int]:
+    """(heads, attention width) for ORT's optimizer, read from the modules (pruned models have
+    fewer heads than their config). The optimizer takes one value for every layer: a model whose
+    layers were pruned to different head counts cannot be fused and is refused in one line."""
+    shapes = family.shapes(model)
+    kinds = sorted({(s["heads"], s["head_size"]) for s in shapes})
+    if len(kinds) != 1:
+        raise ArtifactError(
+            f"attention heads differ between layers ({[s['heads'] for s in shapes]}): ONNX Runtime's "
+            "attention fusion takes one head count per model; pass --optimize none to export the unfused "
+            "graph, or prune every layer to the same number of heads (bertpress compress --prune-heads does)"
+        )
+    heads, size = kinds[0]
+    return heads, heads * size
+
+
 def export_graph(model, tokenizer, file: Path, *, opset: int, trace_batch: int, trace_seq: int, seed: int = 0) -> None:
-    """torch.onnx.export (legacy) with dynamic batch and sequence axes."""
+    """torch.onnx.export (legacy) of an eager-attention copy, with dynamic batch and sequence axes."""
     import torch
 
     check_opset(opset)
-    wrapped = logits_module(copy.deepcopy(model).eval())
+    wrapped = logits_module(eager_copy(model))
     feed = synthetic_batch(model.config.vocab_size, special_ids(tokenizer), trace_batch, trace_seq,
                            np.random.default_rng(seed))
     args = tuple(torch.from_numpy(feed[n]) for n in INPUT_NAMES)
@@ -63,12 +95,13 @@ def export_graph(model, tokenizer, file: Path, *, opset: int, trace_batch: int, 
                           dynamic_axes=axes, opset_version=opset, do_constant_folding=True, dynamo=False)
 
 
-def optimize_graph(src: Path, dst: Path, *, level: str, num_layers: int, family,
+def optimize_graph(src: Path, dst: Path, *, level: str, num_layers: int, family, heads: int, width: int,
                    fuse_skip_layernorm: bool = False, fuse_bias_gelu: bool = True) -> dict[str, Any]:
     """Apply ORT's BERT fusions; raise if attention did not fuse in every layer.
 
-    num_heads=0 / hidden_size=0 let the optimizer read them from the graph, which is what makes
-    pruned models (fewer heads than the config's original) fuse too. SkipLayerNormalization is
+    heads / width (`attention_shape`) are given explicitly: transformers 5.x reshapes with -1,
+    so the optimizer cannot read them from the graph, and a pruned model has fewer heads than
+    its config's original. SkipLayerNormalization is
     left out unless asked for (see the module docstring). fuse_bias_gelu=False keeps the FFN bias
     as an Add before a plain Gelu: for dynamic int8 graphs ORT then folds the bias into
     DynamicQuantizeMatMul, and its Gelu kernel is faster than BiasGelu (240 vs 387 us for
@@ -80,18 +113,28 @@ def optimize_graph(src: Path, dst: Path, *, level: str, num_layers: int, family,
     options.enable_skip_layer_norm = fuse_skip_layernorm
     options.enable_bias_gelu = fuse_bias_gelu
     with quiet():
-        opt = optimize_model(str(src), model_type=family.ort_model_type, num_heads=0, hidden_size=0, opt_level=opt_level,
-                             optimization_options=options)
+        opt = optimize_model(str(src), model_type=family.ort_model_type, num_heads=heads, hidden_size=width,
+                             opt_level=opt_level, optimization_options=options)
         stats = opt.get_fused_operator_statistics()
         opt.save_model_to_file(str(dst))
     counts = {k: int(stats.get(k, 0)) for k in FUSION_KEYS}
-    check_fusion(counts, num_layers)
+    check_fusion(counts, num_layers, fused_attention_count(dst))
     return counts
 
 
-def check_fusion(counts: dict[str, int], num_layers: int) -> None:
-    """A BERT whose attention did not fuse runs as dozens of small ops: treat it as a failure."""
-    attention = counts.get("Attention", 0) + counts.get("MultiHeadAttention", 0)
+def check_fusion(counts: dict[str, int], num_layers: int, attention_ops: dict[str, int]) -> None:
+    """A BERT whose attention did not fuse runs as dozens of small ops: treat it as a failure.
+
+    Only ONNX Runtime's contrib-domain Attention counts (`attention_ops`, from the graph itself):
+    the optimizer's statistics also count the standard-domain ONNX `Attention` op by name, and a
+    graph of those must never reach the int8 quantizer (it writes an invalid model)."""
+    attention = attention_ops["contrib"]
+    if attention_ops["standard"]:
+        raise ArtifactError(
+            f"the graph has {attention_ops['standard']} standard-domain ONNX Attention ops (opset 23+ exporter), "
+            "which ONNX Runtime's fusions and int8 quantizer do not handle; export with the legacy exporter "
+            "(opset <= 20) or pass --optimize none --quantize none"
+        )
     if attention < num_layers:
         raise ArtifactError(
             f"ONNX Runtime fused attention in {attention} of {num_layers} layers (fusions: "
@@ -253,12 +296,17 @@ def export_onnx(model, tokenizer, out_dir: Path, work: Path, *, opset: int, opti
     if optimize != "none":
         fused = work / "fused.onnx"
         # Dynamic int8: bias Add + Gelu instead of BiasGelu (same logits, faster; optimize_graph).
+        heads, width = attention_shape(model, family)
         details["fusions"] = optimize_graph(raw, fused, level=optimize, num_layers=model.config.num_hidden_layers,
-                                            family=family,
+                                            family=family, heads=heads, width=width,
                                             fuse_skip_layernorm=fuse_skip_layernorm,
                                             fuse_bias_gelu=scheme != "dynamic")
         current = fused
     if scheme != "none":
+        standard = fused_attention_count(current)["standard"]
+        if standard:  # the quantizer would write an invalid model (check_fusion says why)
+            raise ArtifactError(f"{standard} standard-domain ONNX Attention ops cannot be quantized to int8; "
+                                "pass --quantize none")
         qfile = work / "int8.onnx"
         reader = None
         if scheme == "static":

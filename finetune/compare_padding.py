@@ -24,10 +24,10 @@ VARIANTS = ("bertpress", "plain")
 
 def _train_once(variant: str, args, train, tokenizer_source: str) -> dict:
     import torch
-    from transformers import (DataCollatorWithPadding, Trainer, TrainingArguments,
-                              default_data_collator)
+    from transformers import DataCollatorWithPadding, Trainer, default_data_collator
     from transformers.trainer_callback import PrinterCallback
 
+    from bertpress.finetune.args import training_arguments
     from bertpress.finetune.features import Features, tokenize
     from bertpress.models import load_classifier
     from bertpress.quiet import quiet_libraries
@@ -45,7 +45,7 @@ def _train_once(variant: str, args, train, tokenizer_source: str) -> dict:
         collator, grouped = default_data_collator, False
     real = [sum(r["attention_mask"]) for r in data.rows]
     with tempfile.TemporaryDirectory(prefix="bertpress-padcmp-") as tmp:
-        targs = TrainingArguments(
+        targs = training_arguments(
             output_dir=tmp, num_train_epochs=args.epochs, learning_rate=5e-5,
             per_device_train_batch_size=args.batch_size, seed=args.seed, data_seed=args.seed,
             group_by_length=grouped, eval_strategy="no", save_strategy="no", logging_strategy="no",

@@ -43,7 +43,9 @@ def recover(
     default, removed afterwards).
     """
     import torch
-    from transformers import DataCollatorWithPadding, TrainingArguments
+    from transformers import DataCollatorWithPadding
+
+    from bertpress.finetune.args import training_arguments
     from bertpress.finetune.distill import DistillationTrainer
     from bertpress.finetune.features import accuracy, tokenize
     from bertpress.quiet import quiet
@@ -72,7 +74,7 @@ def recover(
     try:
         train_f = tokenize(train, tokenizer, max_length)
         eval_f = tokenize(eval_data, tokenizer, max_length) if eval_data is not None else None
-        args = TrainingArguments(
+        args = training_arguments(
             output_dir=str(work),
             num_train_epochs=epochs,
             max_steps=max_steps if max_steps is not None else -1,

@@ -291,12 +291,13 @@ def _quiet_library_logs() -> None:
 
 
 def _build_trainer(config, model, tokenizer, train_f, dev_f, teacher, work, cuda, progress):
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+    from transformers import DataCollatorWithPadding, Trainer
 
+    from bertpress.finetune.args import training_arguments
     from bertpress.finetune.features import accuracy
 
     strategy = "steps" if config.eval_every else "epoch"
-    args = TrainingArguments(
+    args = training_arguments(
         output_dir=str(work),
         num_train_epochs=config.epochs,
         learning_rate=config.lr,
@@ -329,7 +330,6 @@ def _build_trainer(config, model, tokenizer, train_f, dev_f, teacher, work, cuda
         dataloader_num_workers=0,
         report_to="none",
         disable_tqdm=not progress,
-        save_safetensors=True,
     )
     common = dict(model=model, args=args, train_dataset=train_f, eval_dataset=dev_f,
                   data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,

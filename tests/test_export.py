@@ -35,8 +35,11 @@ def _save_confident_tiny(path: Path, *, manifest: bool = True, details: dict | N
     model, tok = tiny_bert(hidden_size=hidden, intermediate_size=hidden + 5)
     with torch.no_grad():
         model.classifier.weight.mul_(40.0)
-    if prune:
-        model.prune_heads(prune)
+    if prune:  # what transformers 4.x's model.prune_heads leaves: smaller q/k/v + config.pruned_heads
+        from bertpress.arch import adapter_for
+
+        adapter_for(model).apply_pruning(model, prune, None)
+        model.config.pruned_heads = {int(k): list(v) for k, v in prune.items()}
     model.save_pretrained(path)
     tok.save_pretrained(path)
     if manifest:
@@ -198,8 +201,27 @@ def test_unfused_attention_is_an_error():
     from bertpress.export.onnx import check_fusion
 
     with pytest.raises(ArtifactError, match=r"fused attention in 0 of 6 layers.*--optimize none"):
-        check_fusion({"Attention": 0, "SkipLayerNormalization": 12}, 6)
-    check_fusion({"Attention": 6, "SkipLayerNormalization": 12}, 6)
+        check_fusion({"Attention": 0, "SkipLayerNormalization": 12}, 6, {"contrib": 0, "standard": 0})
+    check_fusion({"Attention": 6, "SkipLayerNormalization": 12}, 6, {"contrib": 6, "standard": 0})
+    # The optimizer's statistics count the standard-domain ONNX Attention op by name: not a fusion.
+    with pytest.raises(ArtifactError, match=r"6 standard-domain ONNX Attention ops"):
+        check_fusion({"Attention": 6, "SkipLayerNormalization": 12}, 6, {"contrib": 0, "standard": 6})
+
+
+def test_standard_domain_attention_is_told_apart_from_contrib():
+    """A graph with the opset-23 ONNX Attention op next to ORT's com.microsoft Attention."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from bertpress.ort import fused_attention_count
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8])
+    nodes = [helper.make_node("Attention", ["x", "x", "x"], ["a"], name="std"),
+             helper.make_node("Attention", ["a", "w", "b"], ["y"], name="ms", domain="com.microsoft")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 23), helper.make_opsetid("com.microsoft", 1)])
+    assert fused_attention_count(model) == {"contrib": 1, "standard": 1}
 
 
 def test_int8_fused_onnx_runs_and_agrees(int8_all, fp32_all, ckpt):
@@ -268,13 +290,29 @@ def test_static_without_calibration_data_is_a_config_error(ckpt, tmp_path):
 
 
 def test_pruned_model_fuses_and_exports_int8(tmp_path):
-    """Different head counts per layer (a pruned checkpoint): the optimizer must auto-detect."""
+    """A checkpoint head-pruned by transformers 4.x (config.pruned_heads, no bertpress manifest)
+    loads on 5.x through the rebuild, fuses with the explicit head count and passes parity."""
     from bertpress.export import ExportConfig, export
 
-    src = _save_confident_tiny(tmp_path / "pruned", manifest=False, prune={0: [0], 1: [1, 2]}, hidden=64)
+    src = _save_confident_tiny(tmp_path / "pruned", manifest=False, prune={0: [0], 1: [3]}, hidden=64)
     art = export(src, ExportConfig(quantize="dynamic"), tmp_path / "out")
     assert art.manifest.details["model"]["fusions"]["Attention"] == 2
     assert art.manifest.details["source_kind"] == "huggingface"
+    assert art.manifest.metrics["parity"]["model.onnx"]["passed"]
+
+
+def test_unevenly_pruned_model_is_refused_fused_and_exports_unfused(tmp_path):
+    """Different head counts per layer: ORT's fusion takes one head count, so the fused export is
+    refused in one line naming --optimize none, and that export works."""
+    from bertpress.export import ExportConfig, export
+
+    src = _save_confident_tiny(tmp_path / "pruned", manifest=False, prune={0: [0], 1: [1, 2]}, hidden=64)
+    with pytest.raises(ArtifactError) as err:
+        export(src, ExportConfig(quantize="dynamic"), tmp_path / "out")
+    assert str(err.value).startswith("attention heads differ between layers ([3, 2]):")
+    assert "--optimize none" in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "out").exists()
+    art = export(src, ExportConfig(quantize="dynamic", optimize="none"), tmp_path / "out")
     assert art.manifest.metrics["parity"]["model.onnx"]["passed"]
 
 

@@ -115,7 +115,7 @@ def test_fp32_ir_layout_manifest_and_parity(fp32_ov, ckpt):
 
     art = fp32_ov
     names = {p.name for p in art.path.iterdir()}
-    assert {XML, BIN, "config.json", "tokenizer.json", "vocab.txt", "bertpress.json"} <= names
+    assert {XML, BIN, "config.json", "tokenizer.json", "tokenizer_config.json", "bertpress.json"} <= names
     assert "predict.py" not in names
     m = art.manifest
     assert m.kind == "openvino" and m.details["format"] == "openvino" and m.details["precision"] == "fp32"

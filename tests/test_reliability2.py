@@ -177,7 +177,7 @@ def test_a_tokenizer_that_panics_is_one_error(tmp_path, tiny_checkpoint, monkeyp
     def boom(self, *a, **k):
         raise panic("called `Option::unwrap()` on a `None` value")
 
-    monkeypatch.setattr(PreTrainedTokenizerFast, "_batch_encode_plus", boom)
+    # transformers 5.x: one _encode_plus for single texts and batches (no _batch_encode_plus).
     monkeypatch.setattr(PreTrainedTokenizerFast, "_encode_plus", boom)
     with pytest.raises(ArtifactError, match=r"its tokenizer is broken \(PanicException: called"):
         load_tokenizer(tiny_checkpoint)
