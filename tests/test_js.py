@@ -96,7 +96,7 @@ def bundles(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("js")
     ckpt = _save_confident_tiny(root / "checkpoint")
-    pruned = _save_confident_tiny(root / "pruned-checkpoint", prune={0: [0], 1: [1, 2]}, hidden=64)
+    pruned = _save_confident_tiny(root / "pruned-checkpoint", prune={0: [0, 3], 1: [1, 2]}, hidden=64)
     out = {
         "fp32": export(ckpt, ExportConfig(**QUICK), root / "fp32").path,
         "int8": export(ckpt, ExportConfig(quantize="dynamic", **QUICK), root / "int8").path,
