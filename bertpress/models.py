@@ -221,7 +221,8 @@ def _check_loading_info(source, info: dict, model, directory: Path | None) -> No
     missing = list(info.get("missing_keys", []))
     head = [k for k in missing + mismatched if k.startswith(HEAD_PREFIXES)]
     allowed = HEAD_PREFIXES + (POOLER_PREFIXES if head else ())
-    bad_shape = [k for k in mismatched if not k.startswith(HEAD_PREFIXES)]
+    order = {k: i for i, k in enumerate(model.state_dict())}  # name the first in model order (5.x reports a set)
+    bad_shape = sorted((k for k in mismatched if not k.startswith(HEAD_PREFIXES)), key=lambda k: order.get(k, len(order)))
     if bad_shape:
         k = bad_shape[0]
         wanted = list(model.state_dict()[k].shape) if k in model.state_dict() else "?"
