@@ -32,10 +32,15 @@ def texts_of(spec: str | None, split: str, n: int, seed: int, labels: list[str],
         return None, None, None
     from bertpress.data import load_text_classification
 
-    ds = load_text_classification(spec, split, prefer=prefer, text_column=text_column,
-                                  text_pair_column=text_pair_column, label_column=label_column).subset(n, seed=seed)
-    same = ds.label_names == labels or (
-        all(x.isdigit() for x in ds.label_names) and len(ds.label_names) <= len(labels))
+    from bertpress.errors import InputError
+
+    kw = dict(prefer=prefer, text_column=text_column, text_pair_column=text_pair_column, label_column=label_column)
+    try:  # labels read as names of the model's label map (string labels in any order)
+        ds, same = load_text_classification(spec, split, label_names=labels, **kw), True
+    except InputError:  # labels the model does not have: the texts still serve the argmax agreement
+        ds = load_text_classification(spec, split, **kw)
+        same = all(x.isdigit() for x in ds.label_names) and len(ds.label_names) <= len(labels)
+    ds = ds.subset(n, seed=seed)
     return ds.examples, (ds.labels if same else None), ds.columns
 
 

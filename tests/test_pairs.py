@@ -314,7 +314,7 @@ def test_predict_py_reads_pairs_in_a_fresh_process(pair_onnx, pair_ckpt, tmp_pat
     tab = run(stdin="".join(f"{a}\t{b}\n" for a, b in pairs))
     assert tab.returncode == 0 and tab.stdout == two.stdout
     probs = _torch_probs(pair_ckpt.path, pairs)
-    assert [r[0] for r in rows] == [["0", "1"][i] for i in probs.argmax(-1)]
+    assert [r[0] for r in rows] == [pair_onnx.manifest.labels[i] for i in probs.argmax(-1)]
     np.testing.assert_allclose([float(r[1]) for r in rows], probs.max(-1), atol=1e-3)
     odd = run("only one text")
     assert odd.returncode == 2 and "give an even number of texts (text text_pair ...), got 1" in odd.stderr
@@ -356,12 +356,14 @@ def test_forty_string_labels_survive_train_compress_export_predict(tmp_path):
 
     names = many_label_names(40)
     data = write_many_label_dataset(tmp_path / "many", num_labels=40)
-    save_tiny_checkpoint(tmp_path / "ckpt")  # a 2-label classifier head is replaced: its label map is the data's
-    (tmp_path / "ckpt" / "bertpress.json").unlink()
-    cfg = FinetuneConfig(model=str(tmp_path / "ckpt"), data=str(data), epochs=2, lr=5e-3, batch_size=32,
-                         warmup=0.0, labels=tuple(names))
+    assert names != sorted(names)  # the label map is the model's order, not the data's sorted names
+    save_tiny_checkpoint(tmp_path / "ckpt", labels=names)
+    cfg = FinetuneConfig(model=str(tmp_path / "ckpt"), data=str(data), epochs=2, lr=5e-3, batch_size=32, warmup=0.0)
     ckpt = finetune(None, cfg, tmp_path / "ft", progress=False)
     assert ckpt.manifest.labels == names
+    train = load_text_classification(data, "train", label_names=names)
+    assert [names[i] for i in train.labels[:5]] == [line.split("\t")[1] for line in
+                                                   (data / "train.tsv").read_text().splitlines()[1:6]]
     assert 0.0 <= ckpt.manifest.metrics["dev_macro_f1"] <= 1.0 and "dev_f1" not in ckpt.manifest.metrics
     hf = json.loads((ckpt.path / "config.json").read_text())
     assert hf["id2label"] == {str(i): n for i, n in enumerate(names)} and hf["label2id"]["bad-z"] == names.index("bad-z")
