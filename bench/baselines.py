@@ -58,7 +58,7 @@ class PipelineRunner(Runner):
 
     def _texts_of_length(self, batch: int, seq: int) -> list:
         # One word per token for any WordPiece vocab: single letters are always whole tokens.
-        if self.pairs and seq >= 5:  # [CLS] a [SEP] b [SEP]: the two texts seq - 3 tokens in all
+        if getattr(self, "pairs", False) and seq >= 5:  # (tests call it unbound, as a plain function)  # [CLS] a [SEP] b [SEP]: the two texts seq - 3 tokens in all
             n = seq - 3
             return [{"text": ("a " * (n // 2)).strip(), "text_pair": ("a " * (n - n // 2)).strip()}] * batch
         n_words = max(seq - 2, 1)  # [CLS] and [SEP] take two positions

@@ -333,6 +333,15 @@ def test_bench_sweep_and_traffic_on_a_pair_model(pair_onnx, pair_ckpt, work, tmp
     sep = runner.tokenizer.sep_token_id
     assert feed["input_ids"].shape == (2, 16) and list(np.flatnonzero(feed["input_ids"][0] == sep)) == [8, 15]
     assert list(feed["token_type_ids"][0]) == [0] * 9 + [1] * 7
+    from types import SimpleNamespace
+
+    from bertpress.bench.baselines import PipelineRunner
+    from bertpress.signature import encode
+
+    for seq in (8, 33, 128):  # the hf-pipeline baseline's pairs tokenize to the asked total length
+        rows = PipelineRunner._texts_of_length(SimpleNamespace(pairs=True), 2, seq)
+        enc = encode(runner.tokenizer, [(r["text"], r["text_pair"]) for r in rows], seq)
+        assert enc["input_ids"].shape == (2, seq) and enc["attention_mask"].all() and enc["token_type_ids"][0, -1] == 1
     cfg = BenchConfig(batch_sizes=(1,), seq_lens=(16,), eval_data=str(work / "pairs"), min_iters=2,
                       min_seconds=0.0, warmup=1, runtimes=("pytorch", "onnxruntime"))
     report = bench([pair_ckpt.path, pair_onnx.path], cfg, tmp_path / "report", progress=False)
@@ -344,6 +353,65 @@ def test_bench_sweep_and_traffic_on_a_pair_model(pair_onnx, pair_ckpt, work, tmp
     assert ref.f1 == pytest.approx(pair_ckpt.manifest.metrics["dev_f1"])
     assert by_runtime["onnxruntime"].agreement == 1.0 and by_runtime["onnxruntime"].f1 == pytest.approx(ref.f1)
     assert "F1 %" in (report.path / "report.md").read_text()
+
+
+def test_bench_baselines_take_pairs(pair_ckpt, work, tmp_path):
+    """The transformers pipeline gets {"text", "text_pair"}; the optimum-intel anchor (where its
+    environment exists) calibrates on pairs and agrees with the fp32 model on them."""
+    from bertpress.bench import BenchConfig, bench
+    from bertpress.bench.anchors import find_env
+    from bertpress.errors import DeviceError
+
+    baselines = ["hf-pipeline"]
+    try:
+        find_env("optimum-intel")
+        baselines.append("optimum-intel")
+    except DeviceError:
+        pass
+    cfg = BenchConfig(batch_sizes=(1,), seq_lens=(16,), eval_data=str(work / "pairs"), min_iters=2,
+                      min_seconds=0.0, warmup=1, runtimes=("pytorch",), baselines=tuple(baselines))
+    res = bench([pair_ckpt.path], cfg, tmp_path / "report", progress=False).results
+    by_runtime = {v.runtime: v for v in res.variants}
+    ref = by_runtime["pytorch"]
+    assert by_runtime["hf-pipeline"].agreement == 1.0 and by_runtime["hf-pipeline"].f1 == pytest.approx(ref.f1)
+    if "optimum-intel" in baselines:
+        ov = by_runtime["optimum-intel"]
+        assert any("sentence pairs of" in n for n in ov.notes) and ov.agreement >= 0.9
+
+
+@pytest.fixture(scope="module")
+def pair_web(pair_ckpt, work):
+    from bertpress.export import ExportConfig, export
+    from tests.test_js import _need
+
+    _need("node")
+    return export(pair_ckpt.path, ExportConfig(format="web"), work / "site", progress=False).path
+
+
+def test_web_page_classifies_pairs_in_headless_chromium(pair_web, pair_ckpt, tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    from tests.test_js import _node, _need, _Quiet
+
+    tools = _need("node", "chromium")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(pair_web)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    pairs = [("the plot was", "a superb film"), ("it is very", "the acting was dull")]
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        res = json.loads(_node(["browser-check.mjs", url, str(tmp_path / "page.png"), *("\t".join(p) for p in pairs)],
+                               timeout=150, env={"CHROMIUM": tools["chromium"]}))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert res["offsite"] == [] and res["errors"] == [] and res["pair_field"], res
+    probs = _torch_probs(pair_ckpt.path, pairs[:1]), _torch_probs(pair_ckpt.path, pairs[1:])
+    labels = pair_ckpt.manifest.labels
+    for call, p in zip(res["calls"], probs):
+        assert call["label"] == labels[int(p[0].argmax())]
+        assert call["scores"] == pytest.approx(dict(zip(labels, p[0])), abs=1e-4)
 
 
 # ---- many labels ------------------------------------------------------------------------------------
