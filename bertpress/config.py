@@ -275,4 +275,5 @@ def check_columns(text_column: Any, text_pair_column: Any, label_column: Any = N
     named = [v for v in (text_column, text_pair_column, label_column) if v is not None]
     if len(set(named)) != len(named):
         raise ConfigError(f"text_column={text_column!r}, text_pair_column={text_pair_column!r} and "
-                          f"label_column={label_column!r} must name different columns")
+                          f"label_column={label_column!r} must name different columns; pass --text-column, "
+                          "--text-pair-column and --label-column with three different names")

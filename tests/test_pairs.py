@@ -414,6 +414,47 @@ def test_web_page_classifies_pairs_in_headless_chromium(pair_web, pair_ckpt, tmp
         assert call["scores"] == pytest.approx(dict(zip(labels, p[0])), abs=1e-4)
 
 
+def test_cli_flags_name_the_columns_and_later_stages_reuse_them(work, tmp_path, capsys):
+    from bertpress.app.cli import main as cli_main
+    from bertpress.artifact import Artifact
+
+    data = tmp_path / "custom"
+    for split in ("train", "dev"):
+        rows = (work / "pairs" / f"{split}.tsv").read_text().splitlines()[1:33]
+        _write(data / f"{split}.tsv", "y\tleft\tright\n" + "".join(r + "\n" for r in rows))
+    ft = tmp_path / "ft"
+    assert cli_main(["finetune", "--model", str(work / "ckpt"), "--data", str(data), "--text-column", "left",
+                     "--text-pair-column", "right", "--label-column", "y", "--epochs", "1", "--out", str(ft),
+                     "--no-progress"]) == 0
+    assert "dev F1" in capsys.readouterr().err
+    want = {"text": "left", "text_pair": "right", "label": "y"}
+    assert Artifact.load(ft).manifest.columns == want
+    # compress reads its eval data with the checkpoint's columns, no flags needed
+    assert cli_main(["compress", str(ft), "--out", str(tmp_path / "c"), "--eval-data", str(data), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "F1:" in out and Artifact.load(tmp_path / "c").manifest.columns == want
+    assert cli_main(["compress", str(ft), "--out", str(tmp_path / "c2"), "--eval-data", str(data),
+                     "--text-pair-column", "nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: --eval-data {data}: {data / 'dev.tsv'}: text pair column 'nope' not found (columns: "
+                   "['y', 'left', 'right']); pass --text-pair-column NAME") and not (tmp_path / "c2").exists()
+
+
+def test_quickstart_and_recipes_carry_pair_columns(tmp_path):
+    from bertpress.app.pipeline import parse_recipe
+    from bertpress.app.quickstart import quickstart_recipe
+
+    mrpc = write_tiny_pair_dataset(tmp_path / "mrpc")
+    spec, recipe, note = quickstart_recipe(str(mrpc), tmp_path / "qs", text_column="sentence1",
+                                           text_pair_column="sentence2")
+    assert recipe["finetune"]["labels"] == ["not_equivalent", "equivalent"] and "MRPC sentence pairs" in note
+    parsed = parse_recipe(recipe, source="quickstart")
+    ft = parsed.stages["finetune"]
+    assert (ft.text_column, ft.text_pair_column) == ("sentence1", "sentence2")
+    recipe["bench"]["text_pair_column"] = "sentence2"  # every stage's section takes the column keys
+    assert parse_recipe(recipe, source="r").stages["bench"].text_pair_column == "sentence2"
+
+
 # ---- many labels ------------------------------------------------------------------------------------
 
 
