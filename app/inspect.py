@@ -122,6 +122,11 @@ def inspect_text(data: dict[str, Any]) -> str:
     if m:
         lines.append(f"artifact     {m['kind']} (schema {m['schema_version']}, created {m['created']})")
         lines.append(f"labels       {', '.join(m['labels'])}   max length {m['max_length']}")
+        cols = m.get("columns")
+        if cols:
+            reads = (f"sentence pairs: {cols['text']} + {cols['text_pair']}" if cols.get("text_pair")
+                     else f"single texts: {cols['text']}")
+            lines.append(f"inputs       {reads} (label column {cols['label']})")
         if m.get("recipe"):
             lines.append(f"recipe       {m['recipe'].get('_type')} {json.dumps(m['recipe'].get('_data'))[:200]}")
         if m.get("lineage"):

@@ -38,6 +38,9 @@ def register(sub, common, formatter) -> None:
     q.add_argument("--train-samples", type=int, default=4000,
                    help="fine-tune on a random subset of this many training sentences (time budget)")
     q.add_argument("--epochs", type=float, default=1.0, help="fine-tuning epochs")
+    from bertpress.data import add_column_flags
+
+    add_column_flags(q)  # recorded in the checkpoint; the later stages read their data with the same columns
     q.add_argument("--overwrite", action="store_true",
                    help="start over: delete --out first (otherwise finished stages are reused); only a "
                         "directory bertpress wrote is ever deleted")
@@ -104,7 +107,8 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     out = resolve_out(args.out)
     main = dist_main()
     data, recipe_data, note = quickstart_recipe(args.data, out, train_samples=args.train_samples,
-                                                epochs=args.epochs)
+                                                epochs=args.epochs, text_column=args.text_column,
+                                                text_pair_column=args.text_pair_column)
     recipe = parse_recipe(recipe_data, source="quickstart")
     if main and args.overwrite and out.exists():
         # only ever delete what bertpress wrote, and never a directory holding an input

@@ -17,14 +17,18 @@ def resolve_data(data: str | None) -> tuple[str, str, list[str] | None]:
                 ["negative", "positive"])
     name = Path(data).name.lower()
     sst2 = "sst2" in name or "sst-2" in name or data.lower() in ("glue/sst2", "sst2")
-    labels = ["negative", "positive"] if sst2 else None
-    note = f"{data}" + (" (GLUE SST-2: fine-tuned on a subset of train, evaluated on the full dev set)"
-                        if sst2 else "")
+    mrpc = "mrpc" in name or data.lower() in ("glue/mrpc", "mrpc")
+    # GLUE's label names (the hub's ClassLabel names); for MRPC id 1 = paraphrase, whose F1 is reported
+    labels = ["negative", "positive"] if sst2 else ["not_equivalent", "equivalent"] if mrpc else None
+    note = f"{data}" + (" (GLUE SST-2: fine-tuned on a subset of train, evaluated on the full dev set)" if sst2 else
+                        " (GLUE MRPC sentence pairs: fine-tuned on a subset of train, evaluated on the full dev set)"
+                        if mrpc else "")
     return data, note, labels
 
 
-def quickstart_recipe(data: str | None, out: Path, *, train_samples: int = 4000,
-                      epochs: float = 1.0) -> tuple[str, dict[str, Any], str]:
+def quickstart_recipe(data: str | None, out: Path, *, train_samples: int = 4000, epochs: float = 1.0,
+                      text_column: str | None = None,
+                      text_pair_column: str | None = None) -> tuple[str, dict[str, Any], str]:
     spec, note, labels = resolve_data(data)
     note += f"; fine-tuned on a random subset of at most {train_samples} training sentences, {epochs:g} epoch(s)"
     finetune: dict[str, Any] = {
@@ -33,6 +37,10 @@ def quickstart_recipe(data: str | None, out: Path, *, train_samples: int = 4000,
     }
     if labels:
         finetune["labels"] = labels
+    # The checkpoint records the columns it was trained on; compress, export and bench read theirs alike.
+    for key, value in (("text_column", text_column), ("text_pair_column", text_pair_column)):
+        if value is not None:
+            finetune[key] = value
     recipe = {
         "out": str(out),
         "finetune": finetune,

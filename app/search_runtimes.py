@@ -28,7 +28,7 @@ class OnnxTwin:
         from bertpress.signature import torch_runner
 
         if "reference" not in shared:  # fp32 logits on the eval texts, once per pruning ratio
-            shared["reference"] = source_eval_logits(torch_runner(model), tokenizer, eval_data.texts, max_length)
+            shared["reference"] = source_eval_logits(torch_runner(model), tokenizer, eval_data.examples, max_length)
         reference = shared["reference"]
 
         cfg = ExportConfig()  # the defaults `bertpress export CHECKPOINT` uses
@@ -38,13 +38,13 @@ class OnnxTwin:
             key = (recipe.calibration_data, recipe.calibration_samples)
             if key not in calib_cache:  # read the train split once per search, not per candidate
                 calib_cache[key] = texts_of(recipe.calibration_data, "train", recipe.calibration_samples,
-                                            cfg.seed, labels)[0]
+                                            cfg.seed, labels, prefer=eval_data.columns)[0]
             calib = calib_cache[key]
         out.mkdir(parents=True)
         write_onnx(model, tokenizer, recipe, cfg, out, max_length, calib)
         self.file = out / "model.onnx"
         self.report = gate(ort_runner(self.file), torch_runner(model), model, tokenizer, recipe, cfg, max_length,
-                           model.config.num_labels, eval_data.texts, eval_data.labels, reference)
+                           model.config.num_labels, eval_data.examples, eval_data.labels, reference)
         self.accuracy = self.report["accuracy"]["export"]  # fraction, like compress's
         self.size_bytes = self.file.stat().st_size
 

@@ -56,8 +56,11 @@ class PipelineRunner(Runner):
                            if source.path is not None else None)
         self.notes.append("every call includes tokenization (the pipeline takes texts)")
 
-    def _texts_of_length(self, batch: int, seq: int) -> list[str]:
+    def _texts_of_length(self, batch: int, seq: int) -> list:
         # One word per token for any WordPiece vocab: single letters are always whole tokens.
+        if getattr(self, "pairs", False) and seq >= 5:  # (tests call it unbound, as a plain function)  # [CLS] a [SEP] b [SEP]: the two texts seq - 3 tokens in all
+            n = seq - 3
+            return [{"text": ("a " * (n // 2)).strip(), "text_pair": ("a " * (n - n // 2)).strip()}] * batch
         n_words = max(seq - 2, 1)  # [CLS] and [SEP] take two positions
         words = ("a " * n_words).strip()
         return [words] * batch
@@ -72,8 +75,10 @@ class PipelineRunner(Runner):
             warnings.simplefilter("ignore")  # "use a dataset for efficiency on GPU" is expected
             return self.pipe(texts, **kwargs)
 
-    def classify(self, texts: Sequence[str]) -> np.ndarray:
-        out = self._call(list(texts), batch_size=len(texts), truncation=True, max_length=self.max_length)
+    def classify(self, texts: Sequence) -> np.ndarray:
+        # the pipeline's own spelling of a sentence pair: {"text": a, "text_pair": b}
+        inputs = [{"text": t[0], "text_pair": t[1]} if isinstance(t, (tuple, list)) else t for t in texts]
+        out = self._call(inputs, batch_size=len(texts), truncation=True, max_length=self.max_length)
         return np.array([self.label2id[o["label"]] for o in out], dtype=np.int64)
 
     def close(self) -> None:
@@ -111,22 +116,27 @@ def preflight_anchor(baseline: Baseline, source: Source | None, device: str, eva
                           "pass --eval-data (its train split, else the eval split, is used)")
 
 
-def calibration_texts(eval_data: str, eval_split: str, seed: int) -> tuple[list[str], str]:
-    """Sentences for the optimum-intel anchor's calibration, chosen as compress chooses its own:
-    the train split of the eval data when it has one, else the eval split (and the note says so)."""
+def calibration_texts(eval_data: str, eval_split: str, seed: int, columns=None) -> tuple[list, str]:
+    """Sentences (or [text, text_pair] pairs) for the optimum-intel anchor's calibration, chosen as
+    compress chooses its own: the train split of the eval data when it has one, else the eval
+    split (and the note says so); read with `columns` (those of bench's eval rows)."""
     from bertpress.data import load_text_classification
     from bertpress.errors import InputError
 
+    kw = {} if columns is None else dict(text_column=columns.text, text_pair_column=columns.text_pair,
+                                         label_column=columns.label)
     try:
-        ds, split = load_text_classification(eval_data, "train"), "train"
+        ds, split = load_text_classification(eval_data, "train", **kw), "train"
     except InputError:
-        ds, split = load_text_classification(eval_data, eval_split), eval_split
+        ds, split = load_text_classification(eval_data, eval_split, **kw), eval_split
     ds = ds.subset(CALIBRATION_SAMPLES, seed=seed)
-    return list(ds.texts), f"{len(ds)} sentences of {ds.source} ({split} split, seed {seed})"
+    what = "sentence pairs" if ds.pairs else "sentences"
+    return [list(x) if ds.pairs else x for x in ds.examples], f"{len(ds)} {what} of {ds.source} ({split} split, seed {seed})"
 
 
 def build_anchor(baseline: Baseline, source: Source, work_dir: Path, threads: int, *,
-                 eval_data: str | None = None, eval_split: str = "dev", seed: int = 0) -> dict[str, Any]:
+                 eval_data: str | None = None, eval_split: str = "dev", seed: int = 0,
+                 columns=None) -> dict[str, Any]:
     """Build the anchor's model files in its own environment (bench/anchors/); returns its
     record (`model_path`, `recipe`, `versions`, ...) plus `calibration` for optimum-intel."""
     from bertpress.bench import anchors
@@ -138,7 +148,7 @@ def build_anchor(baseline: Baseline, source: Source, work_dir: Path, threads: in
         cpu = cpu_info()
         args = ["--model", str(source.path), "--preset", quantization_preset(cpu["isa"], cpu["arch"])]
         return anchors.build(baseline.value, args, out, threads=threads)
-    texts, where = calibration_texts(eval_data, eval_split, seed)
+    texts, where = calibration_texts(eval_data, eval_split, seed, columns)
     cal = work_dir / f"{baseline.value}-calibration.json"
     cal.write_text(json.dumps(texts), encoding="utf-8")
     args = ["--model", str(source.path), "--calibration", str(cal), "--num-samples", str(len(texts)),

@@ -34,6 +34,9 @@ def register(sub, common, formatter) -> None:
                         "dev.* files, or a datasets id (e.g. glue/sst2, needs network); none = latency only")
     p.add_argument("--eval-split", default="dev", help="split of --eval-data to use")
     p.add_argument("--eval-limit", type=int, default=None, help="use a random subset of this many eval rows")
+    from bertpress.data import add_column_flags
+
+    add_column_flags(p.add_argument_group("data columns (of --eval-data)"), label=True, recorded=True)
     p.add_argument("--traffic-batch-size", type=int, default=32, help="batch size of the real-traffic scenario")
     p.add_argument("--traffic-passes", type=int, default=1, help="passes over the eval set in the real-traffic scenario")
     p.add_argument("--baselines", default="",
@@ -81,7 +84,8 @@ def config_from_args(args: argparse.Namespace):
         "eval_limit": args.eval_limit, "traffic_batch_size": args.traffic_batch_size,
         "traffic_passes": args.traffic_passes, "baselines": args.baselines, "runtimes": args.runtimes,
         "warmup": args.warmup, "min_iters": args.min_iters, "min_seconds": args.min_seconds,
-        "headline": args.headline, "rounds": args.rounds,
+        "headline": args.headline, "rounds": args.rounds, "text_column": args.text_column,
+        "text_pair_column": args.text_pair_column, "label_column": args.label_column,
     })
 
 
@@ -94,14 +98,19 @@ def _report(args: argparse.Namespace, report) -> int:
         return 0
     b, s = res.headline["batch_size"], res.headline["seq_len"]
     print(f"report: {report.path}/report.md  (results.json, plots/)")
-    print(f"{'variant':48s} {'p50 ms':>9s} {'speed-up':>9s} {'sent/s':>9s} {'acc %':>7s}  (batch {b} x {s})")
+    f1_key = next((k for k in ("f1", "macro_f1") if any(getattr(v, k) is not None for v in res.variants)), None)
+    f1_head = {"f1": "F1 %", "macro_f1": "mF1 %"}.get(f1_key, "")
+    print(f"{'variant':48s} {'p50 ms':>9s} {'speed-up':>9s} {'sent/s':>9s} {'acc %':>7s}"
+          + (f" {f1_head:>7s}" if f1_key else "") + f"  (batch {b} x {s})")
     for v in res.variants:
         p50 = v.p50(b, s)
         sp = v.ratios.get("p50_speedup")
         print(f"{v.id[:48]:48s} {(f'{p50:.2f}' if p50 is not None else '-'):>9s} "
               f"{(f'{sp:.2f}x' if sp else '-'):>9s} "
               f"{(f'{v.traffic.sentences_per_s:.1f}' if v.traffic else '-'):>9s} "
-              f"{(f'{v.accuracy * 100:.2f}' if v.accuracy is not None else '-'):>7s}")
+              f"{(f'{v.accuracy * 100:.2f}' if v.accuracy is not None else '-'):>7s}"
+              + (f" {(f'{getattr(v, f1_key) * 100:.2f}' if getattr(v, f1_key) is not None else '-'):>7s}"
+                 if f1_key else ""))
     for r in res.refused:
         print(f"refused: {r.name} {r.runtime} on {r.device}: {r.reason}", file=sys.stderr)
     return 0

@@ -7,7 +7,7 @@ import enum
 import re
 from typing import Any
 
-from bertpress.config import as_enum, check_range, register_config, set_frozen
+from bertpress.config import as_enum, check_columns, check_range, register_config, set_frozen
 from bertpress.errors import ConfigError
 
 
@@ -101,6 +101,11 @@ class BenchConfig:
     headline: tuple[int, int] | None = None
     rounds: int = 1
     seed: int = 0
+    # Columns of eval_data; None: the ones each model was trained on (its manifest) where the data
+    # has them, else detected (bertpress.data) - a sentence-pair model is fed pairs.
+    text_column: str | None = None
+    text_pair_column: str | None = None
+    label_column: str | None = None
 
     def __post_init__(self) -> None:
         def device(x: Any) -> str:
@@ -133,6 +138,7 @@ class BenchConfig:
         check_range(self.min_seconds, "min_seconds", low=0)
         check_range(self.seed, "seed", low=0, integer=True)
         check_range(self.rounds, "rounds", low=1, high=100, integer=True)
+        check_columns(self.text_column, self.text_pair_column, self.label_column)
         if self.headline is not None:
             h = self.headline
             if isinstance(h, str):

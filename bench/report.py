@@ -80,26 +80,34 @@ def render_markdown(res: BenchResults) -> str:
                      "measurements started; other processes competed for the CPU, so treat small differences as noise.")
     rounds = cfg.get("rounds", 1)
     timed = [v for v in res.variants if v.rounds and v.rounds.get("p50_ms")]
+    # F1 of the positive class (binary) or macro-F1 (> 2 classes), where measured (bertpress.metrics)
+    f1_key = next((k for k in ("f1", "macro_f1") if any(getattr(v, k) is not None for v in res.variants)), None)
+    f1_head = {"f1": "F1 %", "macro_f1": "macro-F1 %", None: ""}[f1_key]
     lines += ["", "## Summary", "",
               f"Latency at batch {b} × {s} tokens (ms per call; speed-up vs the reference in brackets"
               + (f"; p50 = median of {rounds} interleaved rounds, listed below; p90 from the sweep" if timed else "")
               + "), "
-              f"real-traffic throughput (sentences/s, ratio), accuracy (Δ points), agreement with the "
+              f"real-traffic throughput (sentences/s, ratio), accuracy (Δ points)"
+              + (f", {f1_head[:-2]} (Δ points)" if f1_key else "") + ", agreement with the "
               f"fp32 reference's predictions, size on disk (MB, ratio).", "",
               f"| variant | runtime | device | precision | p50 ms | p90 ms{' (sweep)' if timed else ''} | sentences/s | "
-              "accuracy % | agreement % | size MB | peak RSS MB |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              f"accuracy % | {f1_head + ' | ' if f1_key else ''}agreement % | size MB | peak RSS MB |",
+              "|---|---|---|---|---|---|---|---|" + ("---|" if f1_key else "") + "---|---|---|"]
     for v in res.variants:
         lat = v.shape(b, s)
         r = v.ratios
         acc = "–" if v.accuracy is None else f"{v.accuracy * 100:.2f}" + (
             f" ({r['accuracy_delta_points']:+.2f})" if r.get("accuracy_delta_points") is not None else "")
+        f1 = ""
+        if f1_key:
+            val, delta = getattr(v, f1_key), r.get(f"{f1_key}_delta_points")
+            f1 = ("–" if val is None else f"{val * 100:.2f}" + (f" ({delta:+.2f})" if delta is not None else "")) + " | "
         lines.append(
             f"| `{v.id}`{' (ref)' if v.id == res.reference else ''} | {v.runtime} | {v.device} | {v.precision} | "
             f"{_f(v.p50(b, s))}{_x(r.get('p50_speedup'))} | "
             f"{_f(lat.p90_ms if lat else None)}{_x(r.get('p90_speedup'))} | "
             f"{_f(v.traffic.sentences_per_s if v.traffic else None, '{:.1f}')}{_x(r.get('throughput'))} | "
-            f"{acc} | {_f(None if v.agreement is None else v.agreement * 100)} | "
+            f"{acc} | {f1}{_f(None if v.agreement is None else v.agreement * 100)} | "
             f"{_size_cell(v)} | {_f(v.memory.get('peak_rss_mb'), '{:.0f}')} |")
     if any(v.size_source == "state_dict" for v in res.variants):
         lines.append("")

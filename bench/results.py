@@ -67,6 +67,9 @@ class VariantResult:
     fixed: list[ShapeResult] = dataclasses.field(default_factory=list)
     traffic: TrafficResult | None = None
     accuracy: float | None = None
+    # bertpress.metrics beside accuracy: F1 of the positive class (two classes) or macro-F1 (more)
+    f1: float | None = None
+    macro_f1: float | None = None
     agreement: float | None = None  # share of predictions equal to the fp32 reference's
     ratios: dict[str, float | None] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)

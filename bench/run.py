@@ -37,6 +37,8 @@ class _Plan:
     device: str
     role: str  # artifact | reference | baseline
     anchor: dict | None = None  # optimum / optimum-intel: the record of the files its environment built
+    pairs: bool = False  # the model reads sentence pairs (set once the eval data is known)
+    eval_columns: Any = None  # the bertpress.data.Columns its eval rows are read with
 
     @property
     def runtime_name(self) -> str:
@@ -100,18 +102,38 @@ def plan_variants(sources: list[Source], reference: Source | None, cfg: BenchCon
     return plans
 
 
-def _load_eval(cfg: BenchConfig, labels: tuple[str, ...], cache: dict) -> Any:
+def _load_eval(cfg: BenchConfig, source: Source, cache: dict) -> Any:
+    """The eval rows for `source`: its label map, and the columns it was trained on (its manifest)
+    unless the config names them - so a sentence-pair model is fed pairs."""
     if cfg.eval_data is None:
         return None
-    if labels not in cache:
+    labels, prefer = tuple(source.labels), source.columns
+    key = (labels, prefer)
+    if key not in cache:
         from bertpress.data import load_text_classification
 
-        ds = load_text_classification(cfg.eval_data, cfg.eval_split, label_names=list(labels) or None)
-        cache[labels] = ds.subset(cfg.eval_limit, seed=cfg.seed)
-    return cache[labels]
+        ds = load_text_classification(cfg.eval_data, cfg.eval_split, label_names=list(labels) or None,
+                                      text_column=cfg.text_column, text_pair_column=cfg.text_pair_column,
+                                      label_column=cfg.label_column, prefer=prefer)
+        cache[key] = ds.subset(cfg.eval_limit, seed=cfg.seed)
+    return cache[key]
+
+
+def _reads_pairs(source: Source, cfg: BenchConfig, cache: dict) -> bool:
+    """Whether `source` takes sentence pairs: its manifest says so, else its eval data does."""
+    if source.columns is not None:
+        return source.columns.pairs
+    ds = _load_eval(cfg, source, cache)
+    return bool(ds is not None and ds.pairs)
 
 
 def _build(plan: _Plan, threads: int, work_dir: Path, seed: int):
+    runner = _load(plan, threads, work_dir, seed)
+    runner.pairs = plan.pairs  # the fixed-shape sweep feeds pairs to a pair model (Runner.synthetic)
+    return runner
+
+
+def _load(plan: _Plan, threads: int, work_dir: Path, seed: int):
     import torch
 
     from bertpress.bench.runtimes import load_runner
@@ -135,11 +157,15 @@ def _measure_traffic(runner, ds, cfg: BenchConfig) -> tuple[TrafficResult, np.nd
 
     Sorting needs the token lengths, which a serving batcher would also know; that pre-pass is
     not timed. Returns the result and the predictions in the data's original order."""
-    lengths = [len(ids) for ids in runner.tokenizer(ds.texts, truncation=True, max_length=runner.max_length)["input_ids"]]
+    from bertpress.signature import tokenize
+
+    examples = ds.examples  # texts, or (text, text_pair) pairs: tokenized as the model was trained
+    lengths = [len(ids) for ids in tokenize(runner.tokenizer, examples, truncation=True,
+                                            max_length=runner.max_length)["input_ids"]]
     order = np.argsort(np.asarray(lengths), kind="stable")
     bs = cfg.traffic_batch_size
     batches = [order[i:i + bs] for i in range(0, len(order), bs)]
-    texts = [[ds.texts[j] for j in b] for b in batches]
+    texts = [[examples[j] for j in b] for b in batches]
     # Warm up on batches spread over the length range (kernels and caches are per shape).
     for i in sorted(set(np.linspace(0, len(texts) - 1, num=min(max(cfg.warmup, 1), len(texts))).astype(int))):
         runner.classify(texts[i])
@@ -182,6 +208,9 @@ def _ratios(v: VariantResult, ref: VariantResult | None, headline: tuple[int, in
         "accuracy_delta_points": (v.accuracy - ref.accuracy) * 100
         if v.accuracy is not None and ref.accuracy is not None else None,
     }
+    for key in ("f1", "macro_f1"):  # the same difference for F1 / macro-F1, where measured
+        if getattr(v, key) is not None and getattr(ref, key) is not None:
+            out[f"{key}_delta_points"] = (getattr(v, key) - getattr(ref, key)) * 100
     return out
 
 
@@ -232,7 +261,9 @@ def bench(
     threads = cfg.threads or default_threads()
     eval_cache: dict = {}
     for p in plans:  # fail fast on bad eval data / label mismatches, before any timing
-        _load_eval(cfg, tuple(p.source.labels), eval_cache)
+        ds = _load_eval(cfg, p.source, eval_cache)
+        p.pairs = _reads_pairs(p.source, cfg, eval_cache)
+        p.eval_columns = ds.columns if ds is not None else p.source.columns
     from bertpress.config import input_paths
 
     inputs = tuple(s.path for s in sources if s.path is not None) + input_paths(cfg)
@@ -291,7 +322,8 @@ def bench(
             reference=ref.id if ref else None,
             eval_data=None if first_eval is None else {
                 "source": first_eval.source, "split": cfg.eval_split, "rows": len(first_eval),
-                "skipped": first_eval.skipped, "labels": list(first_eval.label_names)},
+                "skipped": first_eval.skipped, "labels": list(first_eval.label_names),
+                "columns": first_eval.columns.to_dict() if first_eval.columns else None},
             variants=results,
             refused=refused,
             created=now_iso(),
@@ -340,10 +372,13 @@ def _measure_variant(p: _Plan, runner, cfg: BenchConfig, eval_cache: dict, bar) 
                 v.fixed.append(ShapeResult(b, s, stats))
                 del fn
             bar.update(1)
-    ds = _load_eval(cfg, tuple(p.source.labels), eval_cache)
+    ds = _load_eval(cfg, p.source, eval_cache)
     if ds is not None:
+        from bertpress.metrics import classification_metrics
+
         v.traffic, preds = _measure_traffic(runner, ds, cfg)
-        v.accuracy = float(np.mean(preds == np.asarray(ds.labels)))
+        scores = classification_metrics(preds, ds.labels, len(p.source.labels) or len(ds.label_names))
+        v.accuracy, v.f1, v.macro_f1 = scores["accuracy"], scores.get("f1"), scores.get("macro_f1")
         v._preds = preds  # type: ignore[attr-defined]  # for agreement; not serialised
         bar.update(1)
     return v
@@ -367,7 +402,7 @@ def _build_anchors(plans: list[_Plan], cfg: BenchConfig, threads: int, work_dir:
                 try:
                     built[p.runtime.value] = build_anchor(p.runtime, p.source, work_dir, threads,
                                                           eval_data=cfg.eval_data, eval_split=cfg.eval_split,
-                                                          seed=cfg.seed)
+                                                          seed=cfg.seed, columns=p.eval_columns)
                 except DeviceError as exc:
                     refused.append(Refusal(p.source.name, p.runtime_name, p.device, str(exc)))
                     continue

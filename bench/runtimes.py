@@ -73,6 +73,8 @@ class Runner:
     size_bytes: int | None = None
     size_source: str = "files"  # "files": on disk as shipped; "state_dict": serialized in-memory weights
 
+    pairs = False  # a sentence-pair model: the sweep feeds [CLS] a [SEP] b [SEP] (bench sets it per variant)
+
     def __init__(self, tokenizer, max_length: int | None) -> None:
         self.tokenizer = tokenizer
         self.max_length = max_length
@@ -94,29 +96,37 @@ class Runner:
         return len(self.tokenizer)
 
     def synthetic(self, batch: int, seq: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """Random token ids framed by [CLS] ... [SEP], full attention mask, segment 0."""
+        """Random token ids framed by [CLS] ... [SEP], full attention mask, segment 0; for a
+        sentence-pair model `[CLS] a [SEP] b [SEP]`, the two texts `seq` tokens in all (the
+        tokenizer's layout: token type 1 from the second text on)."""
         vocab = self.vocab_size()
         low = 1000 if vocab > 2000 else min(5, vocab - 1)  # skip [PAD]/[unused]/special ids
         ids = rng.integers(low, vocab, size=(batch, seq), dtype=np.int64)
+        types = np.zeros_like(ids)
+        sep = self.tokenizer.sep_token_id
         if self.tokenizer.cls_token_id is not None:
             ids[:, 0] = self.tokenizer.cls_token_id
-        if self.tokenizer.sep_token_id is not None and seq > 1:
-            ids[:, -1] = self.tokenizer.sep_token_id
-        return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        if sep is not None and seq > 1:
+            ids[:, -1] = sep
+        if self.pairs and sep is not None and seq >= 5:
+            mid = seq // 2  # the first text's [SEP]
+            ids[:, mid] = sep
+            types[:, mid + 1:] = 1
+        return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": types}
 
     def fixed_call(self, batch: int, seq: int, rng: np.random.Generator) -> Callable[[], Any]:
         prepared = self.prepare(self.synthetic(batch, seq, rng))
         return lambda: self.run(prepared)
 
-    def tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
-                             return_tensors="np")
-        out = {k: np.asarray(enc[k], dtype=np.int64) for k in INPUT_NAMES if k in enc}
-        out.setdefault("token_type_ids", np.zeros_like(out["input_ids"]))
-        return out
+    def tokenize(self, texts: Sequence) -> dict[str, np.ndarray]:
+        """Texts or (text, text_pair) pairs -> int64 inputs, padded to the longest (bertpress.signature)."""
+        from bertpress.signature import encode
 
-    def classify(self, texts: Sequence[str]) -> np.ndarray:
-        """Predicted class ids, end to end (tokenize with dynamic padding, run, argmax)."""
+        return encode(self.tokenizer, texts, self.max_length)
+
+    def classify(self, texts: Sequence) -> np.ndarray:
+        """Predicted class ids, end to end (tokenize with dynamic padding, run, argmax); texts
+        may be (text, text_pair) pairs."""
         return self.logits(self.run(self.prepare(self.tokenize(texts)))).argmax(axis=-1)
 
     def close(self) -> None:

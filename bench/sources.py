@@ -30,6 +30,13 @@ class Source:
     def where(self) -> str:
         return str(self.path) if self.path is not None else self.spec
 
+    @property
+    def columns(self):
+        """The data columns the model was trained on (bertpress.data.Columns), from its manifest."""
+        from bertpress.data import columns_of
+
+        return columns_of(self.manifest)
+
 
 def _config_json(path: Path) -> dict[str, Any]:
     cfg = path / "config.json"

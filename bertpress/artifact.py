@@ -39,6 +39,8 @@ class Manifest:
     task: str = "text-classification"
     labels: list[str] = dataclasses.field(default_factory=list)
     max_length: int | None = None
+    # the data columns the model reads: {"text", "text_pair" (None: single texts), "label"}; None: unknown
+    columns: dict[str, Any] | None = None
     recipe: dict[str, Any] | None = None  # tagged config that produced the artifact
     lineage: dict[str, Any] | None = None  # {"parent": path, "parent_kind": k, "parent_sha256": h}
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -67,6 +69,12 @@ class Manifest:
                                 "[SEP]); re-create the artifact")
         if not all(isinstance(x, str) for x in self.labels):
             raise ArtifactError("manifest labels must be a list of strings")
+        if self.columns is not None:
+            c = self.columns
+            if (not isinstance(c, dict) or set(c) != {"text", "text_pair", "label"} or not isinstance(c["text"], str)
+                    or not isinstance(c["label"], str) or not isinstance(c["text_pair"], (str, type(None)))):
+                raise ArtifactError(f"manifest columns must be {{text, text_pair, label}} names (text_pair may be "
+                                    f"null), got {echo(c)}; re-create the artifact")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -263,3 +263,17 @@ def check_range(
 def set_frozen(obj: Any, name: str, value: Any) -> None:
     """Assign to a frozen dataclass field from __post_init__ (after conversion)."""
     object.__setattr__(obj, name, value)
+
+
+def check_columns(text_column: Any, text_pair_column: Any, label_column: Any = None) -> None:
+    """Data column names in a config: None (detected) or non-empty strings, the two texts and
+    the label all different."""
+    for name, value in (("text_column", text_column), ("text_pair_column", text_pair_column),
+                        ("label_column", label_column)):
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise ConfigError(f"{name}={value!r} must be a column name or null (detected)")
+    named = [v for v in (text_column, text_pair_column, label_column) if v is not None]
+    if len(set(named)) != len(named):
+        raise ConfigError(f"text_column={text_column!r}, text_pair_column={text_pair_column!r} and "
+                          f"label_column={label_column!r} must name different columns; pass --text-column, "
+                          "--text-pair-column and --label-column with three different names")

@@ -5,6 +5,13 @@ Every bad row is an `InputError` naming the file, the line and the fix. Nothing 
 silently: with `skip_bad_rows=True` bad rows are skipped and counted in `TextDataset.skipped`
 (the caller must report that count).
 
+Sentence pairs (MRPC, QNLI, MNLI, QQP) are two text columns: detected from their usual names
+(`PAIR_COLUMNS`) or named with `text_pair_column`; every check on a text applies to both.
+`TextDataset.examples` gives a pair row as a (text, text_pair) tuple, which is what
+`bertpress.signature.tokenize` feeds a tokenizer as a pair. The columns read are kept in
+`TextDataset.columns` and recorded in every manifest (`Manifest.columns`), so later stages pass
+them back as `prefer` and read their data the way the model was trained.
+
 Nothing is silently misread either: a UTF-8 BOM is stripped; duplicate column names, two files
 for one split, labels spelled two ways (`1` and `1.0`, ids mixed with names, names differing
 only in case), a single-class or ID-like label column are refused with the cause. TSV is read
@@ -28,6 +35,10 @@ from typing import Any, Iterable, Sequence
 from bertpress.errors import InputError, echo
 
 TEXT_COLUMNS = ("sentence", "text")
+# Two text columns, as GLUE/SuperGLUE and the hub name them (MRPC/STS-B/RTE, QNLI, MNLI/SNLI, QQP).
+# Looked for before TEXT_COLUMNS: QNLI's `question`/`sentence` must not be read as single sentences.
+PAIR_COLUMNS = (("sentence1", "sentence2"), ("question", "sentence"), ("premise", "hypothesis"),
+                ("question1", "question2"))
 LABEL_COLUMN = "label"
 SUFFIXES = (".tsv", ".csv", ".jsonl")
 SPLIT_ALIASES = {
@@ -43,9 +54,63 @@ MAX_TEXT_CHARS = 100_000
 MAX_PLAUSIBLE_CLASSES = 20
 
 
+def add_column_flags(parser, *, label: bool = False, recorded: bool = False) -> None:
+    """--text-column / --text-pair-column (and --label-column) on an argparse parser: the one
+    wording of the data-column flags of every command that reads data. recorded: the command
+    reads a model whose manifest names the columns it was trained on (used by default)."""
+    first = ("default: the columns the model was trained on (its manifest) where the data has them, else "
+             if recorded else "default: ")
+    parser.add_argument("--text-column", default=None,
+                        help=first + f"detected: a sentence pair ({_pair_names()}), else {' or '.join(TEXT_COLUMNS)}")
+    parser.add_argument("--text-pair-column", default=None,
+                        help="second text column of sentence-pair data (e.g. sentence2): each row is "
+                             "tokenized as a pair")
+    if label:
+        parser.add_argument("--label-column", default=None if recorded else LABEL_COLUMN,
+                            help="label column" + (" (default: the model's, else label)" if recorded else ""))
+
+
 def note(message: str) -> None:
     """Tell the user about a reading decision (stderr: stdout stays clean for --json)."""
     print(f"note: {message}", file=sys.stderr)
+
+
+@dataclasses.dataclass(frozen=True)
+class Columns:
+    """The data columns a dataset was read from (and a model was trained on): `text_pair` is
+    None for single texts. Recorded in manifests as {"text", "text_pair", "label"}."""
+
+    text: str
+    text_pair: str | None = None
+    label: str = LABEL_COLUMN
+
+    @property
+    def pairs(self) -> bool:
+        return self.text_pair is not None
+
+    def describe(self) -> str:
+        return f"{self.text!r} + {self.text_pair!r}" if self.pairs else repr(self.text)
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"text": self.text, "text_pair": self.text_pair, "label": self.label}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "Columns | None":
+        """Columns from a manifest's `columns` (None when absent or not a valid record)."""
+        if not isinstance(data, dict) or not isinstance(data.get("text"), str):
+            return None
+        pair = data.get("text_pair")
+        label = data.get("label")
+        return cls(data["text"], pair if isinstance(pair, str) else None,
+                   label if isinstance(label, str) else LABEL_COLUMN)
+
+
+def columns_of(manifest: Any) -> "Columns | None":
+    """The columns an artifact's manifest records (a Manifest, its dict, or None)."""
+    if manifest is None:
+        return None
+    data = manifest.get("columns") if isinstance(manifest, dict) else getattr(manifest, "columns", None)
+    return Columns.from_dict(data)
 
 
 @dataclasses.dataclass
@@ -55,9 +120,22 @@ class TextDataset:
     label_names: list[str]
     source: str
     skipped: int = 0
+    text_pairs: list[str] | None = None  # the second text of each row, for sentence-pair data
+    columns: Columns | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    @property
+    def pairs(self) -> bool:
+        return self.text_pairs is not None
+
+    @property
+    def examples(self) -> list:
+        """What a tokenizer gets, one item per row: the text, or a (text, text_pair) tuple."""
+        if self.text_pairs is None:
+            return list(self.texts)
+        return list(zip(self.texts, self.text_pairs))
 
     def subset(self, n: int | None, seed: int = 0) -> "TextDataset":
         """A reproducible random subset of at most n rows (all rows if n is None or too big)."""
@@ -68,6 +146,7 @@ class TextDataset:
             self,
             texts=[self.texts[i] for i in idx],
             labels=[self.labels[i] for i in idx],
+            text_pairs=None if self.text_pairs is None else [self.text_pairs[i] for i in idx],
             source=f"{self.source} (random {n} of {len(self)}, seed {seed})",
         )
 
@@ -77,6 +156,7 @@ class _Row:
     line: int
     text: Any
     label: Any
+    pair: Any = None  # the second text (read only when the columns are a pair)
 
 
 def _is_int(value: Any) -> bool:
@@ -149,6 +229,7 @@ class _Collector:
     def __init__(self, where: str, label_names: Sequence[str] | None, skip_bad_rows: bool,
                  training: bool = True):
         self.where = where
+        self.columns: Columns | None = None  # set by the reader once the header is known
         self.training = training  # a training split must have two classes; a dev subset may not
         self.label_names = list(label_names) if label_names is not None else None
         self.skip = skip_bad_rows
@@ -161,15 +242,25 @@ class _Collector:
             return
         raise InputError(f"{loc}: {problem}; {fix}")
 
-    def build(self, rows: Iterable[_Row]) -> tuple[list[str], list[int], list[str]]:
+    def _text_ok(self, row: _Row, value: Any, column: str | None) -> bool:
+        """One text field checked (both fields of a pair are); single texts keep the short wording."""
+        what = "text" if column is None else f"text in column {column!r}"
+        if value is not None and not isinstance(value, str):
+            self.bad(row.line, f"{what} is a {type(value).__name__}, not a string", "write the text as a string")
+            return False
+        if value is None or not value.strip():
+            self.bad(row.line, f"blank {what}", "fill it in or remove the row")
+            return False
+        return True
+
+    def build(self, rows: Iterable[_Row]) -> tuple[list[str], list[int], list[str], list[str] | None]:
+        pairs = self.columns is not None and self.columns.pairs
+        first = self.columns.text if pairs else None
         kept: list[_Row] = []
         for row in rows:
-            if row.text is not None and not isinstance(row.text, str):
-                self.bad(row.line, f"text is a {type(row.text).__name__}, not a string",
-                         "write the text as a string")
+            if not self._text_ok(row, row.text, first):
                 continue
-            if row.text is None or not row.text.strip():
-                self.bad(row.line, "blank text", "fill it in or remove the row")
+            if pairs and not self._text_ok(row, row.pair, self.columns.text_pair):
                 continue
             if row.label is None or (isinstance(row.label, str) and not row.label.strip()):
                 self.bad(row.line, "missing label", "fill it in or remove the row")
@@ -180,7 +271,7 @@ class _Collector:
             raw = [str(r.label).strip() for r in kept]
             names = _infer_names(raw, self.where, self.training) if raw else []
         index = {n: i for i, n in enumerate(names)}
-        texts, labels = [], []
+        texts, labels, seconds = [], [], []
         by_name = by_id = None  # first row matched each way: one file spells labels one way
         for row in kept:
             lab = str(row.label).strip()
@@ -204,8 +295,10 @@ class _Collector:
                     f"{echo(by_id[1])}) of the label map {names}; write every label the same way"
                 )
             texts.append(row.text.strip())
+            if pairs:
+                seconds.append(row.pair.strip())
             labels.append(lid)
-        return texts, labels, names
+        return texts, labels, names, (seconds if pairs else None)
 
 
 def _decode_lines(path: Path, col: _Collector) -> list[tuple[int, str]]:
@@ -225,36 +318,87 @@ def _decode_lines(path: Path, col: _Collector) -> list[tuple[int, str]]:
     return lines
 
 
-def _pick_columns(header: Sequence[str], where: str, text_column: str | None, label_column: str) -> tuple[str, str]:
+def _pair_names() -> str:
+    return ", ".join(f"{a}/{b}" for a, b in PAIR_COLUMNS)
+
+
+def _pick_columns(header: Sequence[str], where: str, text_column: str | None, label_column: str | None,
+                  text_pair_column: str | None = None, prefer: Columns | None = None) -> Columns:
+    """The columns to read. Named columns (flags, configs) must exist; otherwise `prefer` (what
+    the model was trained on, from its manifest) is used where the data has those columns; else
+    a known pair (PAIR_COLUMNS), else a single text column (TEXT_COLUMNS). A model trained on
+    pairs never silently reads single texts, nor one trained on single texts pairs."""
     cols = [h.strip() for h in header]
     dups = sorted({c for c in cols if cols.count(c) > 1})
     if dups:
         raise InputError(f"{where}: duplicate column name(s) {[echo(d) for d in dups]} in the header; "
                          "rename them so every column has one name")
-    if text_column is None:
-        text_column = next((c for c in TEXT_COLUMNS if c in cols), None)
-        if text_column is None:
-            raise InputError(
-                f"{where}: no text column (looked for {' or '.join(TEXT_COLUMNS)}; found {cols}); "
-                "pass --text-column NAME"
-            )
-    elif text_column not in cols:
+    if label_column is None:
+        label_column = prefer.label if prefer is not None and prefer.label in cols else LABEL_COLUMN
+    if text_column is not None and text_column not in cols:
         raise InputError(f"{where}: text column {text_column!r} not found (columns: {cols}); pass --text-column NAME")
+    if text_pair_column is not None and text_pair_column not in cols:
+        raise InputError(f"{where}: text pair column {text_pair_column!r} not found (columns: {cols}); "
+                         "pass --text-pair-column NAME")
+    if text_column is not None and text_column == text_pair_column:
+        raise InputError(f"{where}: --text-column and --text-pair-column are both {text_column!r}; "
+                         "name two different columns")
+    pair = text_pair_column
+    if text_column is None:
+        if pair is not None:  # the first column of a known pair, else the usual single-text names
+            text_column = next((a for a, b in PAIR_COLUMNS if b == pair and a in cols), None) or next(
+                (c for c in TEXT_COLUMNS if c in cols and c != pair), None)
+            if text_column is None:
+                raise InputError(f"{where}: no first text column to pair with {pair!r} (found {cols}); "
+                                 "pass --text-column NAME")
+        elif prefer is not None and prefer.text in cols and (prefer.text_pair is None or prefer.text_pair in cols):
+            text_column, pair = prefer.text, prefer.text_pair
+        else:
+            found = next(((a, b) for a, b in PAIR_COLUMNS if a in cols and b in cols), None)
+            if found is not None and not (prefer is not None and not prefer.pairs):
+                text_column, pair = found
+            else:
+                text_column = next((c for c in TEXT_COLUMNS if c in cols), None)
+                if text_column is None and found is not None:  # a single-text model given pair data
+                    raise InputError(
+                        f"{where}: the model reads single texts ({prefer.describe()}) but the data holds "
+                        f"sentence pairs ({found[0]!r} + {found[1]!r}); pass --text-column NAME to read one column")
+            if text_column is None:
+                raise InputError(
+                    f"{where}: no text column (looked for {' or '.join(TEXT_COLUMNS)}, or the pairs "
+                    f"{_pair_names()}; found {cols}); pass --text-column NAME (and --text-pair-column NAME "
+                    "for sentence pairs)"
+                )
+    elif pair is None and prefer is not None and prefer.pairs:
+        if prefer.text_pair in cols and prefer.text_pair != text_column:
+            pair = prefer.text_pair
+        else:
+            raise InputError(
+                f"{where}: the model reads sentence pairs ({prefer.describe()}) but no second text column was "
+                f"found (columns: {cols}); pass --text-pair-column NAME")
+    if prefer is not None and prefer.pairs and pair is None:
+        raise InputError(
+            f"{where}: the model reads sentence pairs ({prefer.describe()}) but the data has only the text column "
+            f"{text_column!r} (columns: {cols}); pass --text-column NAME --text-pair-column NAME")
     if label_column not in cols:
         raise InputError(f"{where}: label column {label_column!r} not found (columns: {cols}); pass --label-column NAME")
-    return text_column, label_column
+    if label_column in (text_column, pair):
+        raise InputError(f"{where}: column {label_column!r} cannot be both a text and the label; "
+                         "pass --label-column NAME or --text-column NAME")
+    return Columns(text_column, pair, label_column)
 
 
-def _read_delimited(path: Path, delimiter: str, col: _Collector, text_column: str | None, label_column: str) -> list[_Row]:
+def _read_delimited(path: Path, delimiter: str, col: _Collector, pick) -> list[_Row]:
     lines = _decode_lines(path, col)
     if not lines:
         raise InputError(f"{path}: the file is empty; give a file with a header row and data rows")
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     first_line, header_text = lines[0]
     header = next(csv.reader([header_text], delimiter=delimiter, quoting=quoting))
-    tcol, lcol = _pick_columns(header, str(path), text_column, label_column)
+    col.columns = columns = pick(header, str(path))
     header = [h.strip() for h in header]
-    ti, li = header.index(tcol), header.index(lcol)
+    ti, li = header.index(columns.text), header.index(columns.label)
+    pi = header.index(columns.text_pair) if columns.pairs else None
     rows: list[_Row] = []
     if delimiter == "\t":
         parsed = _split_tsv(path, lines, len(header))
@@ -271,7 +415,7 @@ def _read_delimited(path: Path, delimiter: str, col: _Collector, text_column: st
             col.bad(n, f"{len(fields)} fields where the header has {len(header)}",
                     f"fix the row so it has exactly the columns {header}")
             continue
-        rows.append(_Row(n, fields[ti], fields[li]))
+        rows.append(_Row(n, fields[ti], fields[li], None if pi is None else fields[pi]))
     if not rows and not col.skipped:
         raise InputError(f"{path}: no data rows after the header; add labeled rows")
     return rows
@@ -333,12 +477,12 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
-def _read_jsonl(path: Path, col: _Collector, text_column: str | None, label_column: str) -> list[_Row]:
+def _read_jsonl(path: Path, col: _Collector, pick) -> list[_Row]:
     lines = [(n, t) for n, t in _decode_lines(path, col) if t.strip()]
     if not lines:
         raise InputError(f"{path}: the file is empty; give one JSON object per line")
     rows: list[_Row] = []
-    tcol = text_column
+    columns: Columns | None = None
     for n, text in lines:
         try:
             obj = json.loads(text, object_pairs_hook=_no_duplicate_keys)
@@ -351,11 +495,13 @@ def _read_jsonl(path: Path, col: _Collector, text_column: str | None, label_colu
         if not isinstance(obj, dict):
             col.bad(n, "a JSON value that is not an object", "write one JSON object per line")
             continue
-        if tcol is None:
-            tcol, _ = _pick_columns(list(obj), f"{path}:{n}", None, label_column)
-        if tcol not in obj or label_column not in obj:
-            _pick_columns(list(obj), f"{path}:{n}", tcol, label_column)
-        rows.append(_Row(n, obj.get(tcol), obj.get(label_column)))
+        if columns is None:
+            col.columns = columns = pick(list(obj), f"{path}:{n}")
+        needed = [c for c in (columns.text, columns.text_pair, columns.label) if c is not None]
+        if any(c not in obj for c in needed):  # the same columns in every object: name the missing one
+            _pick_columns(list(obj), f"{path}:{n}", columns.text, columns.label, columns.text_pair)
+        rows.append(_Row(n, obj.get(columns.text), obj.get(columns.label),
+                         obj.get(columns.text_pair) if columns.pairs else None))
     return rows
 
 
@@ -399,20 +545,28 @@ def load_text_classification(
     split: str = "train",
     *,
     text_column: str | None = None,
-    label_column: str = LABEL_COLUMN,
+    label_column: str | None = None,
     label_names: Sequence[str] | None = None,
     skip_bad_rows: bool = False,
+    text_pair_column: str | None = None,
+    prefer: Columns | None = None,
 ) -> TextDataset:
-    """Load one split of a labeled text dataset.
+    """Load one split of a labeled text (or text-pair) dataset.
 
     spec: a .tsv/.csv/.jsonl file (split is then ignored), a directory holding
     `train.*`/`dev.*` files, or a Hugging Face datasets id such as `glue/sst2` (needs network).
     label_names: the model's label map; labels must be in it (by name, or as an integer id).
     Without it, integer labels become ids 0..max and string labels are sorted into a map.
+    text_column / text_pair_column / label_column: the columns to read (None: detected, see
+    `_pick_columns`; the label column defaults to `label`); prefer: the columns the model was trained on
+    (`columns_of(manifest)`), used where the data has them.
     """
+    def pick(header: Sequence[str], where: str) -> Columns:
+        return _pick_columns(header, where, text_column, label_column, text_pair_column, prefer)
+
     file = resolve_data_file(spec, split)
     if file is None:
-        return _load_hub(str(spec), split, text_column, label_column, label_names)
+        return _load_hub(str(spec), split, pick, label_names)
     from bertpress.safety import check_regular_file
 
     check_regular_file(file, "data file")  # a FIFO would block the read forever
@@ -420,21 +574,22 @@ def load_text_classification(
     suffix = file.suffix.lower()
     try:
         if suffix == ".tsv":
-            rows = _read_delimited(file, "\t", col, text_column, label_column)
+            rows = _read_delimited(file, "\t", col, pick)
         elif suffix == ".csv":
-            rows = _read_delimited(file, ",", col, text_column, label_column)
+            rows = _read_delimited(file, ",", col, pick)
         elif suffix == ".jsonl":
-            rows = _read_jsonl(file, col, text_column, label_column)
+            rows = _read_jsonl(file, col, pick)
         else:
             raise InputError(f"{file}: unsupported file type {suffix!r}; use .tsv, .csv or .jsonl")
     except csv.Error as exc:
         raise InputError(f"{file}: malformed CSV ({exc}); fix the quoting or re-save the file") from None
     except OSError as exc:
         raise InputError(f"{file}: cannot read it ({exc.strerror}); check the path and permissions") from None
-    texts, labels, names = col.build(rows)
+    texts, labels, names, seconds = col.build(rows)
     if not texts:
         raise InputError(f"{file}: no usable rows ({col.skipped} skipped as bad); fix the file")
-    return TextDataset(cap_texts(texts, str(file)), labels, names, str(file), skipped=col.skipped)
+    return TextDataset(cap_texts(texts, str(file)), labels, names, str(file), skipped=col.skipped,
+                       text_pairs=None if seconds is None else cap_texts(seconds, str(file)), columns=col.columns)
 
 
 def cap_texts(texts: list[str], where: str, limit: int = MAX_TEXT_CHARS) -> list[str]:
@@ -448,8 +603,7 @@ def cap_texts(texts: list[str], where: str, limit: int = MAX_TEXT_CHARS) -> list
     return [t[:limit] for t in texts]
 
 
-def _load_hub(spec: str, split: str, text_column: str | None, label_column: str,
-              label_names: Sequence[str] | None) -> TextDataset:
+def _load_hub(spec: str, split: str, pick, label_names: Sequence[str] | None) -> TextDataset:
     try:
         import datasets
     except ImportError as exc:  # pragma: no cover - datasets is a dependency
@@ -472,16 +626,19 @@ def _load_hub(spec: str, split: str, text_column: str | None, label_column: str,
     else:
         raise InputError(f"{spec}: no split {split!r} ({last_exc}); pass another split")
     cols = list(ds.column_names)
-    tcol, lcol = _pick_columns(cols, spec, text_column, label_column)
+    columns = pick(cols, spec)
     names = label_names
-    feature = ds.features.get(lcol)
+    feature = ds.features.get(columns.label)
     if names is None and hasattr(feature, "names"):
         names = list(feature.names)
-    rows = [_Row(i + 1, r[tcol], r[lcol]) for i, r in enumerate(ds)]
+    rows = [_Row(i + 1, r[columns.text], r[columns.label], r[columns.text_pair] if columns.pairs else None)
+            for i, r in enumerate(ds)]
     # Hub test splits often carry label -1 (hidden); that is a clear error below.
     col = _Collector(spec, names, skip_bad_rows=False, training=split == "train")
-    texts, labels, names = col.build(rows)
-    return TextDataset(cap_texts(texts, spec), labels, names, f"{spec}[{split}]")
+    col.columns = columns
+    texts, labels, names, seconds = col.build(rows)
+    return TextDataset(cap_texts(texts, spec), labels, names, f"{spec}[{split}]",
+                       text_pairs=None if seconds is None else cap_texts(seconds, spec), columns=columns)
 
 
 def data_spec(spec: str | None) -> str | None:

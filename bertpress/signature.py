@@ -2,6 +2,10 @@
 
 Every exported file — ONNX, TorchScript, and the Optimum/`predict.py` consumers — uses these
 names, so a bundle can be fed by any tokenizer that produces them.
+
+`tokenize` is the one place texts become token ids: an example is a text, or a (text,
+text_pair) tuple for sentence-pair models (`TextDataset.examples`), which the tokenizer encodes
+as `[CLS] a [SEP] b [SEP]` with token_type_ids 0 then 1, truncating the longer text first.
 """
 
 from __future__ import annotations
@@ -59,9 +63,30 @@ def special_ids(tokenizer) -> dict[str, int]:
     return out
 
 
-def encode(tokenizer, texts: Sequence[str], max_length: int, pad_to_max: bool = False) -> dict[str, np.ndarray]:
-    enc = tokenizer(list(texts), padding="max_length" if pad_to_max else True, truncation=True,
-                    max_length=max_length, return_tensors="np")
+def split_examples(examples: Sequence[Any]) -> tuple[list[str], list[str] | None]:
+    """(first texts, second texts or None): a batch is all single texts or all pairs."""
+    items = list(examples)
+    is_pair = [isinstance(x, (tuple, list)) for x in items]
+    if not any(is_pair):
+        return items, None
+    if not all(is_pair) or any(len(x) != 2 for x in items):
+        raise ValueError("a batch mixes single texts and text pairs (or a pair is not two texts); "
+                         "give all texts or all (text, text_pair) pairs")
+    return [x[0] for x in items], [x[1] for x in items]
+
+
+def tokenize(tokenizer, examples: Sequence[Any], **kwargs):
+    """The tokenizer's encoding of texts or (text, text_pair) pairs (kwargs go to the tokenizer)."""
+    first, second = split_examples(examples)
+    if second is None:
+        return tokenizer(first, **kwargs)
+    return tokenizer(first, second, **kwargs)
+
+
+def encode(tokenizer, texts: Sequence[Any], max_length: int | None, pad_to_max: bool = False) -> dict[str, np.ndarray]:
+    """int64 numpy inputs for texts or (text, text_pair) pairs, padded (to the longest, or to max_length)."""
+    enc = tokenize(tokenizer, texts, padding="max_length" if pad_to_max else True, truncation=True,
+                   max_length=max_length, return_tensors="np")
     out: dict[str, Any] = {}
     for name in INPUT_NAMES:
         if name in enc:

@@ -115,3 +115,56 @@ def write_tiny_dataset(directory: str | Path, n_train: int = 96, n_dev: int = 32
         lines = ["sentence\tlabel"] + [f"{t}\t{lab}" for t, lab in zip(texts, labels)]
         (directory / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return directory
+
+
+def tiny_pairs(n: int, seed: int = 0) -> tuple[list[str], list[str], list[int]]:
+    """Sentence pairs whose label only the *second* text decides (its sentiment word); the
+    first text is neutral words. A model that reads pairs learns it; one that reads only the
+    first column cannot beat chance - so a test can tell that pairs reach the model."""
+    rng = random.Random(seed)
+    firsts, seconds, labels = [], [], []
+    for _ in range(n):
+        label = rng.randint(0, 1)
+        firsts.append(" ".join(rng.sample(NEUTRAL, rng.randint(2, 6))))
+        words = rng.sample(NEUTRAL, rng.randint(2, 6))
+        words.insert(rng.randint(0, len(words)), rng.choice(POSITIVE if label else NEGATIVE))
+        seconds.append(" ".join(words))
+        labels.append(label)
+    return firsts, seconds, labels
+
+
+def write_tiny_pair_dataset(directory: str | Path, n_train: int = 96, n_dev: int = 32, seed: int = 0) -> Path:
+    """Write `train.tsv` and `dev.tsv` in MRPC's layout (label<TAB>sentence1<TAB>sentence2)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, n, s in (("train", n_train, seed), ("dev", n_dev, seed + 1)):
+        firsts, seconds, labels = tiny_pairs(n, seed=s)
+        lines = ["label\tsentence1\tsentence2"] + [f"{lab}\t{a}\t{b}" for a, b, lab in zip(firsts, seconds, labels)]
+        (directory / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return directory
+
+
+def many_label_names(k: int = 40) -> list[str]:
+    """k distinct string label names (not integers, not sorted the way their ids are)."""
+    words = POSITIVE + NEGATIVE + NEUTRAL
+    return [f"{words[i % len(words)]}-{chr(ord('z') - i // len(words))}" for i in range(k)]
+
+
+def write_many_label_dataset(directory: str | Path, num_labels: int = 40, per_class_train: int = 4,
+                             per_class_dev: int = 2, seed: int = 0) -> Path:
+    """`train.tsv` / `dev.tsv` (sentence<TAB>label) with `num_labels` string labels, every class
+    in both splits; the class's name word is in its sentences (learnable, given enough steps)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    names = many_label_names(num_labels)
+    rng = random.Random(seed)
+    for split, per in (("train", per_class_train), ("dev", per_class_dev)):
+        rows = []
+        for name in names:
+            for _ in range(per):
+                words = rng.sample(NEUTRAL, rng.randint(2, 5))
+                words.insert(rng.randint(0, len(words)), name.replace("-", " "))
+                rows.append(f"{' '.join(words)}\t{name}")
+        rng.shuffle(rows)
+        (directory / f"{split}.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    return directory

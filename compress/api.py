@@ -24,7 +24,7 @@ from bertpress.compress.config import (CalibrationMethod, CompressConfig, PruneC
                                        RecoverConfig, Scheme)
 from bertpress import records
 from bertpress.config import to_tagged
-from bertpress.data import TextDataset, data_spec, load_text_classification
+from bertpress.data import Columns, TextDataset, columns_of, data_spec, load_text_classification
 from bertpress.errors import ArtifactError, BertpressError, ConfigError, InputError
 
 @dataclasses.dataclass
@@ -42,6 +42,7 @@ class Work:
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
     progress: bool = True
     data_cache: dict[tuple, TextDataset] = dataclasses.field(default_factory=dict)
+    columns: Columns | None = None  # what the model was trained on (its manifest), else what the data had
 
     @property
     def final(self):
@@ -51,9 +52,14 @@ class Work:
         key = (spec, split)
         if key not in self.data_cache:
             try:
-                self.data_cache[key] = load_text_classification(spec, split, label_names=self.labels)
+                cfg = self.cfg
+                self.data_cache[key] = ds = load_text_classification(
+                    spec, split, label_names=self.labels, text_column=cfg.text_column,
+                    text_pair_column=cfg.text_pair_column, label_column=cfg.label_column, prefer=self.columns)
             except InputError as exc:
                 raise InputError(f"{flag} {spec}: {exc}") from None
+            if self.columns is None:  # a model without a manifest: the first data read names its inputs
+                self.columns = ds.columns
         return self.data_cache[key]
 
 
@@ -83,7 +89,7 @@ def apply_prune(work: Work, cfg: PruneConfig) -> Work:
         data = work.load_data(cfg.calibration_data, "train", "--calibration-data")
         n = min(len(data), cfg.calibration_batches * cfg.batch_size)
         data = data.subset(n, seed=work.cfg.seed)
-        calib = batches(work.tokenizer, data.texts, data.labels, batch_size=cfg.batch_size,
+        calib = batches(work.tokenizer, data.examples, data.labels, batch_size=cfg.batch_size,
                         max_length=cfg.max_length)
     work.model, facts = prune_model(work.model, work.tokenizer, cfg, calib)
     if calib is not None:
@@ -157,10 +163,15 @@ def _parent_max_length(checkpoint: Path, model) -> int:
     return int(getattr(model.config, "max_position_embeddings", 512))
 
 
+def _parent_columns(checkpoint: Path) -> Columns | None:
+    """The data columns the input model was trained on (its manifest), if it records them."""
+    return columns_of(Artifact.load(checkpoint).manifest) if Artifact.is_finished(checkpoint) else None
+
+
 def compress(checkpoint: str | os.PathLike, cfg: CompressConfig, out_dir: str | os.PathLike, *,
              overwrite: bool = False, progress: bool = True, log: Callable[[str], None] | None = None) -> Artifact:
     """Compress a checkpoint into a new `compressed` artifact at `out_dir` (input untouched)."""
-    from bertpress.compress.evaluate import accuracy, state_size
+    from bertpress.compress.evaluate import scores, state_size
     from bertpress.models import label_names_of, layer_shapes, load_classifier, param_count, resolve_source
 
     if not isinstance(cfg, CompressConfig):
@@ -182,7 +193,7 @@ def compress(checkpoint: str | os.PathLike, cfg: CompressConfig, out_dir: str | 
     for p in model.parameters():
         p.requires_grad_(False)
     work = Work(model=copy.deepcopy(model), tokenizer=tokenizer, teacher=model, labels=labels, cfg=cfg,
-                progress=progress)
+                progress=progress, columns=_parent_columns(Path(src)))
     if cfg.eval_data is not None:
         work.eval_data = work.load_data(cfg.eval_data, cfg.eval_split, "--eval-data")
         if cfg.search is not None and cfg.search.eval_samples:
@@ -200,11 +211,14 @@ def compress(checkpoint: str | os.PathLike, cfg: CompressConfig, out_dir: str | 
     else:
         work = run_pipeline(work)
         if work.eval_data is not None:
-            base = accuracy(work.teacher, tokenizer, work.eval_data, max_length=max_length)
-            acc = accuracy(work.final, tokenizer, work.eval_data, max_length=max_length)
-            metrics.update({"eval_accuracy": acc, "eval_accuracy_uncompressed": base,
-                            "accuracy_drop_points": 100 * (base - acc), "eval_data": work.eval_data.source,
-                            "eval_samples": len(work.eval_data)})
+            from bertpress.metrics import prefixed
+
+            base = scores(work.teacher, tokenizer, work.eval_data, max_length=max_length)
+            got = scores(work.final, tokenizer, work.eval_data, max_length=max_length)
+            metrics.update({**prefixed(got, "eval_"),
+                            **{f"eval_{k}_uncompressed": v for k, v in base.items()},
+                            "accuracy_drop_points": 100 * (base["accuracy"] - got["accuracy"]),
+                            "eval_data": work.eval_data.source, "eval_samples": len(work.eval_data)})
     metrics["params"] = param_count(work.model)
     metrics["params_uncompressed"] = param_count(work.teacher)
     metrics["state_bytes"] = state_size(work.final)
@@ -226,7 +240,8 @@ def compress(checkpoint: str | os.PathLike, cfg: CompressConfig, out_dir: str | 
         details["search"] = search_facts
         metrics["dir_bytes_fp32"] = dir_size(tmp)
         write_manifest(tmp, Manifest(
-            kind="compressed", labels=labels, max_length=max_length, recipe=to_tagged(cfg),
+            kind="compressed", labels=labels, max_length=max_length,
+            columns=work.columns.to_dict() if work.columns else None, recipe=to_tagged(cfg),
             lineage=lineage_of(src), metrics=metrics, details=details))
     return Artifact.load(out_dir)
 

@@ -69,6 +69,10 @@ def register(sub, common, formatter) -> None:
                         "`bertpress export` makes of it (exported per candidate; its ORT accuracy and latency "
                         "rank it; a candidate that fails to export is listed, not chosen). Speed-ups are "
                         "against the fp32 model in PyTorch eager either way")
+    from bertpress.data import add_column_flags
+
+    add_column_flags(p.add_argument_group("data columns (of --eval-data and --calibration-data)"),
+                     label=True, recorded=True)
     p.add_argument("--seed", type=int, default=0, help="random seed for subsets")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -96,7 +100,8 @@ def config_from_args(args: argparse.Namespace):
         recover=RecoverConfig(epochs=args.recover_epochs, samples=args.recover_samples,
                               max_steps=args.recover_max_steps, lr=args.recover_lr,
                               max_length=args.recover_max_length),
-        search=search, eval_data=args.eval_data, seed=args.seed)
+        search=search, eval_data=args.eval_data, seed=args.seed, text_column=args.text_column,
+        text_pair_column=args.text_pair_column, label_column=args.label_column)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -132,6 +137,10 @@ def _run(args: argparse.Namespace) -> int:
     if "eval_accuracy" in m.metrics:
         print(f"  accuracy: {100 * m.metrics['eval_accuracy']:.2f} % (uncompressed "
               f"{100 * m.metrics['eval_accuracy_uncompressed']:.2f} %)")
+    for key, name in (("f1", "F1"), ("macro_f1", "macro-F1")):
+        if f"eval_{key}" in m.metrics:
+            print(f"  {name}: {100 * m.metrics[f'eval_{key}']:.2f} (uncompressed "
+                  f"{100 * m.metrics[f'eval_{key}_uncompressed']:.2f})")
     s = m.details.get("search")
     if s:
         print(f"  search winner: {s['winner']} met_budget={s['met_budget']}")

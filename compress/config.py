@@ -10,7 +10,7 @@ import dataclasses
 import enum
 from typing import Optional
 
-from bertpress.config import as_enum, check_range, register_config, set_frozen
+from bertpress.config import as_enum, check_columns, check_range, register_config, set_frozen
 from bertpress.errors import ConfigError
 
 
@@ -221,6 +221,11 @@ class CompressConfig:
     eval_data: Optional[str] = None  # labelled; used for metrics, `auto` calibration and search
     eval_split: str = "dev"
     seed: int = 0
+    # Columns of the eval/calibration/recovery data; None: the ones the checkpoint was trained on
+    # (its manifest) where the data has them, else detected (bertpress.data).
+    text_column: Optional[str] = None
+    text_pair_column: Optional[str] = None
+    label_column: Optional[str] = None
 
     def __post_init__(self) -> None:
         for name, cls in (("quantize", QuantizeConfig), ("prune", PruneConfig), ("recover", RecoverConfig)):
@@ -230,6 +235,7 @@ class CompressConfig:
             raise ConfigError(f"compress.search must be a SearchConfig or null, got {type(self.search).__name__}")
         _check_optional_str(self.eval_data, "compress.eval_data")
         check_range(self.seed, "compress.seed", low=0, integer=True)
+        check_columns(self.text_column, self.text_pair_column, self.label_column)
         if self.search is not None and self.eval_data is None:
             raise ConfigError("the accuracy search (--max-accuracy-drop) needs --eval-data SPEC (labelled dev data)")
         if (self.quantize.calibration_method is CalibrationMethod.AUTO and self.quantize.scheme is Scheme.STATIC

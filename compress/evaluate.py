@@ -5,34 +5,52 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from bertpress.data import TextDataset
 
 
-def batches(tokenizer, texts: Sequence[str], labels: Sequence[int] | None, *, batch_size: int,
+def batches(tokenizer, texts: Sequence, labels: Sequence[int] | None, *, batch_size: int,
             max_length: int) -> Iterator[dict[str, torch.Tensor]]:
-    """Tokenized batches (dynamic padding); with `labels`, each batch carries them for a loss."""
+    """Tokenized batches (dynamic padding) of texts or (text, text_pair) pairs
+    (`TextDataset.examples`); with `labels`, each batch carries them for a loss."""
+    from bertpress.signature import tokenize
+
     for i in range(0, len(texts), batch_size):
-        enc = dict(tokenizer(list(texts[i:i + batch_size]), return_tensors="pt", padding=True,
-                             truncation=True, max_length=max_length))
+        enc = dict(tokenize(tokenizer, texts[i:i + batch_size], return_tensors="pt", padding=True,
+                            truncation=True, max_length=max_length))
         if labels is not None:
             enc["labels"] = torch.tensor(list(labels[i:i + batch_size]), dtype=torch.long)
         yield enc
 
 
 @torch.inference_mode()
+def predictions(model: nn.Module, tokenizer, data: TextDataset, *, max_length: int = 128,
+                batch_size: int = 64) -> np.ndarray:
+    """The predicted class id of every row of `data` (texts or pairs)."""
+    model.eval()
+    out = [model(**batch).logits.argmax(dim=-1).numpy()
+           for batch in batches(tokenizer, data.examples, None, batch_size=batch_size, max_length=max_length)]
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def scores(model: nn.Module, tokenizer, data: TextDataset, *, max_length: int = 128,
+           batch_size: int = 64) -> dict[str, float]:
+    """bertpress.metrics on `data`: accuracy, plus F1 (binary) or macro-F1 (> 2 classes)."""
+    from bertpress.metrics import classification_metrics
+
+    num_labels = int(model.config.num_labels) if hasattr(model, "config") else len(data.label_names)
+    pred = predictions(model, tokenizer, data, max_length=max_length, batch_size=batch_size)
+    return classification_metrics(pred, data.labels, num_labels)
+
+
 def accuracy(model: nn.Module, tokenizer, data: TextDataset, *, max_length: int = 128,
              batch_size: int = 64) -> float:
-    """Accuracy as a fraction in [0, 1] (the unit of every accuracy bertpress records)."""
-    model.eval()
-    correct = 0
-    for i, batch in enumerate(batches(tokenizer, data.texts, None, batch_size=batch_size, max_length=max_length)):
-        pred = model(**batch).logits.argmax(dim=-1)
-        gold = torch.tensor(data.labels[i * batch_size:(i + 1) * batch_size], dtype=torch.long)
-        correct += int((pred == gold).sum())
-    return correct / max(1, len(data))
+    """Accuracy as a fraction in [0, 1] (the unit of every accuracy bertpress records); the
+    accuracy budgets of compress (drop checks, the search, auto calibration) use it."""
+    return scores(model, tokenizer, data, max_length=max_length, batch_size=batch_size)["accuracy"]
 
 
 @contextlib.contextmanager

@@ -359,7 +359,7 @@ class StaticInt8:
         data = data.subset(cfg.calibration_samples, seed=work.cfg.seed)
         methods = ([CalibrationMethod(m) for m in CALIBRATION_METHODS]
                    if cfg.calibration_method is CalibrationMethod.AUTO else [cfg.calibration_method])
-        calib = batches(work.tokenizer, data.texts, None, batch_size=cfg.batch_size, max_length=cfg.max_length)
+        calib = batches(work.tokenizer, data.examples, None, batch_size=cfg.batch_size, max_length=cfg.max_length)
         all_ranges = calibrate(work.model, calib, names, methods, cfg, formats)
         chosen, scores = methods[0].value, {}
         if len(methods) > 1:

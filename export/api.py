@@ -23,16 +23,25 @@ from bertpress.export.validate import check_parity, enforce, source_eval_logits
 from bertpress.quiet import quiet
 
 
-def texts_of(spec: str | None, split: str, n: int, seed: int, labels: list[str]):
-    """(texts, label ids or None): label ids only when the data's labels map onto the model's."""
+def texts_of(spec: str | None, split: str, n: int, seed: int, labels: list[str], *, prefer=None,
+             text_column: str | None = None, text_pair_column: str | None = None, label_column: str | None = None):
+    """(examples, label ids or None, the data's Columns): texts or (text, text_pair) pairs read with
+    the columns the model was trained on (`prefer`) unless named; label ids only when the data's
+    labels map onto the model's."""
     if not spec:
-        return None, None
+        return None, None, None
     from bertpress.data import load_text_classification
 
-    ds = load_text_classification(spec, split).subset(n, seed=seed)
-    same = ds.label_names == labels or (
-        all(x.isdigit() for x in ds.label_names) and len(ds.label_names) <= len(labels))
-    return ds.texts, (ds.labels if same else None)
+    from bertpress.errors import InputError
+
+    kw = dict(prefer=prefer, text_column=text_column, text_pair_column=text_pair_column, label_column=label_column)
+    try:  # labels read as names of the model's label map (string labels in any order)
+        ds, same = load_text_classification(spec, split, label_names=labels, **kw), True
+    except InputError:  # labels the model does not have: the texts still serve the argmax agreement
+        ds = load_text_classification(spec, split, **kw)
+        same = all(x.isdigit() for x in ds.label_names) and len(ds.label_names) <= len(labels)
+    ds = ds.subset(n, seed=seed)
+    return ds.examples, (ds.labels if same else None), ds.columns
 
 
 def _quant_details(recipe: QuantRecipe, fmt: str) -> dict[str, Any]:
@@ -117,7 +126,7 @@ def openvino_checks(file: Path) -> tuple[list[tuple[str, Any, str | None]], dict
 
 
 def _build(src: Source, cfg: ExportConfig, fmt: str, out: Path, eval_set, calib_texts,
-           progress: bool = True) -> dict[str, Any]:
+           progress: bool = True, columns=None) -> dict[str, Any]:
     """Write one finished artifact (model, bundle, manifest) into `out`; returns its metrics."""
     from bertpress.signature import torch_runner
 
@@ -192,7 +201,7 @@ def _build(src: Source, cfg: ExportConfig, fmt: str, out: Path, eval_set, calib_
                           model_details["js_session_options"], page)
 
     run_source = torch_runner(model)
-    texts, labels = eval_set
+    texts, labels, _ = eval_set
     parity, accuracy = {}, {}
     reference = source_eval_logits(run_source, tok, texts, src.max_length) if texts else None
     for name, run, reduced in files_to_check:
@@ -215,6 +224,7 @@ def _build(src: Source, cfg: ExportConfig, fmt: str, out: Path, eval_set, calib_
         kind=fmt,
         labels=list(src.labels),
         max_length=src.max_length,
+        columns=columns.to_dict() if columns else None,  # predict.py and the web page read pairs when set
         recipe=to_tagged(cfg),
         lineage=lineage_of(src.path),
         metrics=metrics,
@@ -270,7 +280,12 @@ def export(source: str | Path, cfg: ExportConfig | None = None, out_dir: str | P
             raise DeviceError(f"--format openvino needs the openvino and nncf packages ({exc}); install bertpress "
                               "with its dependencies (pip install -e .), or pick --format onnx") from None
     src = load_source(source, cfg)
-    eval_set = texts_of(cfg.eval_data, "dev", cfg.eval_samples, cfg.seed, src.labels)
+    from bertpress.data import columns_of
+
+    named = dict(text_column=cfg.text_column, text_pair_column=cfg.text_pair_column, label_column=cfg.label_column)
+    prefer = columns_of(src.manifest)  # what the model was trained on: its eval and calibration rows read the same way
+    eval_set = texts_of(cfg.eval_data, "dev", cfg.eval_samples, cfg.seed, src.labels, prefer=prefer, **named)
+    prefer = prefer or eval_set[2]  # a model without a manifest: the eval data names its inputs
     calib = None
     if src.recipe.scheme == "static" and cfg.format != ExportFormat.TORCHSCRIPT:
         if not src.recipe.calibration_data:
@@ -278,14 +293,16 @@ def export(source: str | Path, cfg: ExportConfig | None = None, out_dir: str | P
                 "static int8 needs calibration texts and the input records none; pass --calibration-data "
                 "FILE (or --quantize dynamic)"
             )
-        calib, _ = texts_of(src.recipe.calibration_data, "train", src.recipe.calibration_samples, cfg.seed, src.labels)
+        calib, _, calib_columns = texts_of(src.recipe.calibration_data, "train", src.recipe.calibration_samples,
+                                           cfg.seed, src.labels, prefer=prefer, **named)
+        prefer = prefer or calib_columns
     recorded = src.recipe.calibration_data  # calibration data named by the input's manifest is an input too
     if recorded and Path(recorded).expanduser().exists():
         inputs = (*inputs, Path(recorded).expanduser())
     with staged_output(out_dir, overwrite=overwrite, inputs=inputs) as tmp, quiet():
         for fmt in formats:
             target = tmp / fmt if len(formats) > 1 else tmp
-            _build(src, cfg, fmt, target, eval_set, calib, progress)
+            _build(src, cfg, fmt, target, eval_set, calib, progress, columns=prefer)
     out_dir = resolve_out(out_dir)
     if len(formats) == 1:
         return Artifact.load(out_dir)

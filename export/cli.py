@@ -60,6 +60,10 @@ def register(sub, common, formatter) -> None:
     p.add_argument("--eval-data", default=None,
                    help="labeled texts (file or directory; dev split) for int8 argmax agreement and accuracy")
     p.add_argument("--eval-samples", type=int, default=512, help="rows of --eval-data to use")
+    from bertpress.data import add_column_flags
+
+    add_column_flags(p.add_argument_group("data columns (of --eval-data and --calibration-data)"),
+                     label=True, recorded=True)
     p.add_argument("--fp32-atol", type=float, default=1e-4, help="max |dlogit| allowed for fp32 exports")
     p.add_argument("--int8-atol", type=float, default=1.0, help="max |dlogit| allowed for int8 exports vs fp32")
     p.add_argument("--min-agreement", type=float, default=0.97,
@@ -83,7 +87,8 @@ def config_from_args(args: argparse.Namespace):
         eval_samples=args.eval_samples, calibration_data=args.calibration_data,
         calibration_samples=args.calibration_samples, calibration_method=args.calibration_method,
         fp32_atol=args.fp32_atol, int8_atol=args.int8_atol, min_agreement=args.min_agreement,
-        allow_mismatch=args.allow_mismatch, web_runtime=args.web_runtime,
+        allow_mismatch=args.allow_mismatch, web_runtime=args.web_runtime, text_column=args.text_column,
+        text_pair_column=args.text_pair_column, label_column=args.label_column,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 
-from bertpress.config import as_enum, check_range, register_config, set_frozen
+from bertpress.config import as_enum, check_columns, check_range, register_config, set_frozen
 from bertpress.errors import ConfigError
 
 
@@ -93,6 +93,11 @@ class ExportConfig:
     # package itself); None: $BERTPRESS_WEB_RUNTIME, ./node_modules, then the repo's js/node_modules.
     web_runtime: str | None = None
     seed: int = 0
+    # Columns of --eval-data / --calibration-data; None: the ones the input was trained on (its
+    # manifest) where the data has them, else detected (bertpress.data).
+    text_column: str | None = None
+    text_pair_column: str | None = None
+    label_column: str | None = None
 
     def __post_init__(self) -> None:
         set_frozen(self, "format", as_enum(ExportFormat, self.format, "format"))
@@ -128,6 +133,7 @@ class ExportConfig:
         if self.calibration_samples is not None:
             check_range(self.calibration_samples, "calibration_samples", low=1, integer=True)
         check_range(self.seed, "seed", low=0, integer=True)
+        check_columns(self.text_column, self.text_pair_column, self.label_column)
         if self.format == ExportFormat.WEB and self.ort_format:
             raise ConfigError("ort_format=true is for --format onnx (a browser loads the .onnx file); drop --ort-format")
         for name in ("eval_data", "calibration_data", "web_runtime"):

@@ -53,15 +53,15 @@ def measure(paths: list[Path], data: str | None, threads: int, seq: int, rounds:
                                     "agreement": (r.get("agreement") or {}).get("value")}
                                 for f, r in m.metrics.get("parity", {}).items()},
                      "run": _runner(p, threads), "tok": load_tokenizer(p), "max_length": m.max_length,
-                     "labels": m.labels})
+                     "labels": m.labels, "columns": m.columns})
     if data:
-        from bertpress.data import load_text_classification
+        from bertpress.data import columns_of, load_text_classification
 
         for row in rows:
-            ds = load_text_classification(data, "dev")
+            ds = load_text_classification(data, "dev", prefer=columns_of(row))
             hits = 0
             for i in tqdm(range(0, len(ds), 32), desc=f"accuracy {Path(row['path']).name}", leave=False):
-                feed = encode(row["tok"], ds.texts[i:i + 32], row["max_length"])
+                feed = encode(row["tok"], ds.examples[i:i + 32], row["max_length"])
                 hits += int((row["run"](feed).argmax(-1) == np.asarray(ds.labels[i:i + 32])).sum())
             row["accuracy"] = hits / len(ds)
             row["accuracy_n"] = len(ds)

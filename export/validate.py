@@ -39,7 +39,7 @@ def check_parity(
     atol: float,
     precision: str,
     output_names: Sequence[str] = OUTPUT_NAMES,
-    eval_texts: Sequence[str] | None = None,
+    eval_texts: Sequence | None = None,  # texts or (text, text_pair) pairs
     eval_labels: Sequence[int] | None = None,
     eval_reference: list[np.ndarray] | None = None,
     min_agreement: float | None = None,
@@ -92,9 +92,13 @@ def check_parity(
         report["agreement"] = {"value": float((got.argmax(-1) == want.argmax(-1)).mean()), "n": len(eval_texts),
                                "on": "eval texts"}
         if eval_labels is not None:
-            labels = np.asarray(eval_labels)
-            report["accuracy"] = {"export": float((got.argmax(-1) == labels).mean()),
-                                  "source": float((want.argmax(-1) == labels).mean()), "n": len(labels)}
+            from bertpress.metrics import classification_metrics
+
+            ours = classification_metrics(got.argmax(-1), eval_labels, num_labels)
+            theirs = classification_metrics(want.argmax(-1), eval_labels, num_labels)
+            report["accuracy"] = {"export": ours["accuracy"], "source": theirs["accuracy"], "n": len(eval_labels)}
+            for key in set(ours) - {"accuracy"}:  # F1 (binary) or macro-F1 (> 2 classes), bertpress.metrics
+                report[key] = {"export": ours[key], "source": theirs[key], "n": len(eval_labels)}
     elif agree_total:
         report["agreement"] = {"value": agree_hits / agree_total, "n": agree_total, "on": "synthetic grid rows"}
     if min_agreement is not None and "agreement" in report:

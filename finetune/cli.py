@@ -44,8 +44,9 @@ def register(sub, common, formatter) -> None:
                    help="fp16: CUDA only; bf16: CUDA (Ampere+) or a CPU with bf16 support")
     p.add_argument("--train-samples", type=int, default=None,
                    help="train on a random subset of this many rows (quick runs); default: all")
-    p.add_argument("--text-column", default=None, help="text column (default: sentence or text)")
-    p.add_argument("--label-column", default="label", help="label column")
+    from bertpress.data import add_column_flags
+
+    add_column_flags(p, label=True)
     p.add_argument("--teacher", default=None,
                    help="teacher checkpoint for knowledge distillation (same labels and tokenizer)")
     p.add_argument("--alpha", type=float, default=0.5, help="distillation weight of the soft-target loss")
@@ -67,7 +68,7 @@ def config_from_args(args: argparse.Namespace):
         seed=args.seed, eval_every=args.eval_every, precision=args.precision, resume=args.resume,
         teacher=args.teacher, alpha=args.alpha, temperature=args.temperature, labels=args.labels,
         train_samples=args.train_samples, text_column=args.text_column,
-        label_column=args.label_column, grad_accum=args.grad_accum,
+        label_column=args.label_column, grad_accum=args.grad_accum, text_pair_column=args.text_pair_column,
     )
 
 

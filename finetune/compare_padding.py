@@ -39,7 +39,9 @@ def _train_once(variant: str, args, train, tokenizer_source: str) -> dict:
         data = tokenize(train, tok, args.max_length)
         collator, grouped = DataCollatorWithPadding(tok), True
     else:
-        enc = tok(train.texts, padding="max_length", truncation=True, max_length=args.max_length)
+        from bertpress.signature import tokenize as encode_examples
+
+        enc = encode_examples(tok, train.examples, padding="max_length", truncation=True, max_length=args.max_length)
         data = Features([{**{k: enc[k][i] for k in enc.keys()}, "labels": train.labels[i]}
                          for i in range(len(train))])
         collator, grouped = default_data_collator, False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 
-from bertpress.config import as_enum, check_range, register_config, set_frozen
+from bertpress.config import as_enum, check_columns, check_range, register_config, set_frozen
 from bertpress.errors import ConfigError
 
 
@@ -23,6 +23,8 @@ class FinetuneConfig:
     epochs may be fractional (e.g. 0.5); eval_every=None evaluates (and checkpoints) once per
     epoch, an integer N does both every N optimizer steps. warmup is a ratio of all steps.
     labels names the classes (index = class id) when the data has integer labels only.
+    text_column / text_pair_column name the data's text columns (None: detected; a pair such as
+    sentence1/sentence2 is read as sentence pairs, see bertpress.data.PAIR_COLUMNS).
     """
 
     model: str = "minilm"
@@ -45,6 +47,7 @@ class FinetuneConfig:
     text_column: str | None = None
     label_column: str = "label"
     grad_accum: int = 1
+    text_pair_column: str | None = None
 
     def __post_init__(self) -> None:
         set_frozen(self, "precision", as_enum(Precision, self.precision, "precision"))
@@ -77,6 +80,7 @@ class FinetuneConfig:
                     "(index = class id), e.g. negative,positive"
                 )
             set_frozen(self, "labels", labels)
+        check_columns(self.text_column, self.text_pair_column, self.label_column)
         if not isinstance(self.resume, bool):
             raise ConfigError(f"resume={self.resume!r} must be true or false")
 

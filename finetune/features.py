@@ -1,13 +1,14 @@
-"""Tokenised examples for the Trainer, and the accuracy metric.
+"""Tokenised examples for the Trainer, and its metrics (bertpress.metrics).
 
 Examples are tokenised once without padding: `DataCollatorWithPadding` pads each batch to its
 longest member, and `group_by_length` batches similar lengths together, so a short-sentence
-corpus like SST-2 runs at its real length instead of max_length.
+corpus like SST-2 runs at its real length instead of max_length. Sentence pairs are tokenised
+as pairs (`bertpress.signature.tokenize`: token_type_ids 0 then 1, longest text truncated first).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -31,19 +32,29 @@ class Features:
 
 
 def tokenize(data: TextDataset, tokenizer, max_length: int, chunk: int = 4096) -> Features:
+    from bertpress.signature import tokenize as encode_examples
+
+    examples = data.examples
     rows: list[dict[str, Any]] = []
     for start in range(0, len(data), chunk):
-        texts = data.texts[start:start + chunk]
-        enc = tokenizer(texts, truncation=True, max_length=max_length)
-        for j in range(len(texts)):
+        part = examples[start:start + chunk]
+        enc = encode_examples(tokenizer, part, truncation=True, max_length=max_length)
+        for j in range(len(part)):
             row = {k: enc[k][j] for k in enc.keys()}
             row["labels"] = int(data.labels[start + j])
             rows.append(row)
     return Features(rows)
 
 
-def accuracy(eval_pred) -> dict[str, float]:
-    logits, labels = eval_pred.predictions, eval_pred.label_ids
-    if isinstance(logits, tuple):
-        logits = logits[0]
-    return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
+def metrics_for(num_labels: int) -> Callable[[Any], dict[str, float]]:
+    """The Trainer's compute_metrics: accuracy, plus F1 (binary) or macro-F1 (> 2 classes)."""
+    from bertpress.metrics import classification_metrics
+
+    def compute(eval_pred) -> dict[str, float]:
+        logits, labels = eval_pred.predictions, eval_pred.label_ids
+        if isinstance(logits, tuple):
+            logits = logits[0]
+        return classification_metrics(np.argmax(logits, axis=-1), labels, num_labels)
+
+    return compute
+

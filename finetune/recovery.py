@@ -47,7 +47,7 @@ def recover(
 
     from bertpress.finetune.args import training_arguments
     from bertpress.finetune.distill import DistillationTrainer
-    from bertpress.finetune.features import accuracy, tokenize
+    from bertpress.finetune.features import metrics_for, tokenize
     from bertpress.quiet import quiet
 
     if not isinstance(train, TextDataset) or len(train) == 0:
@@ -96,7 +96,7 @@ def recover(
         )
         trainer = DistillationTrainer(
             model=student, args=args, train_dataset=train_f, eval_dataset=eval_f,
-            data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=accuracy,
+            data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=metrics_for(n_s),
             teacher=teacher, alpha=alpha, temperature=temperature,
         )
         if not progress:

@@ -129,6 +129,7 @@ def _write_artifact(config, trainer, result, stats, train, dev, base_labels, tok
             kind="checkpoint",
             labels=list(train.label_names),
             max_length=config.max_length,
+            columns=train.columns.to_dict() if train.columns else None,
             recipe=to_tagged(config),
             lineage=lineage_of(_source_path(config.model)),
             metrics=metrics,
@@ -198,7 +199,8 @@ def _load_model_and_data(config: FinetuneConfig):
                 "differs: drop --labels, or start from an encoder such as minilm"
             )
         labels = base_labels
-    kw = dict(text_column=config.text_column, label_column=config.label_column)
+    kw = dict(text_column=config.text_column, text_pair_column=config.text_pair_column,
+              label_column=config.label_column)
     train = load_text_classification(config.data, "train", label_names=labels, **kw)
     if len(train) == 0:
         raise InputError(f"{train.source}: the training split is empty; add labeled rows")
@@ -209,7 +211,8 @@ def _load_model_and_data(config: FinetuneConfig):
         )
     if len(train.label_names) < 2:
         raise InputError(f"{train.source}: only one class ({train.label_names}); a classifier needs at least two")
-    dev = load_text_classification(config.data, "dev", label_names=train.label_names, **kw)
+    # dev is read with train's columns (a dev file may not hold a second pair the detection could prefer)
+    dev = load_text_classification(config.data, "dev", label_names=train.label_names, **kw, prefer=train.columns)
     train = train.subset(config.train_samples, seed=config.seed)
     model, tokenizer = load_classifier(
         config.model, labels=None if base_labels is not None else train.label_names
@@ -294,7 +297,7 @@ def _build_trainer(config, model, tokenizer, train_f, dev_f, teacher, work, cuda
     from transformers import DataCollatorWithPadding, Trainer
 
     from bertpress.finetune.args import training_arguments
-    from bertpress.finetune.features import accuracy
+    from bertpress.finetune.features import metrics_for
 
     strategy = "steps" if config.eval_every else "epoch"
     args = training_arguments(
@@ -333,7 +336,7 @@ def _build_trainer(config, model, tokenizer, train_f, dev_f, teacher, work, cuda
     )
     common = dict(model=model, args=args, train_dataset=train_f, eval_dataset=dev_f,
                   data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
-                  compute_metrics=accuracy)
+                  compute_metrics=metrics_for(model.config.num_labels))
     if teacher is not None:
         from bertpress.finetune.distill import DistillationTrainer
 
@@ -386,8 +389,10 @@ class _Throughput(TrainerCallback):
     def on_evaluate(self, args, state, control, metrics=None, **kw):
         if not state.is_world_process_zero or not metrics or "eval_accuracy" not in metrics:
             return
+        extra = "".join(f", dev {name} {100 * metrics[f'eval_{key}']:.2f}"
+                        for key, name in (("f1", "F1"), ("macro_f1", "macro-F1")) if f"eval_{key}" in metrics)
         line = (f"eval: step {state.global_step}, epoch {float(state.epoch or 0):.2f}, "
-                f"dev accuracy {100 * metrics['eval_accuracy']:.2f}%")
+                f"dev accuracy {100 * metrics['eval_accuracy']:.2f}%{extra}")
         tqdm.write(line, file=sys.stderr)
 
     def on_log(self, args, state, control, logs=None, **kw):
@@ -425,12 +430,20 @@ def _metrics(config, trainer, result, stats, n_train, wall_s, resume_from) -> di
     eval_time = sum(float(e.get("eval_runtime", 0.0)) for e in evals if e.get("step", 0) > stats.start_step)
     samples = (float(trainer.state.epoch or 0.0) - stats.start_epoch) * n_train
     train_only = max(train_runtime - eval_time, 1e-9)
+    from bertpress.metrics import metric_names
+
+    # The selected evaluation's other metrics (F1 for binary, macro-F1 for > 2 classes), same keys as
+    # compress and bench record (bertpress.metrics).
+    others = {f"dev_{k}": float(best[f"eval_{k}"]) for k in metric_names(trainer.model.config.num_labels)[1:]
+              if best is not None and f"eval_{k}" in best}
     return {
         "dev_accuracy": float(trainer.state.best_metric),
+        **others,
         "best_epoch": round(float(best["epoch"]), 3) if best else None,
         "best_step": best["step"] if best else None,
         "dev_accuracy_per_epoch": [
-            {"epoch": round(float(e["epoch"]), 3), "step": e["step"], "accuracy": float(e["eval_accuracy"])}
+            {"epoch": round(float(e["epoch"]), 3), "step": e["step"], "accuracy": float(e["eval_accuracy"]),
+             **{k: float(e[f"eval_{k}"]) for k in ("f1", "macro_f1") if f"eval_{k}" in e}}
             for e in evals
         ],
         "epochs": round(float(trainer.state.epoch or 0.0), 3),
@@ -458,7 +471,8 @@ def _details(config, model, train: TextDataset, dev: TextDataset, base_labels) -
     return {
         "model_source": config.model,
         "data": {"train": train.source, "dev": dev.source, "dev_samples": len(dev),
-                 "skipped_rows": train.skipped + dev.skipped},
+                 "skipped_rows": train.skipped + dev.skipped,
+                 "inputs": "text pairs" if train.pairs else "single texts"},
         "label_map_from": "model" if base_labels is not None else ("--labels" if config.labels else "data"),
         "precision": config.precision.value,
         "world_size": world,

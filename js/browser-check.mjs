@@ -1,6 +1,7 @@
 // node browser-check.mjs URL SCREENSHOT.png "text" ["text" ...]
 // Drives a bertpress web export in headless Chromium (the system one; puppeteer-core downloads
-// no browser): waits for the model, types each text, submits, reads label, scores and latency
+// no browser): waits for the model, types each text (a "first<TAB>second" argument fills the
+// sentence-pair page's two fields), submits, reads label, scores and latency
 // from the page, saves a screenshot. Requests that leave the page's origin are blocked and
 // reported, so "no network at run time" is checked, not assumed. Prints one JSON object.
 import puppeteer from 'puppeteer-core';
@@ -32,9 +33,15 @@ try {
   out.load_ms = Date.now() - t0;
   out.status = await page.$eval('#status', (e) => e.textContent);
   if (!out.status.startsWith('error')) {
-    for (const [i, text] of texts.entries()) {
+    out.pair_field = await page.$eval('#text_pair', (e) => !e.hidden).catch(() => false);
+    for (const [i, arg] of texts.entries()) {
+      const [text, textPair] = arg.split('\t');
       await page.click('#text', { clickCount: 3 });
       await page.type('#text', text);
+      if (textPair !== undefined) {
+        await page.click('#text_pair', { clickCount: 3 });
+        await page.type('#text_pair', textPair);
+      }
       await page.click('#classify');
       await page.waitForFunction((n) => document.getElementById('result').dataset.calls === String(n)
         || document.getElementById('status').dataset.error, { timeout: 30000 }, i + 1);

@@ -380,6 +380,15 @@ CASES_ROUND2 = [
     ("col-data-fifo", lambda c: ft(c, data=_fifo_datadir(c)), r"not a regular file"),
     ("col-eval-data-fifo", lambda c: bn(c, "--eval-data", str((os.mkfifo(c.inputs / "e.tsv"), c.inputs / "e.tsv")[-1])),
      r"not a regular file"),
+    # sentence pairs (issue #15): both texts are checked, the pair column must exist and differ
+    ("col-pair-blank-second-text", lambda c: ft(c, data=c.datadir(
+        "d", "label\tsentence1\tsentence2\n1\tgood\tfine\n0\tbad\t  \n")), r"train.tsv:3: blank text in column 'sentence2'"),
+    ("col-pair-column-missing", lambda c: ft(c, "--text-pair-column", "nope", data=c.datadir(
+        "d", "label\tsentence1\tsentence2\n1\tgood\tfine\n0\tbad\tdull\n")), r"text pair column 'nope' not found"),
+    ("col-pair-same-column", lambda c: ft(c, "--text-column", "sentence1", "--text-pair-column", "sentence1"),
+     r"must name different columns"),
+    ("col-pair-eval-data-missing", lambda c: bn(c, "--eval-data", c.file("e.jsonl", '{"premise": "a", "label": 1}\n'),
+                                                "--text-pair-column", "hypothesis"), r"text pair column 'hypothesis'"),
     ("lab-api-load-mixed", lambda c: _later(load_data, c.file("m.tsv", "sentence\tlabel\na\t0\nb\tpositive\n")),
      r"mix numbers"),
     ("lab-api-load-id-like", lambda c: _later(load_data, c.file("m.tsv", _id_rows(40))), r"looks like an ID"),

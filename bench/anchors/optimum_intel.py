@@ -10,8 +10,9 @@ Optimum-Intel's documented path for a sequence classifier, with its defaults:
 `OVQuantizer.from_pretrained(model).quantize(calibration_dataset=..., ov_config=OVConfig(
 quantization_config=OVQuantizationConfig(num_samples=N)))` — NNCF post-training quantization,
 `model_type="transformer"`, asymmetric activations, fast bias correction. The calibration
-sentences (a JSON list of strings, chosen by bench from its eval data) are tokenized as the
-Optimum-Intel docs do: padded to --max-length, truncated. bench times
+sentences (a JSON list of strings, or of [text, text_pair] pairs for a sentence-pair model,
+chosen by bench from its eval data) are tokenized as the Optimum-Intel docs do: padded to
+--max-length, truncated. bench times
 DIR/int8/openvino_model.xml in its own process with bertpress.openvino_rt's settings.
 Writes DIR/int8/ and DIR/anchor.json (last).
 """
@@ -32,16 +33,25 @@ def build(args) -> dict:
     from transformers import AutoTokenizer
 
     texts = json.loads(args.calibration.read_text(encoding="utf-8"))
-    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-        raise ValueError(f"{args.calibration}: expected a non-empty JSON list of sentences")
+    single = isinstance(texts, list) and texts and all(isinstance(t, str) for t in texts)
+    pairs = isinstance(texts, list) and texts and all(
+        isinstance(t, list) and len(t) == 2 and all(isinstance(x, str) for x in t) for t in texts)
+    if not (single or pairs):
+        raise ValueError(f"{args.calibration}: expected a non-empty JSON list of sentences or of [text, text_pair] pairs")
     texts = texts[: args.num_samples]
     int8_dir = args.out / "int8"
     args.out.mkdir(parents=True)
     datasets.disable_progress_bars()
     tokenizer = AutoTokenizer.from_pretrained(str(args.model))
-    calibration = datasets.Dataset.from_dict({"sentence": texts}).map(
-        lambda batch: tokenizer(batch["sentence"], padding="max_length", max_length=args.max_length, truncation=True),
-        batched=True, remove_columns=["sentence"])
+    if pairs:  # a sentence-pair model is calibrated on pairs, tokenized as it was trained
+        columns = {"sentence1": [a for a, _ in texts], "sentence2": [b for _, b in texts]}
+        tokenize = lambda batch: tokenizer(batch["sentence1"], batch["sentence2"], padding="max_length",  # noqa: E731
+                                           max_length=args.max_length, truncation=True)
+    else:
+        columns = {"sentence": texts}
+        tokenize = lambda batch: tokenizer(batch["sentence"], padding="max_length",  # noqa: E731
+                                           max_length=args.max_length, truncation=True)
+    calibration = datasets.Dataset.from_dict(columns).map(tokenize, batched=True, remove_columns=list(columns))
     with _common.quiet():
         model = OVModelForSequenceClassification.from_pretrained(str(args.model), export=True, compile=False)
         quantizer = OVQuantizer.from_pretrained(model)

@@ -5,8 +5,16 @@
     echo "one text per line" | python predict.py
     python predict.py --json --top 2 "text"
 
-Prints one line per text: label <TAB> score <TAB> text. Reads model.onnx (or --model FILE, e.g.
-model.ort), tokenizer.json and bertpress.json from the directory this file is in.
+A sentence-pair model (bertpress.json `columns.text_pair` is set, e.g. one trained on MRPC)
+reads pairs instead:
+
+    python predict.py "first text" "second text"          # one pair (2N arguments: N pairs)
+    echo '{"sentence1": "a", "sentence2": "b"}' | python predict.py   # JSON lines: the two columns
+    printf 'first text\tsecond text\n' | python predict.py           # or text <TAB> text_pair
+                                                           # (JSON keys "text"/"text_pair" work too)
+
+Prints one line per input: label <TAB> score <TAB> text [<TAB> text_pair]. Reads model.onnx (or
+--model FILE, e.g. model.ort), tokenizer.json and bertpress.json from the directory this file is in.
 """
 
 import argparse
@@ -39,7 +47,42 @@ def load(model_file: Path, threads: int):
     return meta, tok, sess
 
 
+def pair_columns(meta):
+    """(first, second) column names of a sentence-pair model, or None for single texts."""
+    cols = meta.get("columns") or {}
+    return (cols.get("text") or "text", cols["text_pair"]) if cols.get("text_pair") else None
+
+
+def read_pairs(args, lines, names, fail):
+    """[(text, text_pair)] from 2N arguments, or from stdin lines (JSON objects or TAB-separated)."""
+    if args:
+        if len(args) % 2:
+            fail(f"this model classifies sentence pairs: give an even number of texts (text text_pair ...), "
+                 f"got {len(args)}")
+        return [(args[i], args[i + 1]) for i in range(0, len(args), 2)]
+    pairs = []
+    for n, line in enumerate(lines, start=1):
+        if line.lstrip().startswith("{"):
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                fail(f"stdin line {n}: invalid JSON ({exc.msg})")
+            keys = next(((a, b) for a, b in (names, ("text", "text_pair")) if a in obj and b in obj), None)
+            if keys is None or not all(isinstance(obj[k], str) and obj[k].strip() for k in keys):
+                fail(f"stdin line {n}: a JSON line needs the two texts as {names[0]!r} and {names[1]!r} "
+                     "(or 'text' and 'text_pair')")
+            pairs.append((obj[keys[0]], obj[keys[1]]))
+        else:
+            parts = line.split("\t")
+            if len(parts) != 2 or not all(p.strip() for p in parts):
+                fail(f"stdin line {n}: this model classifies sentence pairs: write text<TAB>text_pair or a JSON "
+                     f"object with {names[0]!r} and {names[1]!r}")
+            pairs.append((parts[0], parts[1]))
+    return pairs
+
+
 def predict(texts, meta, tok, sess, batch_size=32):
+    """Ranked (label, probability) lists, one per text or (text, text_pair) tuple."""
     names = {i.name for i in sess.get_inputs()}
     labels = meta["labels"]
     results = []
@@ -61,26 +104,32 @@ def predict(texts, meta, tok, sess, batch_size=32):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Classify texts with this ONNX bundle.")
-    ap.add_argument("texts", nargs="*", help="texts to classify (default: one per line from stdin)")
+    ap.add_argument("texts", nargs="*", help="texts to classify (default: one per line from stdin); for a "
+                    "sentence-pair model: text text_pair [text text_pair ...]")
     ap.add_argument("--model", default=None, help="model file inside the bundle (default model.onnx)")
     ap.add_argument("--top", type=int, default=1, help="how many labels to show per text")
     ap.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = all cores)")
     ap.add_argument("--json", action="store_true", help="print JSON lines instead of TSV")
     args = ap.parse_args(argv)
-    texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    if not texts:
-        ap.error("no texts: give them as arguments or on stdin")
     model_file = HERE / (args.model or "model.onnx")
     if not model_file.is_file():
         ap.error(f"{model_file}: no such model file in the bundle")
+    meta = json.loads((HERE / "bertpress.json").read_text(encoding="utf-8"))
+    names = pair_columns(meta)
+    lines = [] if args.texts else [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
+    texts = read_pairs(args.texts, lines, names, ap.error) if names else (args.texts or lines)
+    if not texts:
+        ap.error("no texts: give them as arguments or on stdin")
     meta, tok, sess = load(model_file, args.threads)
     for text, ranked in zip(texts, predict(texts, meta, tok, sess)):
         top = ranked[: max(1, args.top)]
+        pair = text if names else (text, None)
         if args.json:
-            print(json.dumps({"text": text, "label": top[0][0], "score": top[0][1],
+            print(json.dumps({"text": pair[0], **({"text_pair": pair[1]} if names else {}),
+                              "label": top[0][0], "score": top[0][1],
                               "top": [{"label": l, "score": s} for l, s in top]}))
         else:
-            print("\t".join([f"{l}\t{s:.4f}" for l, s in top] + [text]))
+            print("\t".join([f"{l}\t{s:.4f}" for l, s in top] + [t for t in pair if t is not None]))
     return 0
 
 

@@ -21,20 +21,38 @@ async function main() {
     // e.g. keep ONNX Runtime from re-fusing SkipLayerNormalization, which the export left out
     session_options: web.session_options,
   });
+  // A sentence-pair model (bertpress.json columns.text_pair, e.g. MRPC) takes two texts. transformers.js
+  // 4.3's text-classification pipeline takes single texts only, so a pair goes through its tokenizer
+  // (text_pair: [CLS] a [SEP] b [SEP], token types 0/1, as in Python) and model, then a softmax here.
+  const pairs = Boolean(meta.columns && meta.columns.text_pair);
+  const rank = async (text, textPair) => {
+    if (!pairs) return classify(text, { top_k: null });
+    const inputs = classify.tokenizer(text, { text_pair: textPair, padding: true, truncation: true });
+    const row = Array.from((await classify.model(inputs)).logits.data);
+    const top = Math.max(...row);
+    const exps = row.map((x) => Math.exp(x - top));
+    const sum = exps.reduce((a, b) => a + b, 0);
+    return exps.map((e, i) => ({ label: meta.labels[i], score: e / sum })).sort((a, b) => b.score - a.score);
+  };
+  if (pairs) {
+    $('text_pair').hidden = false;
+    $('text').placeholder = `First text (${meta.columns.text})`;
+    $('text_pair').placeholder = `Second text (${meta.columns.text_pair})`;
+  }
   const times = [];
   $('status').textContent = `ready: ${meta.labels.length} labels, ${web.dtype} model, ` +
     `transformers.js ${web.runtime['@huggingface/transformers']}, onnxruntime-web ${web.runtime['onnxruntime-web']}`;
-  $('text').disabled = $('classify').disabled = false;
+  $('text').disabled = $('text_pair').disabled = $('classify').disabled = false;
   $('text').focus();
   $('form').addEventListener('submit', async (event) => {
     event.preventDefault();
     const text = $('text').value.trim();
-    if (!text) return;
+    const textPair = $('text_pair').value.trim();
+    if (!text || (pairs && !textPair)) return;
     $('classify').disabled = true;
     try {
       const t0 = performance.now();
-      // Text pairs (e.g. MRPC) would pass { text, text_pair } here once the export records pairs.
-      const ranked = await classify(text, { top_k: null });
+      const ranked = await rank(text, textPair);
       const ms = performance.now() - t0;
       times.push(ms);
       show(ranked, ms, times);
