@@ -184,7 +184,7 @@ def test_modernbert_pruning_refused_in_one_line():
     model, _ = tiny_model("modernbert")
     with pytest.raises(InputError, match=r"cannot prune model type 'modernbert' \(ModernBERT fuses q/k/v into one "
                                          r"Wqkv.*\); pruning supports: bert, distilbert, .*int8 quantization"):
-        plan_shapes(model, PruneConfig(ffn=0.5))
+        plan_shapes(model, PruneConfig(ffn=0.5, importance="magnitude"))
 
 
 def test_deberta_v2_without_shared_keys_refuses_head_pruning_only():
@@ -196,5 +196,24 @@ def test_deberta_v2_without_shared_keys_refuses_head_pruning_only():
     model.config.share_att_key = False
     with pytest.raises(InputError, match=r"cannot prune the heads of model type 'deberta-v2': .*share_att_key false.*"
                                          r"--prune-heads 0"):
-        plan_shapes(model, PruneConfig(heads=0.5))
-    assert plan_shapes(model, PruneConfig(ffn=0.5, round_to=8))[2] == 16
+        plan_shapes(model, PruneConfig(heads=0.5, importance="magnitude"))
+    assert plan_shapes(model, PruneConfig(ffn=0.5, round_to=8, importance="magnitude"))[2] == 16
+
+
+def test_families_results_script_tiny(tmp_path):
+    """`python -m bertpress.bench.families --tiny` writes the JSON + markdown table (shapes tiny)."""
+    from transformers import AutoConfig
+
+    from bertpress.arch import FAMILIES
+    from bertpress.bench.families import BASE_CONFIGS, main
+
+    assert set(BASE_CONFIGS) == set(FAMILIES.names())
+    for fam, (_, values) in BASE_CONFIGS.items():  # the real base shapes build valid configs
+        cfg = AutoConfig.for_model(fam, **values)
+        assert cfg.hidden_size == 768 and cfg.model_type == fam
+    assert main(["--tiny", "--families", "distilbert", "--out", str(tmp_path), "--rounds", "1", "--min-iters", "2",
+                 "--min-seconds", "0"]) == 0
+    rows = json.loads((tmp_path / "families.json").read_text())["rows"]
+    assert rows[0]["family"] == "distilbert" and rows[0]["onnx-int8"]["fusions"]["Attention"] == LAYERS
+    assert rows[0]["onnx-fp32"]["passed"] and rows[0]["pytorch_fp32"]["p50_ms"] > 0
+    assert "| distilbert |" in (tmp_path / "families.md").read_text()
