@@ -237,8 +237,8 @@ def _check_max_length(path: Path, manifest: Manifest) -> None:
     limit = max_positions(cfg) if isinstance(cfg, dict) else None
     if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 2 and manifest.max_length > limit:
         raise ArtifactError(
-            f"{path / MANIFEST_NAME}: max_length {manifest.max_length} is above the {limit} tokens the model's "
-            f"position embeddings allow; set max_length between 2 and {limit}, or re-create the artifact"
+            f"{path / MANIFEST_NAME}: max_length {manifest.max_length} is above the model's {limit} position "
+            f"embeddings; set max_length between 2 and {limit}, or re-create the artifact"
         )
 
 

@@ -186,7 +186,7 @@ def _load_model_and_data(config: FinetuneConfig):
     limit = int(max_positions(mcfg) or 0)
     if limit and config.max_length > limit:
         raise InputError(
-            f"--max-length {config.max_length} is above the {limit} tokens the model's position embeddings allow; "
+            f"--max-length {config.max_length} is above the model's {limit} position embeddings; "
             f"use --max-length {limit} or less"
         )
     base_labels = None
