@@ -66,6 +66,16 @@ BASE_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
                                                        attention_bias=False, mlp_bias=False, pad_token_id=50283,
                                                        cls_token_id=50281, sep_token_id=50282, bos_token_id=50281,
                                                        eos_token_id=50282)),
+    # albert-base-v2
+    "albert": ("albert-base-v2", dict(vocab_size=30000, embedding_size=128, hidden_size=768, num_hidden_layers=12,
+                                      num_attention_heads=12, intermediate_size=3072, max_position_embeddings=512,
+                                      hidden_act="gelu_new", type_vocab_size=2, num_hidden_groups=1, inner_group_num=1,
+                                      pad_token_id=0, bos_token_id=2, eos_token_id=3)),
+    # microsoft/mpnet-base
+    "mpnet": ("microsoft/mpnet-base", dict(vocab_size=30527, hidden_size=768, num_hidden_layers=12,
+                                           num_attention_heads=12, intermediate_size=3072, max_position_embeddings=514,
+                                           relative_attention_num_buckets=32, layer_norm_eps=1e-5, pad_token_id=1,
+                                           bos_token_id=0, eos_token_id=2)),
 }
 
 

@@ -312,12 +312,87 @@ class ModernBert(Family):
                  "ffn": int(self.ffn_out(layer).in_features)} for layer in self.layers(model)]
 
 
+class Albert(Family):
+    """AlbertForSequenceClassification: one set of layer weights shared by every layer
+    (albert_layer_groups[g].albert_layers[i]; `layers` lists the distinct modules, so pruning one
+    prunes every layer that shares it), attention query/key/value/dense, FFN ffn/ffn_output,
+    embedding projection, pooler + classifier. Inputs as ALBERT's tokenizer returns them (no token
+    types)."""
+
+    model_type = base = "albert"
+    inputs = ("input_ids", "attention_mask")
+    attention_fuses = False
+    attention_unfused = ("ALBERT shares one layer's weights across every layer; ONNX Runtime's attention fusion "
+                         "consumes the shared q/k/v weights at the first layer, so the other layers stay unfused")
+    head_prefixes = ("albert.pooler", "classifier")
+    layer_marker = ".albert_layers."
+
+    def layers(self, model):
+        return [layer for group in self.encoder(model).encoder.albert_layer_groups for layer in group.albert_layers]
+
+    def attention(self, layer):
+        return layer.attention
+
+    def attention_output(self, layer):
+        return layer.attention.dense
+
+    def ffn_in(self, layer):
+        return layer.ffn
+
+    def ffn_out(self, layer):
+        return layer.ffn_output
+
+    def set_attention_output(self, layer, lin) -> None:
+        layer.attention.dense = lin
+
+
+class MPNet(Family):
+    """MPNetForSequenceClassification: attention.attn.q/k/v/o with a relative position bias,
+    BERT's FFN, RoBERTa-style positions (after padding_idx), head classifier.dense/out_proj; no
+    token types (MPNet's tokenizer returns none)."""
+
+    model_type = base = "mpnet"
+    inputs = ("input_ids", "attention_mask")
+    attention_fuses = False
+    attention_unfused = ("MPNet adds a relative-position bias to the attention scores, which ONNX Runtime's BERT "
+                         "attention fusion patterns do not match; LayerNorm and Gelu fuse, attention runs as separate ops")
+    head_prefixes = ("classifier",)
+    head_node_markers = ("classifier",)
+
+    def attention(self, layer):
+        return layer.attention.attn
+
+    def attention_output(self, layer):
+        return layer.attention.attn.o
+
+    def qkv(self, layer):
+        att = layer.attention.attn
+        return att.q, att.k, att.v
+
+    def set_qkv(self, layer, q, k, v) -> None:
+        att = layer.attention.attn
+        att.q, att.k, att.v = q, k, v
+
+    def set_attention_output(self, layer, lin) -> None:
+        layer.attention.attn.o = lin
+
+    def offset(self, config) -> int:
+        pad = _cfg_get(config, "pad_token_id", 1)
+        return int(pad) + 1 if isinstance(pad, int) and not isinstance(pad, bool) else 2
+
+    def head_pruning_refusal(self, config) -> str:
+        return ("MPNet adds one relative-position bias, computed once per head, to every layer's attention, so its "
+                "heads cannot be removed per layer; prune the FFN only (--prune-heads 0)")
+
+
 FAMILIES.register("distilbert")(DistilBert())
 FAMILIES.register("roberta")(Roberta())
 FAMILIES.register("xlm-roberta")(XLMRoberta())
 FAMILIES.register("electra")(Electra())
 FAMILIES.register("deberta-v2")(DebertaV2())
 FAMILIES.register("modernbert")(ModernBert())
+FAMILIES.register("albert")(Albert())
+FAMILIES.register("mpnet")(MPNet())
 
 
 def model_type_of(model_or_config) -> str:

@@ -96,9 +96,10 @@ def save_tiny_checkpoint(path: str | Path, *, manifest: bool = True, family: str
 
 # ---- every family -----------------------------------------------------------------------------
 # Tokenizers are real ones of each family's kind, built offline: WordPiece over tiny_vocab() (BERT,
-# DistilBERT, ELECTRA), byte-level BPE (RoBERTa, ModernBERT) and Unigram (XLM-R, DeBERTa-v3)
+# DistilBERT, ELECTRA, MPNet), byte-level BPE (RoBERTa, ModernBERT) and Unigram (XLM-R, DeBERTa-v3, ALBERT)
 # trained with the `tokenizers` library on tiny_sentences().
-TINY_FAMILIES = ("bert", "distilbert", "roberta", "xlm-roberta", "electra", "deberta-v2", "modernbert")
+TINY_FAMILIES = ("bert", "distilbert", "roberta", "xlm-roberta", "electra", "deberta-v2", "modernbert", "albert",
+                 "mpnet")
 
 
 def _corpus() -> list[str]:
@@ -169,6 +170,18 @@ def tiny_family_tokenizer(family: str):
                                   model_max_length=128)
     if family == "modernbert":
         return _modernbert_tokenizer()
+    if family == "albert":
+        from transformers import AlbertTokenizer
+
+        return AlbertTokenizer(vocab=_unigram_vocab(["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"], "<unk>"),
+                               model_max_length=128)
+    if family == "mpnet":  # WordPiece with RoBERTa-style special tokens
+        from transformers import MPNetTokenizer
+
+        specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+        vocab = specials + [t for t in tiny_vocab() if t not in SPECIAL]
+        (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+        return MPNetTokenizer.from_pretrained(str(directory), do_lower_case=True, model_max_length=128)
     raise ValueError(f"no tiny tokenizer for family {family!r}; one of {TINY_FAMILIES}")
 
 
@@ -204,6 +217,14 @@ def tiny_config(family: str, tokenizer, *, labels: Sequence[str], hidden_size: i
                                   global_attn_every_n_layers=2, local_attention=16,
                                   cls_token_id=specials["cls"], sep_token_id=specials["sep"],
                                   bos_token_id=specials["bos"], eos_token_id=specials["eos"])
+    if family == "albert":  # one shared layer (as albert-base), embedding_size below hidden_size
+        return T.AlbertConfig(**common, **bert_like, embedding_size=hidden_size // 2, max_position_embeddings=max_length,
+                              hidden_act="gelu_new", num_hidden_groups=1, inner_group_num=1,
+                              bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id)
+    if family == "mpnet":  # positions after padding_idx, as mpnet-base (514 for 512 tokens)
+        return T.MPNetConfig(**common, **bert_like, max_position_embeddings=max_length + tokenizer.pad_token_id + 1,
+                             relative_attention_num_buckets=32, bos_token_id=tokenizer.bos_token_id,
+                             eos_token_id=tokenizer.eos_token_id)
     raise ValueError(f"no tiny config for family {family!r}; one of {TINY_FAMILIES}")
 
 

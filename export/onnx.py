@@ -306,7 +306,8 @@ def export_onnx(model, tokenizer, out_dir: Path, work: Path, *, opset: int, opti
                                             family=family, heads=heads, width=width,
                                             fuse_skip_layernorm=fuse_skip_layernorm,
                                             fuse_bias_gelu=scheme != "dynamic")
-        details["attention_fused"] = fused_attention_count(fused)["contrib"] > 0
+        # every layer's attention is one contrib Attention op (ALBERT's shared layer fuses once: not fused)
+        details["attention_fused"] = fused_attention_count(fused)["contrib"] >= model.config.num_hidden_layers
         if not family.attention_fuses:
             details["attention_unfused_reason"] = family.attention_unfused
         current = fused

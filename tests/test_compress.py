@@ -227,14 +227,16 @@ def test_zero_heads_refused(model_tok):
 
 
 def test_unsupported_model_type_refused():
-    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+    """A family whose adapter says it cannot be pruned (ModernBERT: fused Wqkv + GLU FFN) is refused
+    in one line naming why, the prunable families and what works instead."""
+    from bertpress.testing import tiny_model
 
-    from bertpress.testing import tiny_tokenizer
-
-    m = DistilBertForSequenceClassification(DistilBertConfig(vocab_size=50, dim=16, n_layers=1, n_heads=2,
-                                                             hidden_dim=32))
-    with pytest.raises(InputError, match="cannot prune model type 'distilbert'; pruning supports: bert; int8 quant"):
-        prune_model(m, tiny_tokenizer(), PruneConfig(heads=0.5, importance="magnitude"))
+    m, tok = tiny_model("modernbert")
+    with pytest.raises(InputError, match=r"cannot prune model type 'modernbert' \(ModernBERT fuses q/k/v into one "
+                                         r"Wqkv.*\); pruning supports: bert, distilbert, roberta, xlm-roberta, electra, "
+                                         r"deberta-v2, albert, mpnet; int8 quantization \(--quantize dynamic\|static\) "
+                                         r"works without pruning"):
+        prune_model(m, tok, PruneConfig(heads=0.5, importance="magnitude"))
 
 
 # ---- quantization --------------------------------------------------------------------------

@@ -4,7 +4,8 @@ Per family: fine-tune a few steps -> compress (prune heads + FFN where the famil
 dynamic; int8 static separately) -> export ONNX + TorchScript + OpenVINO through the parity gate
 -> bench every CPU runtime; the pruned checkpoint reloads in a fresh process; the ONNX fusion
 counts are asserted per family (ORT's BERT optimizer fuses attention for BERT, DistilBERT,
-RoBERTa, XLM-R and ELECTRA; DeBERTa-v2 and ModernBERT are declared unfused and say why).
+RoBERTa, XLM-R and ELECTRA; DeBERTa-v2, ModernBERT, MPNet and ALBERT (whose shared layer fuses
+once) are declared unfused and say why).
 """
 
 from __future__ import annotations
@@ -34,9 +35,12 @@ FUSIONS = {
     "electra": {"Attention": LAYERS, "EmbedLayerNormalization": 1},
     "deberta-v2": {"Attention": 0, "EmbedLayerNormalization": 0},
     "modernbert": {"Attention": 0, "EmbedLayerNormalization": 0},
+    "albert": {"Attention": 1, "EmbedLayerNormalization": 0},  # the shared layer fuses at its first use only
+    "mpnet": {"Attention": 0, "EmbedLayerNormalization": 0},
 }
-NO_TOKEN_TYPES = {"distilbert", "roberta", "xlm-roberta", "deberta-v2", "modernbert"}
-PRUNABLE = set(TINY_FAMILIES) - {"modernbert"}
+NO_TOKEN_TYPES = {"distilbert", "roberta", "xlm-roberta", "deberta-v2", "modernbert", "albert", "mpnet"}
+PRUNABLE = set(TINY_FAMILIES) - {"modernbert"}  # FFN
+HEADS_PRUNABLE = PRUNABLE - {"mpnet"}
 SENTENCES = ["a good film", "the plot was awful and dull", "it is fine"]
 
 
@@ -65,7 +69,9 @@ def test_inputs_follow_the_family_tokenizer(family):
     assert max_positions(model.config) == 128
     enc = tok(["good " * 300], truncation=True, max_length=128, return_tensors="pt")
     assert model(**{k: enc[k] for k in names}).logits.shape == (1, 2)
-    assert adapter_for(model).shapes(model) == [{"heads": 4, "head_size": 8, "ffn": 37}] * LAYERS
+    fam = adapter_for(model)
+    assert fam.shapes(model) == [{"heads": 4, "head_size": 8, "ffn": 37}] * len(fam.layers(model))
+    assert len(fam.layers(model)) == (1 if family == "albert" else LAYERS)  # ALBERT: one layer, shared
 
 
 def _fresh_logits(path: Path) -> np.ndarray:
@@ -103,12 +109,14 @@ def test_family_train_compress_export_bench(family, tmp_path):
     finetune(str(base), FinetuneConfig(model=str(base), data=str(data), epochs=1, batch_size=16, max_length=32,
                                        labels=("negative", "positive")), tmp_path / "ft", progress=False)
 
-    prune = PruneConfig(heads=0.25, ffn=0.3, round_to=8, importance="magnitude") if family in PRUNABLE else PruneConfig()
+    prune = PruneConfig(heads=0.25 if family in HEADS_PRUNABLE else 0.0, ffn=0.3 if family in PRUNABLE else 0.0,
+                        round_to=8, importance="magnitude")
     compress(tmp_path / "ft", CompressConfig(prune=prune, quantize=QuantizeConfig(scheme="dynamic")), tmp_path / "cmp",
              progress=False)
     model, tok = load_classifier(tmp_path / "cmp")
     if family in PRUNABLE:
-        assert layer_shapes(model) == [{"heads": 3, "head_size": 8, "ffn": 24}] * LAYERS
+        heads = 3 if family in HEADS_PRUNABLE else 4
+        assert layer_shapes(model) == [{"heads": heads, "head_size": 8, "ffn": 24}] * len(layer_shapes(model))
     # The pruned checkpoint reloads in a fresh process (rebuilt from its PruningRecord) to the same logits.
     enc = tok(SENTENCES, return_tensors="pt", padding=True)
     with torch.inference_mode():
@@ -176,25 +184,18 @@ def test_family_static_int8(family, tmp_path):
     assert details["fusions"]["Attention"] == FUSIONS[family]["Attention"]
 
 
-def test_modernbert_pruning_refused_in_one_line():
+@pytest.mark.parametrize("family,why", [("deberta-v2", "share_att_key false"), ("mpnet", "relative-position bias")])
+def test_head_pruning_refused_where_heads_are_tied(family, why):
+    """DeBERTa-v2 without share_att_key (separate relative-position projections) and MPNet (one
+    relative-position bias per head for every layer) refuse head pruning in one line; FFN works."""
     from bertpress.compress.config import PruneConfig
     from bertpress.compress.prune import plan_shapes
     from bertpress.errors import InputError
 
-    model, _ = tiny_model("modernbert")
-    with pytest.raises(InputError, match=r"cannot prune model type 'modernbert' \(ModernBERT fuses q/k/v into one "
-                                         r"Wqkv.*\); pruning supports: bert, distilbert, .*int8 quantization"):
-        plan_shapes(model, PruneConfig(ffn=0.5, importance="magnitude"))
-
-
-def test_deberta_v2_without_shared_keys_refuses_head_pruning_only():
-    from bertpress.compress.config import PruneConfig
-    from bertpress.compress.prune import plan_shapes
-    from bertpress.errors import InputError
-
-    model, _ = tiny_model("deberta-v2")
-    model.config.share_att_key = False
-    with pytest.raises(InputError, match=r"cannot prune the heads of model type 'deberta-v2': .*share_att_key false.*"
+    model, _ = tiny_model(family)
+    if family == "deberta-v2":
+        model.config.share_att_key = False
+    with pytest.raises(InputError, match=rf"cannot prune the heads of model type '{family}': .*{why}.*"
                                          r"--prune-heads 0"):
         plan_shapes(model, PruneConfig(heads=0.5, importance="magnitude"))
     assert plan_shapes(model, PruneConfig(ffn=0.5, round_to=8, importance="magnitude"))[2] == 16
