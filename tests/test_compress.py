@@ -565,12 +565,13 @@ def test_cli_bad_input_one_line_exit_2(ckpt, tmp_path, args, needle, capsys):
 
 
 def test_unsupported_checkpoint_type_via_api(tmp_path):
-    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+    from transformers import SqueezeBertConfig, SqueezeBertForSequenceClassification
 
-    d = tmp_path / "distil"
-    DistilBertForSequenceClassification(DistilBertConfig(vocab_size=50, dim=16, n_layers=1, n_heads=2,
-                                                         hidden_dim=32)).save_pretrained(d)
-    with pytest.raises(InputError, match="supported: bert"):
+    d = tmp_path / "squeeze"  # a BERT relative with no bertpress family adapter
+    SqueezeBertForSequenceClassification(SqueezeBertConfig(vocab_size=50, hidden_size=16, embedding_size=16,
+                                                           num_hidden_layers=1, num_attention_heads=2,
+                                                           intermediate_size=32)).save_pretrained(d)
+    with pytest.raises(InputError, match="model type 'squeezebert' is not supported; supported: bert, distilbert"):
         A.compress(d, CompressConfig(), tmp_path / "o", progress=False)
 
 
