@@ -96,7 +96,7 @@ def test_family_train_compress_export_bench(family, tmp_path):
     from bertpress.bench import bench
     from bertpress.bench.config import BenchConfig
     from bertpress.compress import compress
-    from bertpress.compress.config import CompressConfig, PruneConfig, QuantizeConfig
+    from bertpress.compress.config import CompressConfig, PruneConfig, QuantizeConfig, RecoverConfig
     from bertpress.export import export
     from bertpress.export.config import ExportConfig
     from bertpress.finetune import finetune
@@ -106,13 +106,18 @@ def test_family_train_compress_export_bench(family, tmp_path):
 
     data = write_tiny_dataset(tmp_path / "data", n_train=48, n_dev=16)
     base = save_tiny_checkpoint(tmp_path / "base", family=family)
+    # fine-tuning with knowledge distillation (DistillationTrainer; the teacher is the base model)
     finetune(str(base), FinetuneConfig(model=str(base), data=str(data), epochs=1, batch_size=16, max_length=32,
-                                       labels=("negative", "positive")), tmp_path / "ft", progress=False)
+                                       labels=("negative", "positive"), teacher=str(base)), tmp_path / "ft",
+             progress=False)
 
     prune = PruneConfig(heads=0.25 if family in HEADS_PRUNABLE else 0.0, ffn=0.3 if family in PRUNABLE else 0.0,
                         round_to=8, importance="magnitude")
-    compress(tmp_path / "ft", CompressConfig(prune=prune, quantize=QuantizeConfig(scheme="dynamic")), tmp_path / "cmp",
-             progress=False)
+    # recovery = distillation from the unpruned teacher, fed the family's inputs
+    recover = RecoverConfig(epochs=1, data=str(data), samples=16, batch_size=8, max_length=32, max_steps=2)
+    compress(tmp_path / "ft", CompressConfig(prune=prune, recover=recover, quantize=QuantizeConfig(scheme="dynamic")),
+             tmp_path / "cmp", progress=False)
+    assert Artifact.load(tmp_path / "cmp").manifest.details.get("recovery"), "recovery did not run"
     model, tok = load_classifier(tmp_path / "cmp")
     if family in PRUNABLE:
         heads = 3 if family in HEADS_PRUNABLE else 4
@@ -154,10 +159,12 @@ def test_family_train_compress_export_bench(family, tmp_path):
 
     report = bench([tmp_path / "ft", tmp_path / "cmp", tmp_path / "exp"],
                    BenchConfig(eval_data=str(data), batch_sizes=(1,), seq_lens=(16,), threads=1, warmup=1,
-                               min_iters=2, min_seconds=0.0), tmp_path / "report", progress=False)
+                               min_iters=2, min_seconds=0.0, baselines=("hf-pipeline",)), tmp_path / "report",
+                   progress=False)
     ran = {(v.kind, v.runtime) for v in report.results.variants}
     want = {("checkpoint", "pytorch"), ("checkpoint", "pytorch-int8-dynamic"), ("compressed", "pytorch"),
             ("onnx", "onnxruntime"), ("torchscript", "torchscript"), ("openvino", "openvino")}
+    assert any(v.role == "baseline" for v in report.results.variants), report.results.refused
     assert want <= ran, (ran, report.results.refused)
     for v in report.results.variants:
         assert v.fixed and v.fixed[0].latency.p50_ms > 0 and v.accuracy is not None, v.id
