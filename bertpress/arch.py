@@ -38,6 +38,7 @@ class Family:
     ffn_config_key = "intermediate_size"  # the config field holding the FFN width
     heads_attr, head_size_attr, all_head_attr = "num_attention_heads", "attention_head_size", "all_head_size"
     config_minimums: dict[str, int] = {}  # overrides of bertpress.models' sanity minimums
+    positions_after_padding = False  # RoBERTa / XLM-R / MPNet (see offset)
 
     # ---- inputs and lengths ----------------------------------------------------------------
     def input_names(self, config) -> tuple[str, ...]:
@@ -51,7 +52,12 @@ class Family:
         return limit - self.offset(config)
 
     def offset(self, config) -> int:
-        return 0
+        """Position ids the embeddings reserve: RoBERTa-style models (positions_after_padding)
+        number positions from padding_idx + 1, so padding_idx + 1 rows are never used for tokens."""
+        if not self.positions_after_padding:
+            return 0
+        pad = _cfg_get(config, "pad_token_id", 1)
+        return int(pad) + 1 if isinstance(pad, int) and not isinstance(pad, bool) else 2
 
     # ---- where things are ---------------------------------------------------------------
     def encoder(self, model) -> Any:
@@ -211,12 +217,9 @@ class Roberta(Family):
 
     model_type = base = "roberta"
     inputs = ("input_ids", "attention_mask")
+    positions_after_padding = True
     head_prefixes = ("classifier",)
     head_node_markers = ("classifier",)
-
-    def offset(self, config) -> int:
-        pad = _cfg_get(config, "pad_token_id", 1)
-        return int(pad) + 1 if isinstance(pad, int) and not isinstance(pad, bool) else 2
 
 
 class XLMRoberta(Roberta):
@@ -353,6 +356,7 @@ class MPNet(Family):
 
     model_type = base = "mpnet"
     inputs = ("input_ids", "attention_mask")
+    positions_after_padding = True
     attention_fuses = False
     attention_unfused = ("MPNet adds a relative-position bias to the attention scores, which ONNX Runtime's BERT "
                          "attention fusion patterns do not match; LayerNorm and Gelu fuse, attention runs as separate ops")
@@ -375,10 +379,6 @@ class MPNet(Family):
 
     def set_attention_output(self, layer, lin) -> None:
         layer.attention.attn.o = lin
-
-    def offset(self, config) -> int:
-        pad = _cfg_get(config, "pad_token_id", 1)
-        return int(pad) + 1 if isinstance(pad, int) and not isinstance(pad, bool) else 2
 
     def head_pruning_refusal(self, config) -> str:
         return ("MPNet adds one relative-position bias, computed once per head, to every layer's attention, so its "
