@@ -1,7 +1,8 @@
 """Runtime adapters: one small class per way of executing a model, all with the same interface.
 
 A runner turns a tokenized batch (numpy int64 `input_ids`, `attention_mask`, `token_type_ids`)
-into logits. `prepare` (moving inputs to the device, building an IO binding) is kept out of the
+into logits, passing the model the inputs its family takes (`bertpress.signature.input_names`
+for PyTorch, the file's own input names for TorchScript, ONNX and OpenVINO). `prepare` (moving inputs to the device, building an IO binding) is kept out of the
 timed call for the fixed-shape sweep; the real-traffic scenario times everything, tokenization
 included (`classify`), because that is what a deployment pays.
 """
@@ -23,7 +24,7 @@ from bertpress.registry import Registry
 from bertpress.bench.config import Runtime
 from bertpress.bench.sources import Source
 
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+from bertpress.signature import INPUT_NAMES, input_names, script_input_names
 
 # ONNX ops that mean "integer arithmetic": ORT's CUDA EP has no kernels for most of them, so it
 # silently places them on the CPU and copies tensors back and forth (int8 "on GPU" ends up
@@ -151,9 +152,10 @@ class TorchRunner(Runner):
         self.cuda_events = device.startswith("cuda")
         self.model = model
         self.torch = torch
+        self.input_names = input_names(model) if hasattr(model, "config") else INPUT_NAMES
 
     def prepare(self, enc):
-        return {k: self.torch.from_numpy(v).to(self.device) for k, v in enc.items()}
+        return {k: self.torch.from_numpy(v).to(self.device) for k, v in enc.items() if k in self.input_names}
 
     def run(self, prepared):
         with self.torch.inference_mode():
@@ -224,10 +226,9 @@ class TorchScriptRunner(TorchRunner):
         # Traced modules take positional inputs named after the traced forward; scripted ones may
         # take keywords. Read the schema once and call accordingly.
         try:
-            args = [a.name for a in module.forward.schema.arguments][1:]  # drop self
+            self.arg_names = list(script_input_names(module))
         except Exception:  # pragma: no cover - very old archives
-            args = list(INPUT_NAMES)
-        self.arg_names = [re.sub(r"\.\d+$", "", a) for a in args]
+            self.arg_names = list(INPUT_NAMES)
 
     def prepare(self, enc):
         tensors = {k: self.torch.from_numpy(v).to(self.device) for k, v in enc.items()}

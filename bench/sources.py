@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bertpress.arch import max_positions
 from bertpress.artifact import MANIFEST_NAME, Artifact
 from bertpress.errors import ArtifactError, InputError
 
@@ -72,7 +73,7 @@ def resolve_source(spec: str) -> Source:
                                  "onnx, torchscript or openvino artifacts")
             cfg = _config_json(path)
             labels = list(art.manifest.labels) or _labels_from_config(cfg)
-            max_len = art.manifest.max_length or cfg.get("max_position_embeddings")
+            max_len = art.manifest.max_length or max_positions(cfg)
             return Source(str(spec), path, art.kind, labels, max_len, manifest=art.manifest.to_dict())
         if (path / "config.json").is_file():
             # A plain Hugging Face directory (not written by bertpress): benchmark it as a checkpoint.
@@ -85,7 +86,7 @@ def resolve_source(spec: str) -> Source:
                 kind = "openvino"
             else:
                 kind = "checkpoint"
-            return Source(str(spec), path, kind, _labels_from_config(cfg), cfg.get("max_position_embeddings"))
+            return Source(str(spec), path, kind, _labels_from_config(cfg), max_positions(cfg))
         raise ArtifactError(
             f"{spec}: neither a bertpress artifact ({MANIFEST_NAME}) nor a Hugging Face model directory "
             "(config.json); give a checkpoint, compressed, onnx, torchscript or openvino artifact"
@@ -97,7 +98,7 @@ def resolve_source(spec: str) -> Source:
     if local:
         p = Path(where)
         cfg = _config_json(p)
-        return Source(str(spec), p, "checkpoint", _labels_from_config(cfg), cfg.get("max_position_embeddings"),
+        return Source(str(spec), p, "checkpoint", _labels_from_config(cfg), max_positions(cfg),
                       name=str(spec))
     return Source(str(spec), None, "checkpoint", [], None, name=str(spec))
 

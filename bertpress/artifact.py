@@ -232,7 +232,9 @@ def _check_max_length(path: Path, manifest: Manifest) -> None:
         cfg = read_json(path / "config.json")
     except (OSError, UnicodeDecodeError, ValueError):
         return  # the model loader reports a corrupt config.json with its own message
-    limit = cfg.get("max_position_embeddings") if isinstance(cfg, dict) else None
+    from bertpress.arch import max_positions
+
+    limit = max_positions(cfg) if isinstance(cfg, dict) else None
     if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 2 and manifest.max_length > limit:
         raise ArtifactError(
             f"{path / MANIFEST_NAME}: max_length {manifest.max_length} is above the model's {limit} position "

@@ -119,9 +119,13 @@ _CONFIG_MINIMUMS = {"max_position_embeddings": 2, "vocab_size": 1, "hidden_size"
 
 def _check_config_values(source, config) -> None:
     """Refuse config.json values that load but make a model that is wrong or crashes later."""
+    from bertpress.arch import FAMILIES
+
+    fam = FAMILIES.get(config.model_type) if getattr(config, "model_type", None) in FAMILIES else None
     for name, low in _CONFIG_MINIMUMS.items():
         if not hasattr(config, name):
             continue
+        low = fam.config_minimums.get(name, low) if fam is not None else low
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ArtifactError(

@@ -1,11 +1,16 @@
-"""The exported models' interface: three int64 inputs (batch, sequence) and `logits`.
+"""The exported models' interface: int64 inputs (batch, sequence) and `logits`.
 
-Every exported file — ONNX, TorchScript, and the Optimum/`predict.py` consumers — uses these
-names, so a bundle can be fed by any tokenizer that produces them.
+The inputs are the model family's (`input_names(model)`, decided by its `bertpress.arch`
+adapter): BERT and ELECTRA take `input_ids, attention_mask, token_type_ids`; DistilBERT,
+RoBERTa, XLM-R, ModernBERT and DeBERTa-v3 (type_vocab_size 0) take no `token_type_ids`. Every
+exported file — ONNX, TorchScript, OpenVINO, and the Optimum/`predict.py` consumers — uses those
+names, so a bundle can be fed by the family's own tokenizer. Feeds built here (`synthetic_batch`,
+`encode`) carry all three; each runner passes the ones its model takes.
 
 `tokenize` is the one place texts become token ids: an example is a text, or a (text,
 text_pair) tuple for sentence-pair models (`TextDataset.examples`), which the tokenizer encodes
-as `[CLS] a [SEP] b [SEP]` with token_type_ids 0 then 1, truncating the longer text first.
+as the family's pair template (BERT: `[CLS] a [SEP] b [SEP]` with token_type_ids 0 then 1;
+RoBERTa: `<s> a </s></s> b </s>`, no token types), truncating the longer text first.
 """
 
 from __future__ import annotations
@@ -14,14 +19,24 @@ from typing import Any, Sequence
 
 import numpy as np
 
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")  # every input any family takes
 OUTPUT_NAMES = ("logits",)
 
 
+def input_names(model_or_config) -> tuple[str, ...]:
+    """The inputs this model's exported files take, in order (its family adapter decides)."""
+    from bertpress.arch import input_names as family_inputs
+
+    return family_inputs(model_or_config)
+
+
 def logits_module(model):
-    """Wrap an HF classifier so that it takes positional tensors and returns only the logits
-    (tracing and the ONNX exporter need a tensor output, not a ModelOutput)."""
+    """Wrap an HF classifier so that it takes its inputs as positional tensors, named as in
+    `input_names(model)`, and returns only the logits (tracing and the ONNX exporter need a
+    tensor output, not a ModelOutput; a traced TorchScript file keeps the argument names)."""
     import torch
+
+    names = input_names(model)
 
     class LogitsOnly(torch.nn.Module):
         def __init__(self, inner):
@@ -32,7 +47,15 @@ def logits_module(model):
             return self.inner(input_ids=input_ids, attention_mask=attention_mask,
                               token_type_ids=token_type_ids, return_dict=False)[0]
 
-    return LogitsOnly(model).eval()
+    class LogitsOnlyNoTypes(LogitsOnly):
+        def forward(self, input_ids, attention_mask):  # type: ignore[override]
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, return_dict=False)[0]
+
+    if tuple(names) == INPUT_NAMES:
+        return LogitsOnly(model).eval()
+    if tuple(names) == INPUT_NAMES[:2]:
+        return LogitsOnlyNoTypes(model).eval()
+    raise ValueError(f"no positional wrapper for inputs {names}")  # pragma: no cover - adapters use one of the two
 
 
 def synthetic_batch(vocab_size: int, special: dict[str, int], batch: int, seq: int,
@@ -96,15 +119,27 @@ def encode(tokenizer, texts: Sequence[Any], max_length: int | None, pad_to_max: 
     return out
 
 
+def script_input_names(module) -> tuple[str, ...]:
+    """The input names of a traced TorchScript module (its forward's arguments, as traced)."""
+    import re
+
+    args = [a.name for a in module.forward.schema.arguments][1:]  # drop self
+    return tuple(re.sub(r"\.\d+$", "", a) for a in args)
+
+
 def torch_runner(model):
-    """A numpy-in, numpy-out callable over a torch module taking the three inputs."""
+    """A numpy-in, numpy-out callable over a torch classifier or a traced TorchScript module,
+    fed the inputs that model takes."""
     import torch
 
-    module = logits_module(model) if not isinstance(model, torch.jit.ScriptModule) else model
+    if isinstance(model, torch.jit.ScriptModule):
+        module, names = model, script_input_names(model)
+    else:
+        module, names = logits_module(model), input_names(model)
 
     def run(feed: dict[str, np.ndarray]) -> np.ndarray:
         with torch.inference_mode():
-            out = module(*(torch.from_numpy(feed[n]) for n in INPUT_NAMES))
+            out = module(*(torch.from_numpy(feed[n]) for n in names))
         return out.detach().float().numpy()
 
     return run

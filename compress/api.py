@@ -160,7 +160,9 @@ def _parent_max_length(checkpoint: Path, model) -> int:
         ml = Artifact.load(checkpoint).manifest.max_length
         if ml:
             return int(ml)
-    return int(getattr(model.config, "max_position_embeddings", 512))
+    from bertpress.arch import max_positions
+
+    return int(max_positions(model.config) or 512)
 
 
 def _parent_columns(checkpoint: Path) -> Columns | None:

@@ -1,4 +1,4 @@
-"""Structured pruning of BERT attention heads and FFN channels with torch-pruning.
+"""Structured pruning of BERT-family attention heads and FFN channels with torch-pruning.
 
 torch-pruning's dependency graph finds what shrinks together (query/key/value rows + the
 attention output's columns for a head; intermediate rows + output columns for an FFN channel)
@@ -55,7 +55,8 @@ def check_prunable(model: nn.Module) -> Family:
     fam = FAMILIES.get(mtype) if mtype in FAMILIES else None
     if fam is None or not fam.prunable:
         prunable = [n for n in FAMILIES if FAMILIES.get(n).prunable]
-        raise InputError(f"cannot prune model type {mtype!r}; pruning supports: {', '.join(prunable)}; "
+        why = f" ({fam.prune_refusal})" if fam is not None and fam.prune_refusal else ""
+        raise InputError(f"cannot prune model type {mtype!r}{why}; pruning supports: {', '.join(prunable)}; "
                          "int8 quantization (--quantize dynamic|static) works without pruning")
     return fam
 
@@ -67,6 +68,9 @@ def plan_shapes(model: nn.Module, cfg: PruneConfig) -> tuple[int, int, int]:
     n_heads = fam.num_heads(first)
     ffn = int(fam.ffn_in(first).out_features)
     drop = int(round(cfg.heads * n_heads))
+    refusal = fam.head_pruning_refusal(model.config) if drop else ""
+    if refusal:
+        raise InputError(f"cannot prune the heads of model type {model_type_of(model)!r}: {refusal}")
     if drop >= n_heads:
         raise InputError(f"--prune-heads {cfg.heads} would remove all {n_heads} heads of each layer (zero left); "
                          f"use a ratio below {(n_heads - 0.5) / n_heads:.2f}")
@@ -164,7 +168,7 @@ def prune_model(
         p.requires_grad_(False)
     # What from_pretrained replays on a fresh model (transformers 4.x), so the checkpoint reloads.
     model.config.pruned_heads = {i: h for i, h in pruned_heads.items()}
-    model.config.intermediate_size = keep_ffn
+    fam.set_ffn(model.config, keep_ffn)
     _check_shapes(model, keep_heads, keep_ffn)
     facts = {
         "heads_ratio": cfg.heads,

@@ -128,7 +128,7 @@ def openvino_checks(file: Path) -> tuple[list[tuple[str, Any, str | None]], dict
 def _build(src: Source, cfg: ExportConfig, fmt: str, out: Path, eval_set, calib_texts,
            progress: bool = True, columns=None) -> dict[str, Any]:
     """Write one finished artifact (model, bundle, manifest) into `out`; returns its metrics."""
-    from bertpress.signature import torch_runner
+    from bertpress.signature import input_names, torch_runner
 
     recipe, model, tok = src.recipe, src.model, src.tokenizer
     precision = "int8" if recipe.int8 else "fp32"
@@ -233,7 +233,7 @@ def _build(src: Source, cfg: ExportConfig, fmt: str, out: Path, eval_set, calib_
             "precision": precision,
             "model": model_details,
             "quantization": _quant_details(recipe, fmt),
-            "preprocessing": preprocessing(tok, src.max_length),
+            "preprocessing": preprocessing(tok, src.max_length, input_names(model)),
             "source_kind": src.kind or "huggingface",
             "files": sorted(set(files) | {"bertpress.json"}),
             **({"web": web} if web else {}),

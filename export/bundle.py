@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bertpress.errors import ArtifactError
-from bertpress.signature import INPUT_NAMES, OUTPUT_NAMES
+from bertpress.signature import OUTPUT_NAMES
 
 PREDICT_NAME = "predict.py"
 JS_DIR = "onnx"  # transformers.js's default `subfolder`
@@ -62,7 +62,7 @@ def write_js_config(out_dir: Path, labels: list[str], int8: bool) -> None:
     path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def preprocessing(tokenizer, max_length: int) -> dict[str, Any]:
+def preprocessing(tokenizer, max_length: int, input_names) -> dict[str, Any]:
     """How texts become inputs; predict.py reads this (the tokenizer.json holds the details)."""
     init = getattr(tokenizer, "init_kwargs", {}) or {}
     lower = init.get("do_lower_case", getattr(tokenizer, "do_lower_case", None))
@@ -74,7 +74,7 @@ def preprocessing(tokenizer, max_length: int) -> dict[str, Any]:
         "padding": "longest (right)",
         "pad_token_id": tokenizer.pad_token_id,
         "special_tokens": {k: getattr(tokenizer, k, None) for k in ("cls_token", "sep_token", "pad_token", "unk_token")},
-        "input_names": list(INPUT_NAMES),
+        "input_names": list(input_names),  # the model family's (bertpress.signature.input_names)
         "output_names": list(OUTPUT_NAMES),
         "output": "logits; softmax gives class probabilities, index = label id",
     }

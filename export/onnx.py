@@ -31,7 +31,7 @@ import numpy as np
 from bertpress.errors import ArtifactError, ConfigError, first_line
 from bertpress.ort import fused_attention_count, mark_disabled, op_counts, session, session_options
 from bertpress.quiet import quiet
-from bertpress.signature import INPUT_NAMES, OUTPUT_NAMES, encode, logits_module, special_ids, synthetic_batch
+from bertpress.signature import INPUT_NAMES, OUTPUT_NAMES, encode, input_names, logits_module, special_ids, synthetic_batch
 
 FILE_NAME = "model.onnx"
 ORT_FILE_NAME = "model.ort"
@@ -87,11 +87,12 @@ def export_graph(model, tokenizer, file: Path, *, opset: int, trace_batch: int, 
     wrapped = logits_module(eager_copy(model))
     feed = synthetic_batch(model.config.vocab_size, special_ids(tokenizer), trace_batch, trace_seq,
                            np.random.default_rng(seed))
-    args = tuple(torch.from_numpy(feed[n]) for n in INPUT_NAMES)
-    axes = {n: {0: "batch", 1: "sequence"} for n in INPUT_NAMES}
+    names = input_names(model)
+    args = tuple(torch.from_numpy(feed[n]) for n in names)
+    axes = {n: {0: "batch", 1: "sequence"} for n in names}
     axes["logits"] = {0: "batch"}
     with quiet(), torch.no_grad():
-        torch.onnx.export(wrapped, args, str(file), input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
+        torch.onnx.export(wrapped, args, str(file), input_names=list(names), output_names=list(OUTPUT_NAMES),
                           dynamic_axes=axes, opset_version=opset, do_constant_folding=True, dynamo=False)
 
 
@@ -118,17 +119,20 @@ def optimize_graph(src: Path, dst: Path, *, level: str, num_layers: int, family,
         stats = opt.get_fused_operator_statistics()
         opt.save_model_to_file(str(dst))
     counts = {k: int(stats.get(k, 0)) for k in FUSION_KEYS}
-    check_fusion(counts, num_layers, fused_attention_count(dst))
+    check_fusion(counts, num_layers, fused_attention_count(dst), expect_attention=family.attention_fuses)
     return counts
 
 
-def check_fusion(counts: dict[str, int], num_layers: int, attention_ops: dict[str, int]) -> None:
+def check_fusion(counts: dict[str, int], num_layers: int, attention_ops: dict[str, int], *,
+                 expect_attention: bool = True) -> None:
     """A BERT whose attention did not fuse runs as dozens of small ops: treat it as a failure.
 
     Only ONNX Runtime's contrib-domain Attention counts (`attention_ops`, from the graph itself):
     the optimizer's statistics also count the standard-domain ONNX `Attention` op by name, and a
-    graph of those must never reach the int8 quantizer (it writes an invalid model)."""
-    attention = attention_ops["contrib"]
+    graph of those must never reach the int8 quantizer (it writes an invalid model).
+    expect_attention=False (the family adapter says ORT has no pattern for its attention, e.g.
+    DeBERTa's disentangled attention): unfused attention is expected, the rest is still checked."""
+    attention = attention_ops["contrib"] if expect_attention else num_layers
     if attention_ops["standard"]:
         raise ArtifactError(
             f"the graph has {attention_ops['standard']} standard-domain ONNX Attention ops (opset 23+ exporter), "
@@ -166,11 +170,12 @@ def drop_stale_value_info(file: Path) -> int:
 class TextReader:
     """ORT CalibrationDataReader over tokenized texts, a few rows per call."""
 
-    def __init__(self, tokenizer, texts: Sequence[str], max_length: int, batch: int = 8):
+    def __init__(self, tokenizer, texts: Sequence[str], max_length: int, batch: int = 8,
+                 names: Sequence[str] = INPUT_NAMES):
         # Every batch padded to max_length: ORT's histogram calibrators (entropy, percentile)
-        # stack the collected tensors across batches and need one shape.
-        self._batches = [encode(tokenizer, texts[i:i + batch], max_length, pad_to_max=True)
-                         for i in range(0, len(texts), batch)]
+        # stack the collected tensors across batches and need one shape. Only the model's inputs.
+        self._batches = [{k: v for k, v in encode(tokenizer, texts[i:i + batch], max_length, pad_to_max=True).items()
+                          if k in names} for i in range(0, len(texts), batch)]
         self._it = iter(self._batches)
 
     def get_next(self):
@@ -291,7 +296,7 @@ def export_onnx(model, tokenizer, out_dir: Path, work: Path, *, opset: int, opti
     export_graph(model, tokenizer, raw, opset=opset, trace_batch=trace_batch, trace_seq=trace_seq, seed=seed)
     details: dict[str, Any] = {"file": FILE_NAME, "opset": opset, "exporter": "torch.onnx (legacy, dynamo=False)",
                                "trace_shape": [trace_batch, trace_seq], "optimize": optimize,
-                               "input_names": list(INPUT_NAMES), "output_names": list(OUTPUT_NAMES)}
+                               "input_names": list(input_names(model)), "output_names": list(OUTPUT_NAMES)}
     current = raw
     if optimize != "none":
         fused = work / "fused.onnx"
@@ -301,6 +306,10 @@ def export_onnx(model, tokenizer, out_dir: Path, work: Path, *, opset: int, opti
                                             family=family, heads=heads, width=width,
                                             fuse_skip_layernorm=fuse_skip_layernorm,
                                             fuse_bias_gelu=scheme != "dynamic")
+        # every layer's attention is one contrib Attention op (ALBERT's shared layer fuses once: not fused)
+        details["attention_fused"] = fused_attention_count(fused)["contrib"] >= model.config.num_hidden_layers
+        if not family.attention_fuses:
+            details["attention_unfused_reason"] = family.attention_unfused
         current = fused
     if scheme != "none":
         standard = fused_attention_count(current)["standard"]
@@ -310,7 +319,7 @@ def export_onnx(model, tokenizer, out_dir: Path, work: Path, *, opset: int, opti
         qfile = work / "int8.onnx"
         reader = None
         if scheme == "static":
-            reader = TextReader(tokenizer, list(calibration_texts or []), max_length)
+            reader = TextReader(tokenizer, list(calibration_texts or []), max_length, names=input_names(model))
         details["quantization"] = quantize_graph(current, qfile, scheme=scheme, weight_type=weight_type,
                                                  per_channel=per_channel, fused=optimize != "none",
                                                  reduce_range=reduce_range, scope=scope,

@@ -39,7 +39,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from bertpress.errors import ArtifactError, ConfigError
-from bertpress.signature import INPUT_NAMES, OUTPUT_NAMES, encode, logits_module, special_ids, synthetic_batch
+from bertpress.signature import OUTPUT_NAMES, encode, input_names, logits_module, special_ids, synthetic_batch
 
 FILE_NAME = "openvino_model.xml"  # the names Optimum-Intel's OVModelForSequenceClassification loads
 WEIGHTS_NAME = "openvino_model.bin"
@@ -74,8 +74,9 @@ def convert(model, tokenizer, *, trace_batch: int, trace_seq: int, seed: int = 0
     wrapped = logits_module(copy.deepcopy(model).eval())
     feed = synthetic_batch(model.config.vocab_size, special_ids(tokenizer), trace_batch, trace_seq,
                            np.random.default_rng(seed))
-    example = {n: torch.from_numpy(feed[n]) for n in INPUT_NAMES}
-    inputs = [(n, ov.PartialShape([-1, -1]), ov.Type.i64) for n in INPUT_NAMES]
+    names = input_names(model)
+    example = {n: torch.from_numpy(feed[n]) for n in names}
+    inputs = [(n, ov.PartialShape([-1, -1]), ov.Type.i64) for n in names]
     with quiet(), torch.no_grad():
         ov_model = ov.convert_model(wrapped, example_input=example, input=inputs)
     if len(ov_model.outputs) != 1:
@@ -83,10 +84,10 @@ def convert(model, tokenizer, *, trace_batch: int, trace_seq: int, seed: int = 0
                             "export a standard BERT sequence classifier")
     # One tensor name per input: the converter also gives attention_mask an internal name ("61"),
     # and loaders that take `get_any_name()` (Optimum-Intel, bertpress.openvino_rt) would see that.
-    for port, name in zip(ov_model.inputs, INPUT_NAMES):
+    for port, name in zip(ov_model.inputs, names):
         if name not in port.get_names():
             raise ArtifactError(f"OpenVINO's converter named the inputs {[sorted(p.get_names()) for p in ov_model.inputs]}, "
-                                f"expected {list(INPUT_NAMES)}; export a standard BERT sequence classifier")
+                                f"expected {list(names)}; export a standard BERT-family sequence classifier")
         port.get_tensor().set_names({name})
     ov_model.outputs[0].get_tensor().set_names(set(OUTPUT_NAMES))
     return ov_model
@@ -167,7 +168,8 @@ def quantize_static(ov_model, model, tokenizer, recipe, texts: Sequence[str], ma
     if not texts:
         raise ConfigError("static int8 needs calibration texts; pass --calibration-data FILE (or --quantize dynamic)")
     ignored, targets = _ignored(ov_model, _targets(model, recipe))
-    items = [encode(tokenizer, texts[i:i + CALIBRATION_BATCH], max_length)
+    names = input_names(model)
+    items = [{k: v for k, v in encode(tokenizer, texts[i:i + CALIBRATION_BATCH], max_length).items() if k in names}
              for i in range(0, len(texts), CALIBRATION_BATCH)]
     percentile = _recorded_percentile(recipe)
     estimator, estimator_name = _range_estimator(recipe.calibration_method, percentile)
@@ -240,7 +242,7 @@ def export_openvino(model, tokenizer, out_dir: Path, *, recipe, trace_batch: int
     details: dict[str, Any] = {
         "file": FILE_NAME, "weights_file": WEIGHTS_NAME, "converter": "openvino.convert_model (from PyTorch)",
         "openvino": ov.__version__.split("-")[0], "trace_shape": [trace_batch, trace_seq],
-        "input_names": list(INPUT_NAMES), "output_names": list(OUTPUT_NAMES), "weights_dtype": "f32",
+        "input_names": list(input_names(model)), "output_names": list(OUTPUT_NAMES), "weights_dtype": "f32",
         "converted_op_counts": op_counts(ov_model),
     }
     if recipe.scheme == "static":

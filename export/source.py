@@ -118,7 +118,9 @@ def load_source(path: str | Path, cfg) -> Source:
             f"{path}: the manifest lists {len(labels)} labels but the model has {model.config.num_labels} outputs; "
             "re-create the artifact"
         )
-    limit = int(model.config.max_position_embeddings)
+    from bertpress.arch import max_positions
+
+    limit = int(max_positions(model.config) or 512)
     if cfg.max_length is not None:
         if cfg.max_length > limit:
             raise ConfigError(

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from bertpress.quiet import quiet
-from bertpress.signature import logits_module, special_ids, synthetic_batch
+from bertpress.signature import input_names, logits_module, special_ids, synthetic_batch
 
 FILE_NAME = "model.pt"
 
@@ -45,7 +45,7 @@ def export_torchscript(model, tokenizer, out_dir: Path, *, recipe, trace_batch: 
     wrapped = logits_module(model)
     rng = np.random.default_rng(seed)
     feed = synthetic_batch(model.config.vocab_size, special_ids(tokenizer), trace_batch, trace_seq, rng)
-    example = tuple(torch.from_numpy(feed[n]) for n in ("input_ids", "attention_mask", "token_type_ids"))
+    example = tuple(torch.from_numpy(feed[n]) for n in input_names(model))
     # TracerWarnings about python-side shape logic are silenced: the parity gate checks the trace
     with quiet(), torch.inference_mode(False), torch.no_grad():
         traced = torch.jit.trace(wrapped, example, check_trace=False, strict=False)
@@ -55,6 +55,7 @@ def export_torchscript(model, tokenizer, out_dir: Path, *, recipe, trace_batch: 
     file = out_dir / FILE_NAME
     torch.jit.save(traced, str(file))
     details = {"file": FILE_NAME, "trace_shape": [trace_batch, trace_seq], "frozen": True,
+            "input_names": list(input_names(model)),
             "quantization_engine": torch.backends.quantized.engine if recipe.int8 else None,
             "quantized_layers": len(quantized)}
     return details, model

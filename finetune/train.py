@@ -174,6 +174,7 @@ def _is_classifier(model_config) -> bool:
 
 
 def _load_model_and_data(config: FinetuneConfig):
+    from bertpress.arch import max_positions
     from bertpress.models import load_classifier, load_config
 
     if Path(config.data).expanduser().is_file():
@@ -182,7 +183,7 @@ def _load_model_and_data(config: FinetuneConfig):
             "give a directory with train.tsv and dev.tsv (or .csv/.jsonl), or a datasets id"
         )
     mcfg = load_config(config.model)
-    limit = int(getattr(mcfg, "max_position_embeddings", 0) or 0)
+    limit = int(max_positions(mcfg) or 0)
     if limit and config.max_length > limit:
         raise InputError(
             f"--max-length {config.max_length} is above the model's {limit} position embeddings; "

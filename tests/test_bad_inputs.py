@@ -155,8 +155,8 @@ CASES: list[Case] = [
      r"corrupt config.json"),
     ("ft-model-truncated-weights", lambda c: ft(c, model=c.ckpt_variant("m", _truncate("model.safetensors"))),
      r"could not load the model weights"),
-    ("ft-model-unsupported-type", lambda c: ft(c, model=c.ckpt_variant("m", _model_type("roberta"))),
-     r"model type 'roberta' is not supported; supported: bert"),
+    ("ft-model-unsupported-type", lambda c: ft(c, model=c.ckpt_variant("m", _model_type("squeezebert"))),
+     r"model type 'squeezebert' is not supported; supported: bert, distilbert"),
     ("ft-teacher-other-labels", lambda c: ft(c, "--teacher", _three_label_teacher(c)), r"teacher.*label"),
     ("ft-bad-precision-choice", lambda c: ft(c, "--precision", "int4"), r"invalid choice"),
     # --- compress ---
@@ -172,8 +172,8 @@ CASES: list[Case] = [
      r"has 96 rows but --calibration-samples is 100000"),
     ("cp-eval-labels-mismatch", lambda c: cp(c, "--eval-data", c.datadir(
         "d", "sentence\tlabel\nx\tpos\n", dev="sentence\tlabel\nx\tjoy\ny\tanger\nz\tfear\n")), r"label 'joy' is not one of"),
-    ("cp-unsupported-type", lambda c: cp(c, src=c.ckpt_variant("m", _model_type("distilbert"))),
-     r"'distilbert' is not supported; supported: bert"),
+    ("cp-unsupported-type", lambda c: cp(c, src=c.ckpt_variant("m", _model_type("squeezebert"))),
+     r"'squeezebert' is not supported; supported: bert, distilbert"),
     ("cp-taylor-without-data", lambda c: cp(c, "--prune-heads", "0.5"), r"taylor.*calibration|calibration"),
     # --- export ---
     ("ex-not-an-artifact", lambda c: ex(c, src=str(c.data)), r"not a bertpress artifact"),

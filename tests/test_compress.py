@@ -227,14 +227,16 @@ def test_zero_heads_refused(model_tok):
 
 
 def test_unsupported_model_type_refused():
-    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+    """A family whose adapter says it cannot be pruned (ModernBERT: fused Wqkv + GLU FFN) is refused
+    in one line naming why, the prunable families and what works instead."""
+    from bertpress.testing import tiny_model
 
-    from bertpress.testing import tiny_tokenizer
-
-    m = DistilBertForSequenceClassification(DistilBertConfig(vocab_size=50, dim=16, n_layers=1, n_heads=2,
-                                                             hidden_dim=32))
-    with pytest.raises(InputError, match="cannot prune model type 'distilbert'; pruning supports: bert; int8 quant"):
-        prune_model(m, tiny_tokenizer(), PruneConfig(heads=0.5, importance="magnitude"))
+    m, tok = tiny_model("modernbert")
+    with pytest.raises(InputError, match=r"cannot prune model type 'modernbert' \(ModernBERT fuses q/k/v into one "
+                                         r"Wqkv.*\); pruning supports: bert, distilbert, roberta, xlm-roberta, electra, "
+                                         r"deberta-v2, albert, mpnet; int8 quantization \(--quantize dynamic\|static\) "
+                                         r"works without pruning"):
+        prune_model(m, tok, PruneConfig(heads=0.5, importance="magnitude"))
 
 
 # ---- quantization --------------------------------------------------------------------------
@@ -563,12 +565,13 @@ def test_cli_bad_input_one_line_exit_2(ckpt, tmp_path, args, needle, capsys):
 
 
 def test_unsupported_checkpoint_type_via_api(tmp_path):
-    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+    from transformers import SqueezeBertConfig, SqueezeBertForSequenceClassification
 
-    d = tmp_path / "distil"
-    DistilBertForSequenceClassification(DistilBertConfig(vocab_size=50, dim=16, n_layers=1, n_heads=2,
-                                                         hidden_dim=32)).save_pretrained(d)
-    with pytest.raises(InputError, match="supported: bert"):
+    d = tmp_path / "squeeze"  # a BERT relative with no bertpress family adapter
+    SqueezeBertForSequenceClassification(SqueezeBertConfig(vocab_size=50, hidden_size=16, embedding_size=16,
+                                                           num_hidden_layers=1, num_attention_heads=2,
+                                                           intermediate_size=32)).save_pretrained(d)
+    with pytest.raises(InputError, match="model type 'squeezebert' is not supported; supported: bert, distilbert"):
         A.compress(d, CompressConfig(), tmp_path / "o", progress=False)
 
 
