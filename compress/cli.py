@@ -64,11 +64,12 @@ def register(sub, common, formatter) -> None:
                    help="interleaved timing rounds over all candidates after the walk (median p50, best min)")
     g.add_argument("--latency-threads", type=int, default=None,
                    help="torch threads while timing (default: torch's setting)")
-    g.add_argument("--search-runtime", choices=["pytorch", "onnxruntime"], default="pytorch",
-                   help="score and time each candidate in PyTorch eager, or as the ONNX Runtime model "
-                        "`bertpress export` makes of it (exported per candidate; its ORT accuracy and latency "
-                        "rank it; a candidate that fails to export is listed, not chosen). Speed-ups are "
-                        "against the fp32 model in PyTorch eager either way")
+    g.add_argument("--search-runtime", choices=["pytorch", "onnxruntime", "openvino"], default="pytorch",
+                   help="score and time each candidate in PyTorch eager, or in the runtime you deploy: as "
+                        "the ONNX Runtime model `bertpress export` makes of it, or the OpenVINO IR of "
+                        "`bertpress export --format openvino` (exported per candidate; its accuracy and latency "
+                        "in that runtime rank it; a candidate that fails to export is listed, not chosen). "
+                        "Speed-ups are against the fp32 model in PyTorch eager either way")
     from bertpress.data import add_column_flags
 
     add_column_flags(p.add_argument_group("data columns (of --eval-data and --calibration-data)"),

@@ -157,7 +157,7 @@ def _parse_ratio_pair(item, i: int) -> tuple[float, float]:
     return float(heads), float(ffn)
 
 
-SEARCH_RUNTIMES = ("pytorch", "onnxruntime")
+SEARCH_RUNTIMES = ("pytorch", "onnxruntime", "openvino")
 LATENCY_STATISTICS = ("p50", "min")
 
 
@@ -181,7 +181,8 @@ class SearchConfig:
     eval_samples: Optional[int] = None  # subset of the eval set (None = all)
     # Where candidates are scored and timed: "pytorch" (eager, the compressed model as saved) or
     # "onnxruntime" (each candidate exported as `bertpress export` would, int8 in ORT; its ORT
-    # accuracy and latency rank it). Speed-ups are always against the fp32 model in PyTorch eager.
+    # accuracy and latency rank it) or "openvino" (the same with `--format openvino`: NNCF int8,
+    # OpenVINO's default precision). Speed-ups are always against the fp32 model in PyTorch eager.
     runtime: str = "pytorch"
 
     def __post_init__(self) -> None:

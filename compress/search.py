@@ -211,8 +211,9 @@ def _rank(work, cfg: CompressConfig, rows: list, timers: list, made: list, base_
     r = rows[idx]
     from bertpress.config import to_tagged
 
-    runtime = "ONNX Runtime (the candidate as `bertpress export` writes it)" if s.runtime == "onnxruntime" \
-        else "PyTorch eager"
+    runtime = {"onnxruntime": "ONNX Runtime (the candidate as `bertpress export` writes it)",
+               "openvino": "OpenVINO (the candidate as `bertpress export --format openvino` writes it)"
+               }.get(s.runtime, "PyTorch eager")
     facts = {
         "max_accuracy_drop": s.max_accuracy_drop, "met_budget": met,
         "baseline": {"accuracy": base_acc, "latency_ms": base_lat, "size_bytes": base_size,

@@ -446,6 +446,31 @@ def test_search_picks_fastest_within_budget(ckpt, tiny_data, tmp_path):
     assert from_tagged(s["winner_recipe"]).search is None
 
 
+def test_search_in_openvino_ranks_the_openvino_exports(ckpt, tiny_data, tmp_path):
+    """--search-runtime openvino: every candidate is exported as `bertpress export --format openvino`
+    writes it (NNCF int8 from its recipe), gated, and ranked by its OpenVINO accuracy and latency;
+    exporting the winner to OpenVINO reproduces the accuracy the search measured."""
+    import bertpress.app  # noqa: F401 - the composition root registers the export-backed runtimes
+    from bertpress.export import ExportConfig, export
+
+    cfg = _search_cfg(tiny_data, 100.0)
+    cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, runtime="openvino",
+                                                              schedule=((0.0, 0.0), (0.5, 0.5)),
+                                                              schemes=(Scheme.NONE, Scheme.DYNAMIC)))
+    art = A.compress(ckpt, cfg, tmp_path / "s", progress=False)
+    s = art.manifest.details["search"]
+    rows = s["table"]
+    cands = rows[1:]
+    assert rows[0]["baseline"] and rows[0]["runtime"] == "pytorch"
+    assert len(cands) == 4 and all(r["runtime"] == "openvino" and "accuracy_pytorch" in r for r in cands)
+    assert all(not r.get("error") and r["latency_ms"] > 0 for r in cands)
+    assert s["latency"]["runtime"].startswith("OpenVINO")
+    win = next(r for r in cands if r.get("winner"))
+    exp = export(art.path, ExportConfig(format="openvino", eval_data=str(tiny_data)), tmp_path / "ov")
+    assert s["winner"]["runtime"] == "openvino"
+    assert exp.manifest.metrics["accuracy"]["openvino_model.xml"] == pytest.approx(win["accuracy"])
+
+
 def test_search_in_onnxruntime_ranks_the_exported_models(ckpt, tiny_data, tmp_path, monkeypatch):
     """--search-runtime onnxruntime: every candidate (the unpruned fp32 export included) is exported
     and gated as `bertpress export` would; ORT accuracy and latency rank it; a candidate whose
