@@ -111,4 +111,4 @@ def test_a_deploy_search_runtime_without_the_app_layer_says_how():
         "provided by bertpress.app: `import bertpress.app` first (the CLI and recipes do)")
     code = "import bertpress.app\nfrom bertpress.compress.search import SEARCH_RUNTIMES\nprint(list(SEARCH_RUNTIMES))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.stdout.strip() == "['pytorch', 'onnxruntime']", out.stderr
+    assert out.stdout.strip() == "['pytorch', 'onnxruntime', 'openvino']", out.stderr
