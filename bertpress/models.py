@@ -355,13 +355,29 @@ def rebuild_pruned(directory: Path, config, pruning):
     with torch.device("cpu"):
         model = AutoModelForSequenceClassification.from_config(config)
     adapter_for(model, action="rebuild").apply_pruning(model, pruning.pruned_heads, pruning.ffn_per_layer)
-    state = _read_weights(directory)
+    state = _legacy_layernorm_names(_read_weights(directory), model.state_dict().keys())
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
         raise ArtifactError(f"{directory}: weights do not match the recorded pruned shapes "
                             f"(missing {missing[:3]}, unexpected {unexpected[:3]}); re-run compress")
     return model.eval()
+
+
+def _legacy_layernorm_names(state: dict[str, Any], wanted) -> dict[str, Any]:
+    """LayerNorm `gamma`/`beta` -> `weight`/`bias` where the model wants the latter. Some 5.x
+    releases (5.2) save BERT's LayerNorms under the original checkpoint's gamma/beta names and
+    rename them back inside from_pretrained; the pruned rebuild reads the file itself, so it does
+    the same renaming (transformers' key-conversion tables are not public API)."""
+    wanted = set(wanted)
+    out = {}
+    for k, v in state.items():
+        if k not in wanted and k.endswith((".gamma", ".beta")):
+            alt = k[: -len(".gamma")] + ".weight" if k.endswith(".gamma") else k[: -len(".beta")] + ".bias"
+            if alt in wanted:
+                k = alt
+        out[k] = v
+    return out
 
 
 def _read_weights(directory: Path) -> dict[str, Any]:
