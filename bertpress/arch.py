@@ -36,6 +36,8 @@ class Family:
     prunable = True
     prune_refusal = ""  # why not, when prunable is False
     ffn_config_key = "intermediate_size"  # the config field holding the FFN width
+    layers_config_key = "num_hidden_layers"  # the config field holding the encoder depth
+    layer_drop_refusal = ""  # why whole encoder layers cannot be removed ("" when they can)
     heads_attr, head_size_attr, all_head_attr = "num_attention_heads", "attention_head_size", "all_head_size"
     config_minimums: dict[str, int] = {}  # overrides of bertpress.models' sanity minimums
     positions_after_padding = False  # RoBERTa / XLM-R / MPNet (see offset)
@@ -149,6 +151,28 @@ class Family:
             self.set_attention_output(layer, shrink(self.attention_output(layer), 1, idx))
             self.set_heads(layer, len(keep), heads)
 
+    def layer_list(self, model) -> tuple[Any, str]:
+        """(module, attribute) holding the encoder layers' nn.ModuleList (what layer dropping replaces)."""
+        return self.encoder(model).encoder, "layer"
+
+    def keep_layers(self, model, keep: Sequence[int]) -> None:
+        """Keep only the encoder layers at `keep` (original indices, ascending) and record the new
+        depth in the config: the saved checkpoint numbers them 0..k-1, so a fresh model built from
+        config.json has their shapes and plain from_pretrained reloads it."""
+        from torch import nn
+
+        if self.layer_drop_refusal:
+            raise InputError(f"cannot remove layers of model type {self.model_type!r}: {self.layer_drop_refusal}")
+        owner, attr = self.layer_list(model)
+        old = getattr(owner, attr)
+        kept = nn.ModuleList([old[int(i)] for i in keep])
+        for new_idx, layer in enumerate(kept):  # decoder-cache bookkeeping some layers carry
+            for m in layer.modules():
+                if isinstance(getattr(m, "layer_idx", None), int):
+                    m.layer_idx = new_idx
+        setattr(owner, attr, kept)
+        setattr(model.config, self.layers_config_key, len(kept))
+
     def set_qkv(self, layer, q, k, v) -> None:
         att = self.attention(layer)
         att.query, att.key, att.value = q, k, v
@@ -182,10 +206,14 @@ class DistilBert(Family):
     head_prefixes = ("pre_classifier", "classifier")
     head_node_markers = ("pre_classifier", "classifier")
     ffn_config_key = "hidden_dim"
+    layers_config_key = "n_layers"
     heads_attr, all_head_attr = "n_heads", ""
 
     def layers(self, model):
         return self.encoder(model).transformer.layer
+
+    def layer_list(self, model):
+        return self.encoder(model).transformer, "layer"
 
     def attention(self, layer):
         return layer.attention
@@ -329,6 +357,8 @@ class Albert(Family):
                          "consumes the shared q/k/v weights at the first layer, so the other layers stay unfused")
     head_prefixes = ("albert.pooler", "classifier")
     layer_marker = ".albert_layers."
+    layer_drop_refusal = ("every ALBERT layer runs the same shared weights, so removing layers frees no weights; "
+                          "prune heads/FFN (--prune-heads, --prune-ffn) or quantize instead")
 
     def layers(self, model):
         return [layer for group in self.encoder(model).encoder.albert_layer_groups for layer in group.albert_layers]

@@ -93,10 +93,15 @@ class PruningRecord:
     original: dict[str, int] = dataclasses.field(default_factory=dict)  # heads, ffn, params before
     params: int = 0
     calibration_data: str | None = None  # Taylor importance's labelled batches
+    layers_ratio: float = 0.0
+    # Original indices of the encoder layers kept (empty: all kept); the checkpoint numbers them
+    # 0..k-1 and `pruned_heads` uses that numbering.
+    layers_kept: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "heads_per_layer", tuple(int(x) for x in self.heads_per_layer))
         object.__setattr__(self, "ffn_per_layer", tuple(int(x) for x in self.ffn_per_layer))
+        object.__setattr__(self, "layers_kept", tuple(int(x) for x in self.layers_kept or ()))
         object.__setattr__(self, "pruned_heads", {str(k): sorted(int(h) for h in v)
                                                   for k, v in (self.pruned_heads or {}).items()})
         if len(self.heads_per_layer) != len(self.ffn_per_layer):

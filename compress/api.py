@@ -85,7 +85,7 @@ def apply_prune(work: Work, cfg: PruneConfig) -> Work:
         work.details["pruning"] = None
         return work
     calib = None
-    if cfg.importance.value == "taylor":
+    if cfg.importance.value == "taylor" and cfg.scores_channels:
         data = work.load_data(cfg.calibration_data, "train", "--calibration-data")
         n = min(len(data), cfg.calibration_batches * cfg.batch_size)
         data = data.subset(n, seed=work.cfg.seed)
@@ -116,10 +116,12 @@ def apply_recover(work: Work, cfg: RecoverConfig) -> Work:
     tmp = Path(tempfile.mkdtemp(prefix="bertpress-recover-"))
     for p in work.model.parameters():  # pruning leaves the student frozen; it trains now
         p.requires_grad_(True)
+    kept = list(work.details["pruning"].layers_kept) or None  # student layer j came from teacher layer kept[j]
     try:
         work.model = recover(work.model, work.teacher, work.tokenizer, train, eval_data=eval_data,
                              epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, max_length=cfg.max_length,
-                             alpha=cfg.alpha, temperature=cfg.temperature, seed=cfg.seed,
+                             alpha=cfg.alpha, temperature=cfg.temperature, hidden_weight=cfg.hidden_weight,
+                             layer_map=kept, seed=cfg.seed,
                              max_steps=cfg.max_steps, work_dir=tmp, progress=work.progress)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -130,6 +132,7 @@ def apply_recover(work: Work, cfg: RecoverConfig) -> Work:
                                 "data": data_spec(spec), "source": train.source,
                                 "samples": len(train), "epochs": cfg.epochs,
                                 "lr": cfg.lr, "alpha": cfg.alpha, "temperature": cfg.temperature,
+                                "hidden_weight": cfg.hidden_weight,
                                 "max_steps": cfg.max_steps,
                                 "metrics": dict(getattr(work.model, "recover_metrics", {}) or {})}
     work.qmodel, work.ranges = None, None
@@ -185,12 +188,13 @@ def compress(checkpoint: str | os.PathLike, cfg: CompressConfig, out_dir: str | 
     out_dir = check_output_dir(Path(out_dir), overwrite=overwrite, inputs=inputs)
     model, tokenizer = load_classifier(checkpoint)
     if cfg.prune.active or cfg.search is not None:
-        from bertpress.compress.prune import check_prunable, plan_shapes
+        from bertpress.compress.prune import check_prunable, plan_layers, plan_shapes
 
         check_prunable(model)
         ratios = cfg.search.schedule if cfg.search is not None else [(cfg.prune.heads, cfg.prune.ffn)]
         for heads, ffn in ratios:  # refuse impossible shapes before any long work
             plan_shapes(model, dataclasses.replace(cfg.prune, heads=heads, ffn=ffn))
+        plan_layers(model, cfg.prune)
     labels = label_names_of(model)
     for p in model.parameters():
         p.requires_grad_(False)

@@ -38,6 +38,9 @@ def register(sub, common, formatter) -> None:
     g = p.add_argument_group("pruning")
     g.add_argument("--prune-heads", type=float, default=0.0, help="fraction of attention heads removed per layer")
     g.add_argument("--prune-ffn", type=float, default=0.0, help="fraction of FFN channels removed per layer")
+    g.add_argument("--prune-layers", type=float, default=0.0,
+                   help="fraction of whole encoder layers removed, spread evenly, the last kept (6 layers, 0.5: "
+                        "keeps 1, 3, 5); pair with --recover-epochs and --recover-hidden-weight")
     g.add_argument("--importance", choices=["taylor", "magnitude"], default="taylor",
                    help="channel importance: taylor needs --calibration-data, magnitude is data-free")
     g.add_argument("--round-to", type=int, default=64, help="FFN width kept a multiple of this")
@@ -48,6 +51,11 @@ def register(sub, common, formatter) -> None:
     g.add_argument("--recover-max-steps", type=int, default=None, help="cap on recovery optimizer steps")
     g.add_argument("--recover-lr", type=float, default=5e-5, help="recovery learning rate")
     g.add_argument("--recover-max-length", type=int, default=128, help="recovery max sequence length")
+    g.add_argument("--recover-alpha", type=float, default=0.5,
+                   help="weight of the teacher's soft targets against the labels' cross-entropy (0..1)")
+    g.add_argument("--recover-hidden-weight", type=float, default=0.0,
+                   help="weight of intermediate-layer distillation: MSE of each kept layer's hidden states to "
+                        "the teacher layer it came from (0 = logits only; 1 is a good start after --prune-layers)")
     g = p.add_argument_group("search")
     g.add_argument("--max-accuracy-drop", type=float, default=None,
                    help="accuracy points you accept to lose; turns on the search over --search-schedule x "
@@ -96,11 +104,13 @@ def config_from_args(args: argparse.Namespace):
         quantize=QuantizeConfig(scheme=args.quantize, calibration_data=args.calibration_data,
                                 calibration_samples=args.calibration_samples,
                                 calibration_method=args.calibration_method, scope=args.quantize_scope),
-        prune=PruneConfig(heads=args.prune_heads, ffn=args.prune_ffn, importance=args.importance,
+        prune=PruneConfig(heads=args.prune_heads, ffn=args.prune_ffn, layers=args.prune_layers,
+                          importance=args.importance,
                           round_to=args.round_to, calibration_data=args.calibration_data),
         recover=RecoverConfig(epochs=args.recover_epochs, samples=args.recover_samples,
                               max_steps=args.recover_max_steps, lr=args.recover_lr,
-                              max_length=args.recover_max_length),
+                              max_length=args.recover_max_length, alpha=args.recover_alpha,
+                              hidden_weight=args.recover_hidden_weight),
         search=search, eval_data=args.eval_data, seed=args.seed, text_column=args.text_column,
         text_pair_column=args.text_pair_column, label_column=args.label_column)
 
@@ -133,8 +143,10 @@ def _run(args: argparse.Namespace) -> int:
           + (f" ({q.num_quantized} Linear layers, {q.formats.get('activation_dtype')} x "
              f"{q.formats.get('weight_dtype')}, reduce_range={q.reduce_range})" if q.int8 else ""))
     if pr:
+        layers = (f", layers {len(pr.heads_per_layer)} of {pr.original.get('layers')} (kept {list(pr.layers_kept)})"
+                  if pr.layers_kept else "")
         print(f"  pruning: heads/layer {list(pr.heads_per_layer)}, FFN {pr.ffn_per_layer[0]} "
-              f"(from {pr.original['heads']} / {pr.original['ffn']}), params {pr.params:,}")
+              f"(from {pr.original['heads']} / {pr.original['ffn']}){layers}, params {pr.params:,}")
     if "eval_accuracy" in m.metrics:
         print(f"  accuracy: {100 * m.metrics['eval_accuracy']:.2f} % (uncompressed "
               f"{100 * m.metrics['eval_accuracy_uncompressed']:.2f} %)")

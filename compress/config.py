@@ -82,6 +82,7 @@ class PruneConfig:
 
     heads: float = 0.0  # fraction of heads removed in every layer
     ffn: float = 0.0  # fraction of FFN intermediate channels removed in every layer
+    layers: float = 0.0  # fraction of whole encoder layers removed (evenly spread, the last kept)
     importance: Importance = Importance.TAYLOR
     round_to: int = 64  # FFN width kept a multiple of this (int8 GEMM kernels like it)
     calibration_data: Optional[str] = None  # labelled data for Taylor importance
@@ -90,7 +91,7 @@ class PruneConfig:
     max_length: int = 128
 
     def __post_init__(self) -> None:
-        for name in ("heads", "ffn"):
+        for name in ("heads", "ffn", "layers"):
             check_range(getattr(self, name), f"prune.{name}", low=0.0, high=1.0, high_inclusive=False)
         set_frozen(self, "importance", as_enum(Importance, self.importance, "prune.importance"))
         _check_optional_str(self.calibration_data, "prune.calibration_data")
@@ -98,12 +99,17 @@ class PruneConfig:
         check_range(self.calibration_batches, "prune.calibration_batches", low=1, integer=True)
         check_range(self.batch_size, "prune.batch_size", low=1, integer=True)
         check_range(self.max_length, "prune.max_length", low=8, integer=True)
-        if self.active and self.importance is Importance.TAYLOR and self.calibration_data is None:
+        if self.scores_channels and self.importance is Importance.TAYLOR and self.calibration_data is None:
             raise ConfigError("prune.importance='taylor' needs labelled calibration data; pass "
                               "--calibration-data SPEC, or --importance magnitude (data-free)")
 
     @property
     def active(self) -> bool:
+        return self.heads > 0 or self.ffn > 0 or self.layers > 0
+
+    @property
+    def scores_channels(self) -> bool:
+        """Whether heads or FFN channels are chosen by importance (whole layers are not scored)."""
         return self.heads > 0 or self.ffn > 0
 
 
@@ -118,6 +124,9 @@ class RecoverConfig:
     lr: float = 5e-5
     alpha: float = 0.5
     temperature: float = 2.0
+    # Weight of the intermediate-layer loss: MSE between each student layer's hidden states and
+    # those of the teacher layer it came from (0 = logits only). Pays most after layer removal.
+    hidden_weight: float = 0.0
     batch_size: int = 32
     max_length: int = 128
     max_steps: Optional[int] = None
@@ -131,6 +140,7 @@ class RecoverConfig:
         check_range(self.lr, "recover.lr", low=0.0, low_inclusive=False, high=1.0)
         check_range(self.alpha, "recover.alpha", low=0.0, high=1.0)
         check_range(self.temperature, "recover.temperature", low=0.0, low_inclusive=False)
+        check_range(self.hidden_weight, "recover.hidden_weight", low=0.0)
         check_range(self.batch_size, "recover.batch_size", low=1, integer=True)
         check_range(self.max_length, "recover.max_length", low=8, integer=True)
         if self.max_steps is not None:

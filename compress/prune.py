@@ -16,6 +16,7 @@ only through bertpress. The config also keeps `pruned_heads`, which transformers
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any, Iterable
 
 import torch
@@ -86,6 +87,28 @@ def plan_shapes(model: nn.Module, cfg: PruneConfig) -> tuple[int, int, int]:
     return drop, n_heads - drop, keep_ffn
 
 
+def plan_layers(model: nn.Module, cfg: PruneConfig) -> list[int]:
+    """The encoder layers kept (original indices) when `cfg.layers` of them are removed, or InputError.
+
+    The kept layers are spread evenly and always include the last: layer j of the student is the
+    last layer of the j-th of k equal blocks of the teacher (k = layers kept), the layer-to-layer
+    map that PKD-skip and TinyBERT distil along (`finetune.recover` matches each kept layer's
+    hidden states to that teacher layer when --recover-hidden-weight > 0). 6 -> 3 keeps 1, 3, 5.
+    """
+    fam = check_prunable(model)
+    if cfg.layers > 0 and fam.layer_drop_refusal:
+        raise InputError(f"cannot remove layers of model type {model_type_of(model)!r}: {fam.layer_drop_refusal}")
+    n = len(fam.layers(model))
+    drop = int(round(cfg.layers * n))
+    if not drop:
+        return list(range(n))
+    if drop >= n:
+        raise InputError(f"--prune-layers {cfg.layers} would remove all {n} encoder layers (zero left); "
+                         f"use a ratio below {(n - 0.5) / n:.2f}")
+    k = n - drop
+    return [math.ceil((j + 1) * n / k) - 1 for j in range(k)]
+
+
 def _example_inputs(tokenizer, max_length: int) -> dict[str, torch.Tensor]:
     enc = tokenizer(["a b", "c d e"], return_tensors="pt", padding="max_length", truncation=True,
                     max_length=min(16, max_length))
@@ -115,15 +138,21 @@ def prune_model(
 
     fam = check_prunable(model)
     drop_heads, keep_heads, keep_ffn = plan_shapes(model, cfg)
+    layers_kept = plan_layers(model, cfg)
     model = copy.deepcopy(model).eval()
     for p in model.parameters():
         p.requires_grad_(True)
     layers = fam.layers(model)
     before = {"heads": fam.num_heads(layers[0]), "ffn": int(fam.ffn_in(layers[0]).out_features),
-              "params": sum(p.numel() for p in model.parameters())}
+              "layers": len(layers), "params": sum(p.numel() for p in model.parameters())}
+    # Whole layers go first, so head and FFN importance is scored in the model that remains and
+    # the recorded head indices number the kept layers 0..k-1, as the saved checkpoint does.
+    if len(layers_kept) < len(layers):
+        fam.keep_layers(model, layers_kept)
+        layers = fam.layers(model)
     n_batches = 0
     make_scorer = IMPORTANCE.get(cfg.importance)
-    if make_scorer.needs_data:
+    if make_scorer.needs_data and (drop_heads or keep_ffn < before["ffn"]):
         if batches is None:
             raise InputError(f"{cfg.importance.value} importance needs labelled calibration batches; pass "
                              "--calibration-data SPEC or --importance magnitude")
@@ -173,6 +202,8 @@ def prune_model(
     facts = {
         "heads_ratio": cfg.heads,
         "ffn_ratio": cfg.ffn,
+        "layers_ratio": cfg.layers,
+        "layers_kept": layers_kept,
         "importance": cfg.importance.value,
         "calibration_batches": n_batches,
         "round_to": cfg.round_to,

@@ -3,6 +3,10 @@
 loss = (1 - alpha) * CE(student, labels) + alpha * T^2 * KL(softmax(t/T) || softmax(s/T)).
 The T^2 factor (Hinton et al., 2015) keeps the soft-target gradients on the same scale as the
 hard-label ones when T changes.
+
+With hidden_weight > 0 the student's encoder layers are also pulled toward the teacher layers
+they came from (`hidden_state_loss`, the intermediate-layer term of PKD / TinyBERT): what lets a
+student with layers removed keep the teacher's accuracy.
 """
 
 from __future__ import annotations
@@ -42,6 +46,34 @@ def distillation_loss(
     return (1.0 - alpha) * ce + alpha * kl
 
 
+def hidden_state_loss(
+    student_hidden: tuple[torch.Tensor, ...],
+    teacher_hidden: tuple[torch.Tensor, ...],
+    layer_map,
+    attention_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean over the student's encoder layers of the MSE between layer j's output and the output
+    of teacher layer layer_map[j], over real (unmasked) tokens. Both tuples are Hugging Face
+    `hidden_states` (embeddings first, then one entry per layer); layer_map=None is identity."""
+    n_s = len(student_hidden) - 1
+    layer_map = list(range(n_s)) if layer_map is None else [int(t) for t in layer_map]
+    if len(layer_map) != n_s or max(layer_map) >= len(teacher_hidden) - 1:
+        raise ValueError(f"hidden-state distillation: the student has {n_s} layers and the teacher "
+                         f"{len(teacher_hidden) - 1}, but the layer map is {layer_map}")
+    if student_hidden[-1].shape[-1] != teacher_hidden[-1].shape[-1]:
+        raise ValueError(f"hidden-state distillation needs the same hidden size; the student has "
+                         f"{student_hidden[-1].shape[-1]}, the teacher {teacher_hidden[-1].shape[-1]}")
+    mask = None
+    if attention_mask is not None:
+        mask = attention_mask.to(student_hidden[-1].dtype).unsqueeze(-1)
+        denom = mask.sum().clamp_min(1.0) * student_hidden[-1].shape[-1]
+    total = student_hidden[-1].new_zeros((), dtype=torch.float32)
+    for j, t in enumerate(layer_map):
+        diff = (student_hidden[j + 1].float() - teacher_hidden[t + 1].detach().float()) ** 2
+        total = total + ((diff * mask).sum() / denom if mask is not None else diff.mean())
+    return total / n_s
+
+
 class DistillationTrainer(Trainer):
     """HF Trainer whose training loss is `distillation_loss` against a frozen teacher.
 
@@ -49,8 +81,11 @@ class DistillationTrainer(Trainer):
     and never wrapped by DDP (each rank holds its own copy).
     """
 
-    def __init__(self, *args, teacher, alpha: float = 0.5, temperature: float = 2.0, **kwargs):
+    def __init__(self, *args, teacher, alpha: float = 0.5, temperature: float = 2.0,
+                 hidden_weight: float = 0.0, layer_map=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.hidden_weight = float(hidden_weight)
+        self.layer_map = layer_map
         self.teacher = teacher.eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
@@ -63,11 +98,16 @@ class DistillationTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
         labels = inputs.pop("labels", None)
-        outputs = model(**inputs)
+        hidden = self.hidden_weight > 0
+        extra = {"output_hidden_states": True} if hidden else {}
+        outputs = model(**inputs, **extra)
         device = outputs.logits.device
         if next(self.teacher.parameters()).device != device:
             self.teacher.to(device)
         with torch.no_grad():
-            teacher_logits = self.teacher(**inputs).logits
-        loss = distillation_loss(outputs.logits, teacher_logits, labels, self.alpha, self.temperature)
+            teacher_out = self.teacher(**inputs, **extra)
+        loss = distillation_loss(outputs.logits, teacher_out.logits, labels, self.alpha, self.temperature)
+        if hidden:
+            loss = loss + self.hidden_weight * hidden_state_loss(
+                outputs.hidden_states, teacher_out.hidden_states, self.layer_map, inputs.get("attention_mask"))
         return (loss, outputs) if return_outputs else loss

@@ -29,6 +29,8 @@ def recover(
     max_length: int = 128,
     alpha: float = 0.5,
     temperature: float = 2.0,
+    hidden_weight: float = 0.0,
+    layer_map=None,
     seed: int = 0,
     max_steps: int | None = None,
     work_dir: str | Path | None = None,
@@ -37,7 +39,9 @@ def recover(
     """Train `student` in place against the frozen `teacher`; return it in eval mode.
 
     alpha weighs the soft-target (KL at `temperature`) loss against cross-entropy on `train`'s
-    labels. max_steps (if given) caps the optimizer steps regardless of epochs. eval_data, if
+    labels. hidden_weight > 0 adds intermediate-layer distillation: student layer j's hidden states
+    are matched (MSE) to those of teacher layer layer_map[j] (identity when None; compress passes
+    the layers it kept). max_steps (if given) caps the optimizer steps regardless of epochs. eval_data, if
     given, is scored before and after (accuracy printed when progress=True, and stored on the
     student as `student.recover_metrics`). Nothing is written outside work_dir (a temp dir by
     default, removed afterwards).
@@ -55,6 +59,8 @@ def recover(
                          "bertpress.data.load_text_classification")
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"recover: alpha={alpha!r} must be in [0, 1]")
+    if hidden_weight < 0:
+        raise ConfigError(f"recover: hidden_weight={hidden_weight!r} must be >= 0")
     if temperature <= 0:
         raise ConfigError(f"recover: temperature={temperature!r} must be > 0")
     if max_steps is not None and max_steps < 1:
@@ -97,7 +103,8 @@ def recover(
         trainer = DistillationTrainer(
             model=student, args=args, train_dataset=train_f, eval_dataset=eval_f,
             data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=metrics_for(n_s),
-            teacher=teacher, alpha=alpha, temperature=temperature,
+            teacher=teacher, alpha=alpha, temperature=temperature, hidden_weight=hidden_weight,
+            layer_map=layer_map,
         )
         if not progress:
             from transformers.trainer_callback import PrinterCallback

@@ -1,0 +1,184 @@
+"""Whole-layer removal (`compress --prune-layers`) and intermediate-layer distillation
+(`--recover-hidden-weight`): which layers are kept, that every prunable family's shortened model
+reloads in a fresh process (plain from_pretrained where no heads were removed), that the kept
+layers are the teacher's own, the hidden-state loss itself, and that recovery distils each kept
+layer toward the teacher layer it came from. Tiny random models."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bertpress.compress import api as A
+from bertpress.compress.config import CompressConfig, PruneConfig, QuantizeConfig, RecoverConfig
+from bertpress.compress.prune import plan_layers, prune_model
+from bertpress.errors import InputError
+from bertpress.testing import TINY_FAMILIES, save_tiny_checkpoint, tiny_model
+
+REPO = Path(__file__).resolve().parents[1]
+TEXTS = ["a good film", "the plot was awful and dull", "it is fine"]
+LAYER_FAMILIES = [f for f in TINY_FAMILIES if f not in ("modernbert", "albert")]
+
+
+def _fresh_logits(path: Path, loader: str) -> torch.Tensor:
+    code = """
+import json, sys, torch
+path, loader, texts = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+if loader == "transformers":
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+else:
+    from bertpress.models import load_classifier
+    model, tok = load_classifier(path)
+from bertpress.signature import input_names
+enc = tok(texts, return_tensors="pt", padding=True)
+with torch.inference_mode():
+    print(json.dumps(model(**{k: enc[k] for k in input_names(model)}).logits.tolist()))
+"""
+    res = subprocess.run([sys.executable, "-c", code, str(path), loader, json.dumps(TEXTS)],
+                         capture_output=True, text=True, cwd=REPO, timeout=180)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return torch.tensor(json.loads(res.stdout.strip().splitlines()[-1]))
+
+
+def _logits(model, tok) -> torch.Tensor:
+    from bertpress.signature import input_names
+
+    enc = tok(TEXTS, return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        return model(**{k: enc[k] for k in input_names(model)}).logits
+
+
+@pytest.mark.parametrize("n,ratio,kept", [
+    (6, 0.5, [1, 3, 5]), (6, 1 / 3, [1, 2, 4, 5]), (12, 0.5, [1, 3, 5, 7, 9, 11]), (6, 0.8, [5]),
+    (4, 0.0, [0, 1, 2, 3]), (4, 0.1, [0, 1, 2, 3]),
+])
+def test_kept_layers_are_spread_evenly_and_include_the_last(n, ratio, kept):
+    model, _ = tiny_model("bert", num_hidden_layers=n)
+    assert plan_layers(model, PruneConfig(layers=ratio, importance="magnitude")) == kept
+
+
+def test_removing_every_layer_or_albert_layers_is_refused():
+    model, _ = tiny_model("bert", num_hidden_layers=4)
+    with pytest.raises(InputError, match=r"--prune-layers 0.9 would remove all 4 encoder layers \(zero left\); "
+                                         r"use a ratio below 0.88"):
+        plan_layers(model, PruneConfig(layers=0.9, importance="magnitude"))
+    albert, _ = tiny_model("albert", num_hidden_layers=4)
+    with pytest.raises(InputError, match="cannot remove layers of model type 'albert': every ALBERT layer runs the "
+                                         "same shared weights"):
+        plan_layers(albert, PruneConfig(layers=0.5, importance="magnitude"))
+
+
+@pytest.mark.parametrize("family", LAYER_FAMILIES)
+def test_layer_removal_keeps_the_teachers_layers_and_reloads(family, tmp_path):
+    """4 -> 2 layers: the student's layers are the teacher's layers 1 and 3 (weights equal), the
+    config says 2 layers, and plain from_pretrained in a fresh process gives the same logits."""
+    from bertpress.arch import adapter_for
+
+    model, tok = tiny_model(family, num_hidden_layers=4)
+    fam = adapter_for(model)
+    short, facts = prune_model(model, tok, PruneConfig(layers=0.5, importance="magnitude"))
+    assert facts["layers_kept"] == [1, 3] and facts["original"]["layers"] == 4
+    assert len(fam.layers(model)) == 4, "the caller's model must stay whole"
+    for j, t in enumerate([1, 3]):
+        a, b = fam.layers(short)[j].state_dict(), fam.layers(model)[t].state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert getattr(short.config, fam.layers_config_key) == 2
+    ref = _logits(short, tok)
+    short.save_pretrained(tmp_path / "s")
+    tok.save_pretrained(tmp_path / "s")
+    got = _fresh_logits(tmp_path / "s", "transformers")
+    assert torch.allclose(ref, got, atol=1e-5), (ref - got).abs().max()
+
+
+def test_layers_heads_and_ffn_together_reload_through_the_manifest(tmp_path):
+    ckpt = save_tiny_checkpoint(tmp_path / "ckpt", num_hidden_layers=4, intermediate_size=64)
+    cfg = CompressConfig(quantize=QuantizeConfig(scheme="none"),
+                         prune=PruneConfig(layers=0.5, heads=0.5, ffn=0.5, importance="magnitude", round_to=8))
+    art = A.compress(ckpt, cfg, tmp_path / "out", progress=False)
+    from bertpress import records
+    from bertpress.compress import load_compressed
+
+    rec = records.read(art.manifest.details, "pruning", records.PruningRecord)
+    assert rec.layers_kept == (1, 3) and rec.heads_per_layer == (2, 2) and rec.ffn_per_layer == (32, 32)
+    assert set(rec.pruned_heads) <= {"0", "1"}, "head indices must number the kept layers"
+    model, tok = load_compressed(art.path)
+    assert model.config.num_hidden_layers == 2
+    got = _fresh_logits(art.path, "bertpress")
+    assert torch.allclose(_logits(model, tok), got, atol=1e-5)
+
+
+def test_hidden_state_loss():
+    from bertpress.finetune.distill import hidden_state_loss
+
+    torch.manual_seed(0)
+    teacher = tuple(torch.randn(2, 5, 8) for _ in range(5))  # embeddings + 4 layers
+    student = (teacher[0], teacher[2], teacher[4])  # the teacher's layers 1 and 3, exactly
+    assert float(hidden_state_loss(student, teacher, [1, 3])) == 0.0
+    shifted = (teacher[0], teacher[2] + 1.0, teacher[4])
+    assert float(hidden_state_loss(shifted, teacher, [1, 3])) == pytest.approx(0.5)  # (1 + 0) / 2 layers
+    mask = torch.ones(2, 5, dtype=torch.long)
+    mask[:, 3:] = 0
+    noisy_pad = (teacher[0], teacher[2].clone(), teacher[4])
+    noisy_pad[1][:, 3:] += 100.0  # padding positions do not count
+    assert float(hidden_state_loss(noisy_pad, teacher, [1, 3], mask)) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match=r"the student has 2 layers and the teacher 4, but the layer map is \[1\]"):
+        hidden_state_loss(student, teacher, [1])
+
+
+def test_recovery_distils_kept_layers_toward_their_teacher_layers(tmp_path, tiny_data, monkeypatch):
+    """compress passes the kept layers as the layer map; the trainer's loss includes the hidden term."""
+    from bertpress.finetune import distill
+
+    seen = []
+    real = distill.hidden_state_loss
+
+    def spy(student_hidden, teacher_hidden, layer_map, attention_mask=None):
+        seen.append((len(student_hidden), len(teacher_hidden), list(layer_map)))
+        return real(student_hidden, teacher_hidden, layer_map, attention_mask)
+
+    monkeypatch.setattr(distill, "hidden_state_loss", spy)
+    ckpt = save_tiny_checkpoint(tmp_path / "ckpt", num_hidden_layers=4)
+    cfg = CompressConfig(quantize=QuantizeConfig(scheme="none"),
+                         prune=PruneConfig(layers=0.5, importance="magnitude"),
+                         recover=RecoverConfig(epochs=1.0, max_steps=2, batch_size=8, max_length=32,
+                                               hidden_weight=1.0, data=str(tiny_data)))
+    art = A.compress(ckpt, cfg, tmp_path / "rec", progress=False)
+    assert seen and all(s == (3, 5, [1, 3]) for s in seen)
+    assert art.manifest.details["recovery"]["hidden_weight"] == 1.0
+    assert _fresh_logits(art.path, "transformers").shape == (3, 2)
+
+
+def test_cli_prune_layers(tmp_path):
+    from tests.conftest import run_cli
+
+    ckpt = save_tiny_checkpoint(tmp_path / "ckpt", num_hidden_layers=4)
+    res = run_cli("compress", str(ckpt), "--out", str(tmp_path / "o"), "--prune-layers", "0.5",
+                  "--quantize", "dynamic", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    assert "layers 2 of 4 (kept [1, 3])" in res.stdout
+    bad = run_cli("compress", str(ckpt), "--out", str(tmp_path / "o2"), "--prune-layers", "1.0")
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0
+    assert "prune.layers=1.0 is out of range" in bad.stderr
+
+
+def test_shortened_model_exports_fused_with_one_attention_per_kept_layer(tmp_path):
+    from bertpress.artifact import Artifact
+    from bertpress.export.api import export
+    from bertpress.export.config import ExportConfig
+
+    ckpt = save_tiny_checkpoint(tmp_path / "ckpt", num_hidden_layers=4, intermediate_size=64)
+    cfg = CompressConfig(quantize=QuantizeConfig(scheme="dynamic"),
+                         prune=PruneConfig(layers=0.5, heads=0.25, importance="magnitude"))
+    A.compress(ckpt, cfg, tmp_path / "cmp", progress=False)
+    export(tmp_path / "cmp", ExportConfig(format="onnx", batch_sizes=(1, 3), seq_lengths=(8, 33)), tmp_path / "exp",
+           progress=False)
+    man = Artifact.load(tmp_path / "exp").manifest
+    assert man.metrics["parity"]
+    assert man.details["model"]["fusions"]["Attention"] == 2
