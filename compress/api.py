@@ -191,10 +191,13 @@ def compress(checkpoint: str | os.PathLike, cfg: CompressConfig, out_dir: str | 
         from bertpress.compress.prune import check_prunable, plan_layers, plan_shapes
 
         check_prunable(model)
-        ratios = cfg.search.schedule if cfg.search is not None else [(cfg.prune.heads, cfg.prune.ffn)]
-        for heads, ffn in ratios:  # refuse impossible shapes before any long work
-            plan_shapes(model, dataclasses.replace(cfg.prune, heads=heads, ffn=ffn))
-        plan_layers(model, cfg.prune)
+        from bertpress.compress.config import schedule_ratios
+
+        ratios = cfg.search.schedule if cfg.search is not None else [(cfg.prune.heads, cfg.prune.ffn, cfg.prune.layers)]
+        for heads, ffn, layers in map(schedule_ratios, ratios):  # refuse impossible shapes before any long work
+            pcfg = dataclasses.replace(cfg.prune, heads=heads, ffn=ffn, layers=layers)
+            plan_shapes(model, pcfg)
+            plan_layers(model, pcfg)
     labels = label_names_of(model)
     for p in model.parameters():
         p.requires_grad_(False)

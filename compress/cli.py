@@ -63,7 +63,7 @@ def register(sub, common, formatter) -> None:
     g.add_argument("--eval-data", default=None, help="labelled eval data (its dev split) for metrics and search")
     g.add_argument("--eval-samples", type=int, default=None, help="random subset of the eval data in the search")
     g.add_argument("--search-schedule", type=_ratio_pairs, default=["0:0", "0.25:0.25", "0.5:0.5"],
-                   help="comma-separated heads:ffn pruning ratios")
+                   help="comma-separated heads:ffn[:layers] pruning ratios (e.g. 0:0.25,0:0:0.5)")
     g.add_argument("--search-schemes", default="none,dynamic,static",
                    help="comma-separated quantization schemes to try")
     g.add_argument("--latency-statistic", choices=["p50", "min"], default="p50",

@@ -152,19 +152,26 @@ class RecoverConfig:
         return self.epochs > 0
 
 
-def _parse_ratio_pair(item, i: int) -> tuple[float, float]:
+def _parse_ratio_pair(item, i: int) -> tuple[float, ...]:
+    """(heads, ffn) or (heads, ffn, layers) pruning ratios, from "h:f[:l]" or a list."""
     if isinstance(item, str):
         parts = item.split(":")
         try:
             item = [float(p) for p in parts]
         except ValueError:
             item = parts
-    if not isinstance(item, (list, tuple)) or len(item) != 2:
-        raise ConfigError(f"search.schedule[{i}]={item!r} must be a (heads, ffn) ratio pair such as '0.25:0.5'")
-    heads, ffn = item
-    check_range(heads, f"search.schedule[{i}].heads", low=0.0, high=1.0, high_inclusive=False)
-    check_range(ffn, f"search.schedule[{i}].ffn", low=0.0, high=1.0, high_inclusive=False)
-    return float(heads), float(ffn)
+    if not isinstance(item, (list, tuple)) or len(item) not in (2, 3):
+        raise ConfigError(f"search.schedule[{i}]={item!r} must be heads:ffn or heads:ffn:layers pruning ratios "
+                          "such as '0.25:0.5' or '0:0.25:0.5'")
+    for name, value in zip(("heads", "ffn", "layers"), item):
+        check_range(value, f"search.schedule[{i}].{name}", low=0.0, high=1.0, high_inclusive=False)
+    return tuple(float(x) for x in item)
+
+
+def schedule_ratios(item) -> tuple[float, float, float]:
+    """(heads, ffn, layers) of one search.schedule entry (a pair means no layer removed)."""
+    heads, ffn, *rest = item
+    return float(heads), float(ffn), float(rest[0]) if rest else 0.0
 
 
 SEARCH_RUNTIMES = ("pytorch", "onnxruntime", "openvino")
@@ -198,7 +205,8 @@ class SearchConfig:
     def __post_init__(self) -> None:
         check_range(self.max_accuracy_drop, "search.max_accuracy_drop", low=0.0, high=100.0)
         if not isinstance(self.schedule, (list, tuple)) or not self.schedule:
-            raise ConfigError(f"search.schedule={self.schedule!r} must be a non-empty list of (heads, ffn) ratios")
+            raise ConfigError(f"search.schedule={self.schedule!r} must be a non-empty list of heads:ffn[:layers] "
+                              "ratios")
         set_frozen(self, "schedule", tuple(_parse_ratio_pair(x, i) for i, x in enumerate(self.schedule)))
         if not isinstance(self.schemes, (list, tuple)) or not self.schemes:
             raise ConfigError(f"search.schemes={self.schemes!r} must be a non-empty list of: none, dynamic, static")
@@ -215,7 +223,8 @@ class SearchConfig:
             check_range(self.eval_samples, "search.eval_samples", low=1, integer=True)
         if self.runtime not in SEARCH_RUNTIMES:
             raise ConfigError(f"search.runtime={self.runtime!r} is not valid; choose {' or '.join(SEARCH_RUNTIMES)}")
-        if self.runtime == "pytorch" and not any(h or f or s is not Scheme.NONE for h, f in self.schedule for s in self.schemes):
+        if self.runtime == "pytorch" and not any(any(schedule_ratios(r)) or s is not Scheme.NONE
+                                              for r in self.schedule for s in self.schemes):
             raise ConfigError("search has no candidate besides the uncompressed baseline (0:0 x none); "
                               "add a pruning ratio to --search-schedule or an int8 scheme to --search-schemes")
 
@@ -257,7 +266,8 @@ class CompressConfig:
                 and self.quantize.calibration_data is None:
             raise ConfigError("recovery (--recover-epochs > 0) needs training data; pass --calibration-data SPEC")
         if (self.search is not None and self.prune.importance is Importance.TAYLOR
-                and self.prune.calibration_data is None and any(h or f for h, f in self.search.schedule)):
+                and self.prune.calibration_data is None
+                and any(h or f for h, f, _ in map(schedule_ratios, self.search.schedule))):
             raise ConfigError("the search prunes with Taylor importance, which needs --calibration-data SPEC; "
                               "pass it, or --importance magnitude")
         if self.search is not None and Scheme.STATIC in self.search.schemes and self.quantize.calibration_data is None:

@@ -1,6 +1,6 @@
 """Accuracy-aware search: pruning ratios x quantization schemes, fastest within the budget.
 
-Each (heads, ffn) ratio is pruned (and recovered) once, then every scheme is applied to that
+Each (heads, ffn[, layers]) ratio is pruned (and recovered) once, then every scheme is applied to that
 fp32 model; each candidate is scored on the eval set as it is made. Latency (batch 1, PyTorch
 eager) is measured once the walk is over, every candidate and the baseline interleaved over
 `latency_rounds` rounds, so that load from other jobs during the (long) walk cannot favour the
@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from bertpress.compress.config import CompressConfig, PruneConfig, Scheme
+from bertpress.compress.config import CompressConfig, PruneConfig, Scheme, schedule_ratios
 from bertpress.registry import Registry
 
 
@@ -48,9 +48,9 @@ def select(rows: list[dict[str, Any]], max_drop: float) -> tuple[int, bool]:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    head = ("| heads | ffn | scheme | runtime | accuracy | drop | latency ms | p50 / min ms | speed-up | size MB "
-            "| shapes | |")
-    lines = [head, "|" + "---|" * 12]
+    head = ("| heads | ffn | layers | scheme | runtime | accuracy | drop | latency ms | p50 / min ms | speed-up "
+            "| size MB | shapes | |")
+    lines = [head, "|" + "---|" * 13]
 
     def num(x, fmt="{:.2f}"):
         return "–" if x is None else fmt.format(x)
@@ -60,10 +60,12 @@ def format_table(rows: list[dict[str, Any]]) -> str:
                                                        ("in budget" if r.get("within_budget") else ""))
         if r.get("error"):
             mark = "not exportable: " + r["error"][:120].replace("|", "/")
-        lines.append(f"| {r['heads']:.2f} | {r['ffn']:.2f} | {r['scheme']} | {r.get('runtime', 'pytorch')} | "
+        lines.append(f"| {r['heads']:.2f} | {r['ffn']:.2f} | {r.get('layers', 0.0):.2f} | {r['scheme']} | "
+                     f"{r.get('runtime', 'pytorch')} | "
                      f"{100 * r['accuracy']:.2f} | {r['accuracy_drop_points']:+.2f} | {num(r['latency_ms'])} | "
                      f"{num(r['latency_p50_ms'])} / {num(r['latency_min_ms'])} | {num(r['speedup'], '{:.2f}x')} | "
-                     f"{r['size_bytes'] / 1e6:.1f} | {r['heads_per_layer']}h/{r['ffn_width']} | {mark} |")
+                     f"{r['size_bytes'] / 1e6:.1f} | {r.get('num_layers', '?')}x {r['heads_per_layer']}h/{r['ffn_width']} "
+                     f"| {mark} |")
     return "\n".join(lines)
 
 
@@ -97,8 +99,9 @@ def run_search(work, cfg: CompressConfig, say: Callable[[str], None], max_length
     first = layer_shapes(work.teacher)[0]
     n_heads, n_ffn = first["heads"], first["ffn"]
     rows: list[dict[str, Any]] = [{
-        "heads": 0.0, "ffn": 0.0, "scheme": "none", "runtime": "pytorch", "baseline": True, "accuracy": base_acc,
-        "accuracy_drop_points": 0.0, "size_bytes": base_size, "heads_per_layer": n_heads, "ffn_width": n_ffn,
+        "heads": 0.0, "ffn": 0.0, "layers": 0.0, "scheme": "none", "runtime": "pytorch", "baseline": True,
+        "accuracy": base_acc, "accuracy_drop_points": 0.0, "size_bytes": base_size, "heads_per_layer": n_heads,
+        "ffn_width": n_ffn, "num_layers": len(layer_shapes(work.teacher)),
         "within_budget": True}]
     say(f"baseline: accuracy {100 * base_acc:.2f} %, {base_size / 1e6:.1f} MB")
     timers: list[Any] = [eager(work.teacher)]  # timers[i]() times rows[i]'s model; None = not timed
@@ -127,28 +130,30 @@ def _walk(work, cfg: CompressConfig, ml: int, base_acc: float, rows: list, timer
     deploy = twin_factory is not None
     calib_cache: dict = {}  # static calibration texts, read once
     # In a deploy runtime the unpruned fp32 export is a candidate too (the baseline is PyTorch eager).
-    n_cands = sum(1 for h, f in s.schedule for sc in s.schemes if (deploy or h or f or sc is not Scheme.NONE))
+    n_cands = sum(1 for r in s.schedule for sc in s.schemes
+                  if (deploy or any(schedule_ratios(r)) or sc is not Scheme.NONE))
     bar = tqdm(total=n_cands, desc="compress search", unit="candidate", disable=not work.progress)
     try:
-        for heads, ffn in s.schedule:
+        for heads, ffn, layers in map(schedule_ratios, s.schedule):
             pw = Work(model=copy.deepcopy(work.teacher), tokenizer=work.tokenizer, teacher=work.teacher,
                       labels=work.labels, cfg=cfg, eval_data=work.eval_data, progress=work.progress,
                       data_cache=work.data_cache)
-            pcfg = dataclasses.replace(cfg.prune, heads=heads, ffn=ffn)
+            pcfg = dataclasses.replace(cfg.prune, heads=heads, ffn=ffn, layers=layers)
             pw = HANDLERS[PruneConfig](pw, pcfg)  # prune once per ratio...
             pw = HANDLERS[type(cfg.recover)](pw, cfg.recover)
             shared: dict = {}  # what this ratio's twins share (the fp32 reference logits)
             for scheme in s.schemes:  # ...and reuse it for every scheme
-                if heads == 0 and ffn == 0 and scheme is Scheme.NONE and not deploy:
+                if heads == 0 and ffn == 0 and layers == 0 and scheme is Scheme.NONE and not deploy:
                     continue  # that is the baseline row
                 qw = dataclasses.replace(pw, details=dict(pw.details), qmodel=None, ranges=None)
                 qcfg = dataclasses.replace(cfg.quantize, scheme=scheme)
                 qw = HANDLERS[type(qcfg)](qw, qcfg)
                 acc = accuracy(qw.final, work.tokenizer, work.eval_data, max_length=ml)
                 shapes = layer_shapes(pw.model)[0]
-                row = {"heads": heads, "ffn": ffn, "scheme": scheme.value, "runtime": s.runtime, "accuracy": acc,
+                row = {"heads": heads, "ffn": ffn, "layers": layers, "scheme": scheme.value, "runtime": s.runtime, "accuracy": acc,
                        "accuracy_drop_points": 100 * (base_acc - acc), "size_bytes": state_size(qw.final),
-                       "heads_per_layer": shapes["heads"], "ffn_width": shapes["ffn"]}
+                       "heads_per_layer": shapes["heads"], "ffn_width": shapes["ffn"],
+                       "num_layers": len(layer_shapes(pw.model))}
                 quant_facts = qw.details["quantization"]  # the candidate's QuantizationRecord
                 row["calibration"] = quant_facts.calibration.method if quant_facts.calibration else None
                 timer = eager(qw.final)
@@ -176,7 +181,8 @@ def _walk(work, cfg: CompressConfig, ml: int, base_acc: float, rows: list, timer
                 timers.append(timer)
                 made.append((qw, dataclasses.replace(cfg, search=None, prune=pcfg, quantize=qcfg)))
                 bar.update(1)
-                say(f"heads {heads:.2f} ffn {ffn:.2f} {scheme.value:8s} {s.runtime}: accuracy {100 * row['accuracy']:.2f} % "
+                ratio = f"heads {heads:.2f} ffn {ffn:.2f}" + (f" layers {layers:.2f}" if layers else "")
+                say(f"{ratio} {scheme.value:8s} {s.runtime}: accuracy {100 * row['accuracy']:.2f} % "
                     f"({-row['accuracy_drop_points']:+.2f} points), {row['size_bytes'] / 1e6:.1f} MB"
                     + (f" — {row['error']}" if row.get("error") else ""))
     finally:

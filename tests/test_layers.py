@@ -182,3 +182,26 @@ def test_shortened_model_exports_fused_with_one_attention_per_kept_layer(tmp_pat
     man = Artifact.load(tmp_path / "exp").manifest
     assert man.metrics["parity"]
     assert man.details["model"]["fusions"]["Attention"] == 2
+
+
+def test_search_schedule_walks_layer_removal(tmp_path, tiny_data):
+    """A heads:ffn:layers entry is a candidate like any other: pruned, scored, timed; its row and
+    winner recipe carry the layer ratio, and the saved winner has that many layers."""
+    from bertpress.compress.config import SearchConfig
+    from bertpress.config import from_tagged
+
+    ckpt = save_tiny_checkpoint(tmp_path / "ckpt", num_hidden_layers=4)
+    search = SearchConfig(max_accuracy_drop=100.0, schedule=["0:0", "0:0:0.5"], schemes=["none"],
+                          latency_min_seconds=0.0, latency_rounds=1)
+    assert search.schedule == ((0.0, 0.0), (0.0, 0.0, 0.5))
+    cfg = CompressConfig(quantize=QuantizeConfig(scheme="none"), prune=PruneConfig(importance="magnitude"),
+                         search=search, eval_data=str(tiny_data))
+    art = A.compress(ckpt, cfg, tmp_path / "s", progress=False)
+    s = art.manifest.details["search"]
+    (row,) = [r for r in s["table"] if not r.get("baseline")]
+    assert (row["layers"], row["num_layers"]) == (0.5, 2) and row["winner"]
+    assert from_tagged(s["winner_recipe"]).prune.layers == 0.5
+    assert len(art.manifest.details["shapes"]) == 2
+    with pytest.raises(Exception, match=r"search.schedule\[0\]=\[0.0, 0.0, 0.5, 0.1\] must be heads:ffn or "
+                                        r"heads:ffn:layers"):
+        SearchConfig(schedule=["0:0:0.5:0.1"])
