@@ -353,8 +353,9 @@ class Albert(Family):
     model_type = base = "albert"
     inputs = ("input_ids", "attention_mask")
     attention_fuses = False
-    attention_unfused = ("ALBERT shares one layer's weights across every layer; ONNX Runtime's attention fusion "
-                         "consumes the shared q/k/v weights at the first layer, so the other layers stay unfused")
+    attention_unfused = ("ALBERT runs one shared layer's weights in every layer; ONNX Runtime's attention fusion "
+                         "does not fuse every use of them (1 of 2 layers in the tiny test model, 11 of 12 at "
+                         "albert-base size), so attention is recorded as not fully fused")
     head_prefixes = ("albert.pooler", "classifier")
     layer_marker = ".albert_layers."
     layer_drop_refusal = ("every ALBERT layer runs the same shared weights, so removing layers frees no weights; "

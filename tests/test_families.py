@@ -35,7 +35,7 @@ FUSIONS = {
     "electra": {"Attention": LAYERS, "EmbedLayerNormalization": 1},
     "deberta-v2": {"Attention": 0, "EmbedLayerNormalization": 0},
     "modernbert": {"Attention": 0, "EmbedLayerNormalization": 0},
-    "albert": {"Attention": 1, "EmbedLayerNormalization": 0},  # the shared layer fuses at its first use only
+    "albert": {"Attention": 1, "EmbedLayerNormalization": 0},  # not every use of the shared layer fuses
     "mpnet": {"Attention": 0, "EmbedLayerNormalization": 0},
 }
 NO_TOKEN_TYPES = {"distilbert", "roberta", "xlm-roberta", "deberta-v2", "modernbert", "albert", "mpnet"}
