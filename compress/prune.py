@@ -203,7 +203,7 @@ def prune_model(
         "heads_ratio": cfg.heads,
         "ffn_ratio": cfg.ffn,
         "layers_ratio": cfg.layers,
-        "layers_kept": layers_kept,
+        "layers_kept": layers_kept if len(layers_kept) < before["layers"] else [],  # [] = every layer kept
         "importance": cfg.importance.value,
         "calibration_batches": n_batches,
         "round_to": cfg.round_to,

@@ -5,8 +5,8 @@ The T^2 factor (Hinton et al., 2015) keeps the soft-target gradients on the same
 hard-label ones when T changes.
 
 With hidden_weight > 0 the student's encoder layers are also pulled toward the teacher layers
-they came from (`hidden_state_loss`, the intermediate-layer term of PKD / TinyBERT): what lets a
-student with layers removed keep the teacher's accuracy.
+they came from (`hidden_state_loss`, the intermediate-layer term of PKD / TinyBERT), which
+guides a student with layers removed by more than the logits.
 """
 
 from __future__ import annotations

@@ -205,3 +205,9 @@ def test_search_schedule_walks_layer_removal(tmp_path, tiny_data):
     with pytest.raises(Exception, match=r"search.schedule\[0\]=\[0.0, 0.0, 0.5, 0.1\] must be heads:ffn or "
                                         r"heads:ffn:layers"):
         SearchConfig(schedule=["0:0:0.5:0.1"])
+
+
+def test_pruning_without_layer_removal_records_no_kept_layers():
+    model, tok = tiny_model("bert", num_hidden_layers=4)
+    _, facts = prune_model(model, tok, PruneConfig(heads=0.5, importance="magnitude"))
+    assert facts["layers_kept"] == [] and facts["original"]["layers"] == 4
