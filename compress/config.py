@@ -125,7 +125,7 @@ class RecoverConfig:
     alpha: float = 0.5
     temperature: float = 2.0
     # Weight of the intermediate-layer loss: MSE between each student layer's hidden states and
-    # those of the teacher layer it came from (0 = logits only). Pays most after layer removal.
+    # those of the teacher layer it came from (0 = logits only); meant for layer removal.
     hidden_weight: float = 0.0
     batch_size: int = 32
     max_length: int = 128
