@@ -257,3 +257,30 @@ def test_family_sentence_pairs_end_to_end(family, tmp_path):
     assert res.returncode == 0, res.stderr[-1500:]
     got = [line.split("\t")[0] for line in res.stdout.splitlines()]
     assert got == [model.config.id2label[int(i)] for i in want]
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("family", ["roberta"])
+def test_family_pairs_fine_tune_under_torchrun(family, tmp_path):
+    """DDP (torchrun, 2 CPU ranks, gloo) on a family without token types, on sentence pairs: every
+    rank trains its half, rank 0 alone writes one artifact, which reloads to the pair columns."""
+    import os
+
+    from bertpress.artifact import Artifact
+    from bertpress.testing import write_tiny_pair_dataset
+
+    data = write_tiny_pair_dataset(tmp_path / "pairs", n_train=64, n_dev=16)
+    base = save_tiny_checkpoint(tmp_path / "base", family=family)
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "bertpress", "finetune", "--model", str(base), "--data", str(data), "--out", str(out),
+           "--epochs", "1", "--batch-size", "8", "--max-length", "32", "--no-progress", "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    man = Artifact.load(out).manifest
+    assert man.metrics["hardware"]["world_size"] == 2
+    assert man.metrics["steps"] == 4  # 64 pairs, 8 per rank, 2 ranks
+    assert man.columns["text_pair"] == "sentence2" and man.columns["text"] == "sentence1"
+    assert proc.stdout.count('"path"') == 1  # only rank 0 reported
+    assert _fresh_logits(out).shape == (len(SENTENCES), 2)  # reloads in a fresh process
