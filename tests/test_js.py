@@ -74,8 +74,10 @@ def _python_logits(file: Path, tokenizer_dir: Path, texts=TEXTS) -> tuple[dict[s
     from bertpress.signature import encode
     from bertpress.models import load_tokenizer
 
-    feed = encode(load_tokenizer(tokenizer_dir), list(texts), 128)
-    return feed, session(file).run(["logits"], feed)[0]
+    sess = session(file)
+    names = {i.name for i in sess.get_inputs()}  # encode gives all three; a family takes its own
+    feed = {k: v for k, v in encode(load_tokenizer(tokenizer_dir), list(texts), 128).items() if k in names}
+    return feed, sess.run(["logits"], feed)[0]
 
 
 def _python_one_by_one(file: Path, tokenizer_dir: Path, texts=TEXTS) -> np.ndarray:
@@ -336,3 +338,34 @@ def test_wasm_integer_matmul_is_exact(tmp_path):
     native = ort.InferenceSession(str(tmp_path / "mm.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     print(f"x86 ORT max |error| {np.abs(native.flatten() - exact).max()}, onnxruntime-node "
           f"{np.abs(np.array(got['ort_node']) - exact).max()}, wasm 0")
+
+
+JS_FAMILIES = ("distilbert", "roberta", "xlm-roberta", "electra", "deberta-v2", "modernbert", "albert", "mpnet")
+
+
+def test_other_families_run_in_node_and_transformers_js(tmp_path):
+    """Every non-BERT family's fp32 ONNX bundle: onnxruntime-node and onnxruntime-web give the
+    Python logits, and transformers.js tokenizes exactly as the bundle's tokenizer.json does in
+    Python and classifies to the same logits with its own model class for the family."""
+    _need("node")
+    from bertpress.export import ExportConfig, export
+    from bertpress.testing import save_tiny_checkpoint
+
+    cases, want = [], {}
+    for family in JS_FAMILIES:
+        ckpt = save_tiny_checkpoint(tmp_path / f"ckpt-{family}", family=family)
+        out = export(ckpt, ExportConfig(**QUICK), tmp_path / f"js-{family}", progress=False).path
+        feed, logits = _python_logits(out / "model.onnx", out)
+        want[str(out)] = (family, logits, feed)
+        cases.append({"dir": str(out), "model": "model.onnx", "texts": TEXTS,
+                      "feed": {k: {"data": v.flatten().tolist(), "dims": list(v.shape)} for k, v in feed.items()}})
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    got = json.loads(_node(["check-bundles.mjs", str(tmp_path / "cases.json")], timeout=300))
+    for d, (family, logits, feed) in want.items():
+        r = got[d]
+        assert np.array_equal(np.array(r["tjs_ids"]["data"]).reshape(r["tjs_ids"]["dims"]), feed["input_ids"]), family
+        for runtime in ("ort_node", "ort_web", "tjs_logits"):
+            arr = np.array(r[runtime]["data"], dtype=np.float64).reshape(r[runtime]["dims"])
+            assert arr.shape == logits.shape, (family, runtime)
+            diff = float(np.abs(arr - logits).max())
+            assert diff <= FP32_ATOL, f"{family} {runtime}: max |dlogit| {diff:.3g} > {FP32_ATOL}"
