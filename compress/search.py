@@ -59,7 +59,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         mark = "baseline" if r.get("baseline") else ("**winner**" if r.get("winner") else
                                                        ("in budget" if r.get("within_budget") else ""))
         if r.get("error"):
-            mark = "not exportable: " + r["error"][:120].replace("|", "/")
+            why = "refused by the export gate: " if r["error"].startswith("parity gate") else "not exportable: "
+            mark = why + r["error"][:120].replace("|", "/")
         lines.append(f"| {r['heads']:.2f} | {r['ffn']:.2f} | {r.get('layers', 0.0):.2f} | {r['scheme']} | "
                      f"{r.get('runtime', 'pytorch')} | "
                      f"{100 * r['accuracy']:.2f} | {r['accuracy_drop_points']:+.2f} | {num(r['latency_ms'])} | "
