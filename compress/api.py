@@ -21,7 +21,7 @@ from typing import Any, Callable
 from bertpress.artifact import (Artifact, Manifest, check_output_dir, dir_size, lineage_of, staged_output,
                                 write_manifest)
 from bertpress.compress.config import (CalibrationMethod, CompressConfig, PruneConfig, QuantizeConfig,
-                                       RecoverConfig, Scheme)
+                                       RecoverConfig, Scheme, schedule_ratios)
 from bertpress import records
 from bertpress.config import to_tagged
 from bertpress.data import Columns, TextDataset, columns_of, data_spec, load_text_classification
@@ -191,8 +191,6 @@ def compress(checkpoint: str | os.PathLike, cfg: CompressConfig, out_dir: str | 
         from bertpress.compress.prune import check_prunable, plan_layers, plan_shapes
 
         check_prunable(model)
-        from bertpress.compress.config import schedule_ratios
-
         ratios = cfg.search.schedule if cfg.search is not None else [(cfg.prune.heads, cfg.prune.ffn, cfg.prune.layers)]
         for heads, ffn, layers in map(schedule_ratios, ratios):  # refuse impossible shapes before any long work
             pcfg = dataclasses.replace(cfg.prune, heads=heads, ffn=ffn, layers=layers)

@@ -130,6 +130,9 @@ def test_hidden_state_loss():
     assert float(hidden_state_loss(noisy_pad, teacher, [1, 3], mask)) == pytest.approx(0.0)
     with pytest.raises(ValueError, match=r"the student has 2 layers and the teacher 4, but the layer map is \[1\]"):
         hidden_state_loss(student, teacher, [1])
+    narrow = (teacher[0][..., :4], teacher[2][..., :4], teacher[4][..., :4])
+    with pytest.raises(ValueError, match="needs the same hidden size; the student has 4, the teacher 8"):
+        hidden_state_loss(narrow, teacher, [1, 3])
 
 
 def test_recovery_distils_kept_layers_toward_their_teacher_layers(tmp_path, tiny_data, monkeypatch):
