@@ -121,7 +121,7 @@ def apply_recover(work: Work, cfg: RecoverConfig) -> Work:
         work.model = recover(work.model, work.teacher, work.tokenizer, train, eval_data=eval_data,
                              epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, max_length=cfg.max_length,
                              alpha=cfg.alpha, temperature=cfg.temperature, hidden_weight=cfg.hidden_weight,
-                             layer_map=kept, seed=cfg.seed,
+                             attention_weight=cfg.attention_weight, layer_map=kept, seed=cfg.seed,
                              max_steps=cfg.max_steps, work_dir=tmp, progress=work.progress)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -132,7 +132,7 @@ def apply_recover(work: Work, cfg: RecoverConfig) -> Work:
                                 "data": data_spec(spec), "source": train.source,
                                 "samples": len(train), "epochs": cfg.epochs,
                                 "lr": cfg.lr, "alpha": cfg.alpha, "temperature": cfg.temperature,
-                                "hidden_weight": cfg.hidden_weight,
+                                "hidden_weight": cfg.hidden_weight, "attention_weight": cfg.attention_weight,
                                 "max_steps": cfg.max_steps,
                                 "metrics": dict(getattr(work.model, "recover_metrics", {}) or {})}
     work.qmodel, work.ranges = None, None

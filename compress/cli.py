@@ -56,6 +56,10 @@ def register(sub, common, formatter) -> None:
     g.add_argument("--recover-hidden-weight", type=float, default=0.0,
                    help="weight of intermediate-layer distillation: MSE of each kept layer's hidden states to "
                         "the teacher layer it came from (0 = logits only; 1 is a good start after --prune-layers)")
+    g.add_argument("--recover-attention-weight", type=float, default=0.0,
+                   help="weight of attention distillation: KL from the teacher's attention maps to those of the "
+                        "kept layers (0 = off; 1 with --recover-hidden-weight 1 is a good start after "
+                        "--prune-layers; needs every head kept, so not with --prune-heads; runs eager attention)")
     g = p.add_argument_group("search")
     g.add_argument("--max-accuracy-drop", type=float, default=None,
                    help="accuracy points you accept to lose; turns on the search over --search-schedule x "
@@ -110,7 +114,8 @@ def config_from_args(args: argparse.Namespace):
         recover=RecoverConfig(epochs=args.recover_epochs, samples=args.recover_samples,
                               max_steps=args.recover_max_steps, lr=args.recover_lr,
                               max_length=args.recover_max_length, alpha=args.recover_alpha,
-                              hidden_weight=args.recover_hidden_weight),
+                              hidden_weight=args.recover_hidden_weight,
+                              attention_weight=args.recover_attention_weight),
         search=search, eval_data=args.eval_data, seed=args.seed, text_column=args.text_column,
         text_pair_column=args.text_pair_column, label_column=args.label_column)
 

@@ -127,6 +127,9 @@ class RecoverConfig:
     # Weight of the intermediate-layer loss: MSE between each student layer's hidden states and
     # those of the teacher layer it came from (0 = logits only); meant for layer removal.
     hidden_weight: float = 0.0
+    # Weight of the attention term: KL between the teacher's and the student's attention maps of
+    # the same layers (needs the teacher's heads in every kept layer); meant for layer removal.
+    attention_weight: float = 0.0
     batch_size: int = 32
     max_length: int = 128
     max_steps: Optional[int] = None
@@ -141,6 +144,7 @@ class RecoverConfig:
         check_range(self.alpha, "recover.alpha", low=0.0, high=1.0)
         check_range(self.temperature, "recover.temperature", low=0.0, low_inclusive=False)
         check_range(self.hidden_weight, "recover.hidden_weight", low=0.0)
+        check_range(self.attention_weight, "recover.attention_weight", low=0.0)
         check_range(self.batch_size, "recover.batch_size", low=1, integer=True)
         check_range(self.max_length, "recover.max_length", low=8, integer=True)
         if self.max_steps is not None:
@@ -273,6 +277,12 @@ class CompressConfig:
         if self.search is not None and Scheme.STATIC in self.search.schemes and self.quantize.calibration_data is None:
             raise ConfigError("the search includes static int8, which needs --calibration-data SPEC; pass it, or "
                               "limit the search to none,dynamic")
+        heads = [self.prune.heads] + ([h for h, _, _ in map(schedule_ratios, self.search.schedule)]
+                                      if self.search is not None else [])
+        if self.recover.active and self.recover.attention_weight > 0 and any(heads):
+            raise ConfigError("--recover-attention-weight matches the teacher's attention maps head by head, so it "
+                              "cannot follow head pruning; drop it, or prune no heads (--prune-heads 0, or a "
+                              "--search-schedule with heads 0)")
 
     @property
     def recover_data(self) -> Optional[str]:

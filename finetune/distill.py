@@ -6,7 +6,10 @@ hard-label ones when T changes.
 
 With hidden_weight > 0 the student's encoder layers are also pulled toward the teacher layers
 they came from (`hidden_state_loss`, the intermediate-layer term of PKD / TinyBERT), which
-guides a student with layers removed by more than the logits.
+guides a student with layers removed by more than the logits. With attention_weight > 0 their
+self-attention maps are pulled together too (`attention_loss`: KL from the teacher's attention
+distributions, TinyBERT's / MiniLM's attention term); both models then run eager attention, the
+only implementation that returns the maps.
 """
 
 from __future__ import annotations
@@ -74,6 +77,62 @@ def hidden_state_loss(
     return total / n_s
 
 
+def attention_loss(
+    student_attn: tuple[torch.Tensor, ...],
+    teacher_attn: tuple[torch.Tensor, ...],
+    layer_map,
+    attention_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean over the student's layers of KL(teacher || student) between the attention
+    distributions of student layer j and teacher layer layer_map[j] (each [batch, heads, query,
+    key]), averaged over heads and real (unmasked) query positions. layer_map=None is identity.
+
+    The student's attention dropout must be off (`without_attention_dropout`): a dropped
+    probability is 0, and the KL of a distribution with zeros is infinite."""
+    n_s = len(student_attn)
+    layer_map = list(range(n_s)) if layer_map is None else [int(t) for t in layer_map]
+    if n_s == 0 or len(layer_map) != n_s or max(layer_map) >= len(teacher_attn):
+        raise ValueError(f"attention distillation: the student returned {n_s} attention maps and the teacher "
+                         f"{len(teacher_attn)}, but the layer map is {layer_map}")
+    total = student_attn[0].new_zeros((), dtype=torch.float32)
+    for j, t in enumerate(layer_map):
+        s_a, t_a = student_attn[j].float(), teacher_attn[t].detach().float()
+        if s_a.shape != t_a.shape:
+            raise ValueError(f"attention distillation needs the teacher's heads in every kept layer; student layer "
+                             f"{j} has attention maps {tuple(s_a.shape)}, teacher layer {t} {tuple(t_a.shape)}")
+        # xlogy: a key the teacher gives probability 0 (padding) adds nothing.
+        kl = (torch.xlogy(t_a, t_a) - t_a * torch.log(s_a.clamp_min(1e-12))).sum(-1)  # [batch, heads, query]
+        if attention_mask is not None:
+            m = attention_mask.to(kl.dtype)[:, None, :]
+            total = total + (kl * m).sum() / (m.sum().clamp_min(1.0) * kl.shape[1])
+        else:
+            total = total + kl.mean()
+    return total / n_s
+
+
+def without_attention_dropout(model) -> list:
+    """Switch off the dropout applied to attention probabilities: nn.Dropout modules inside an
+    attention block (not its `.output.` projection's), and float `attention_dropout` /
+    `dropout_prob` attributes of attention modules (how some transformers 5 eager attentions read
+    it). Returns (module, attribute, value) triples to restore. Heuristic by module name, so
+    recover() checks the result: the maps must still sum to 1 in training mode."""
+    import torch.nn as nn
+
+    undo = []
+    for name, m in model.named_modules():
+        inside = "attention" in name.lower() or "attn" in name.lower()
+        if isinstance(m, nn.Dropout) and inside and ".output." not in f"{name}.":
+            undo.append((m, "p", m.p))
+            m.p = 0.0
+        elif inside and not isinstance(m, nn.Dropout):
+            for attr in ("attention_dropout", "dropout_prob"):
+                v = getattr(m, attr, None)
+                if isinstance(v, float):
+                    undo.append((m, attr, v))
+                    setattr(m, attr, 0.0)
+    return undo
+
+
 class DistillationTrainer(Trainer):
     """HF Trainer whose training loss is `distillation_loss` against a frozen teacher.
 
@@ -82,9 +141,10 @@ class DistillationTrainer(Trainer):
     """
 
     def __init__(self, *args, teacher, alpha: float = 0.5, temperature: float = 2.0,
-                 hidden_weight: float = 0.0, layer_map=None, **kwargs):
+                 hidden_weight: float = 0.0, attention_weight: float = 0.0, layer_map=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.hidden_weight = float(hidden_weight)
+        self.attention_weight = float(attention_weight)
         self.layer_map = layer_map
         self.teacher = teacher.eval()
         for p in self.teacher.parameters():
@@ -98,8 +158,10 @@ class DistillationTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
         labels = inputs.pop("labels", None)
-        hidden = self.hidden_weight > 0
-        extra = {"output_hidden_states": True} if hidden else {}
+        # The layer terms shape training only; evaluation scores logits (and the Trainer would try
+        # to concatenate every returned map across batches of different lengths).
+        hidden, attn = model.training and self.hidden_weight > 0, model.training and self.attention_weight > 0
+        extra = {**({"output_hidden_states": True} if hidden else {}), **({"output_attentions": True} if attn else {})}
         outputs = model(**inputs, **extra)
         device = outputs.logits.device
         if next(self.teacher.parameters()).device != device:
@@ -110,4 +172,9 @@ class DistillationTrainer(Trainer):
         if hidden:
             loss = loss + self.hidden_weight * hidden_state_loss(
                 outputs.hidden_states, teacher_out.hidden_states, self.layer_map, inputs.get("attention_mask"))
+        if attn:
+            loss = loss + self.attention_weight * attention_loss(
+                outputs.attentions or (), teacher_out.attentions or (), self.layer_map, inputs.get("attention_mask"))
+        if return_outputs and (hidden or attn):
+            outputs = type(outputs)(logits=outputs.logits)
         return (loss, outputs) if return_outputs else loss

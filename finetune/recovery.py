@@ -30,6 +30,7 @@ def recover(
     alpha: float = 0.5,
     temperature: float = 2.0,
     hidden_weight: float = 0.0,
+    attention_weight: float = 0.0,
     layer_map=None,
     seed: int = 0,
     max_steps: int | None = None,
@@ -41,8 +42,11 @@ def recover(
     alpha weighs the soft-target (KL at `temperature`) loss against cross-entropy on `train`'s
     labels. hidden_weight > 0 adds intermediate-layer distillation: student layer j's hidden states
     are matched (MSE) to those of teacher layer layer_map[j] (identity when None; compress passes
-    the layers it kept). max_steps (if given) caps the optimizer steps regardless of epochs. eval_data, if
-    given, is scored before and after (accuracy printed when progress=True, and stored on the
+    the layers it kept). attention_weight > 0 adds attention distillation: KL from teacher layer
+    layer_map[j]'s attention distributions to student layer j's (needs the teacher's heads in every
+    kept layer; both models run eager attention for the recovery, the student without attention
+    dropout, and get their attention implementation back afterwards). max_steps (if given) caps
+    the optimizer steps regardless of epochs. eval_data, if given, is scored before and after (accuracy printed when progress=True, and stored on the
     student as `student.recover_metrics`). Nothing is written outside work_dir (a temp dir by
     default, removed afterwards).
     """
@@ -61,6 +65,8 @@ def recover(
         raise ConfigError(f"recover: alpha={alpha!r} must be in [0, 1]")
     if hidden_weight < 0:
         raise ConfigError(f"recover: hidden_weight={hidden_weight!r} must be >= 0")
+    if attention_weight < 0:
+        raise ConfigError(f"recover: attention_weight={attention_weight!r} must be >= 0")
     if temperature <= 0:
         raise ConfigError(f"recover: temperature={temperature!r} must be > 0")
     if max_steps is not None and max_steps < 1:
@@ -73,6 +79,7 @@ def recover(
     if max(train.labels) >= n_s:
         raise InputError(f"recover: train labels go up to {max(train.labels)} but the models have {n_s} classes")
 
+    restore = _attention_maps_on(student, teacher, tokenizer, train, layer_map) if attention_weight > 0 else None
     silence = quiet()
     silence.__enter__()
     owned = work_dir is None
@@ -104,7 +111,7 @@ def recover(
             model=student, args=args, train_dataset=train_f, eval_dataset=eval_f,
             data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=metrics_for(n_s),
             teacher=teacher, alpha=alpha, temperature=temperature, hidden_weight=hidden_weight,
-            layer_map=layer_map,
+            attention_weight=attention_weight, layer_map=layer_map,
         )
         if not progress:
             from transformers.trainer_callback import PrinterCallback
@@ -124,6 +131,8 @@ def recover(
                       f"{100 * metrics['accuracy_after']:.2f}% in {metrics['steps']} steps")
     finally:
         silence.__exit__(None, None, None)
+        if restore is not None:
+            restore()
         if owned:
             import shutil
 
@@ -132,3 +141,50 @@ def recover(
     # A plain attribute, not config: it must not leak into a saved config.json.
     student.recover_metrics = metrics
     return student
+
+
+def _attention_maps_on(student, teacher, tokenizer, train: TextDataset, layer_map):
+    """Prepare both models for attention distillation and check, on one training example, that
+    they return comparable maps; return the function that undoes it. Raises InputError (one
+    line) when the family cannot return its maps or heads were pruned."""
+    import torch
+
+    from bertpress.finetune.distill import attention_loss, without_attention_dropout
+
+    before = [(m, m.config._attn_implementation) for m in (student, teacher)]
+    undo = []
+
+    def restore():
+        for m, attr, v in undo:
+            setattr(m, attr, v)
+        for m, impl in before:
+            m.set_attn_implementation(impl)
+
+    try:
+        for m in (student, teacher):
+            m.set_attn_implementation("eager")
+        undo.extend(without_attention_dropout(student))
+        args = (train.texts[0],) + ((train.text_pairs[0],) if train.text_pairs is not None else ())
+        enc = tokenizer(*args, return_tensors="pt", truncation=True, max_length=32)
+        from bertpress.signature import input_names
+
+        device = next(student.parameters()).device
+        enc = {k: enc[k].to(device) for k in input_names(student) if k in enc}  # what the family takes
+        was_training = student.training
+        student.train()  # dropout as in training: the maps must still be distributions
+        try:
+            with torch.no_grad():
+                s_att = student(**enc, output_attentions=True).attentions or ()
+                t_att = teacher.to(enc["input_ids"].device)(**enc, output_attentions=True).attentions or ()
+        finally:
+            student.train(was_training)
+        if not s_att or not t_att:
+            raise ValueError(f"{student.config.model_type} models return no attention maps")
+        attention_loss(s_att, t_att, layer_map, enc.get("attention_mask"))
+        if not all(torch.allclose(a.sum(-1), torch.ones_like(a.sum(-1)), atol=1e-3) for a in s_att):
+            raise ValueError(f"the attention dropout of {student.config.model_type} could not be switched off")
+    except (ValueError, RuntimeError, NotImplementedError) as exc:
+        restore()
+        raise InputError(f"recover: {exc}; drop --recover-attention-weight (--recover-hidden-weight works for "
+                         "every family and for pruned heads)") from None
+    return restore

@@ -158,6 +158,114 @@ def test_recovery_distils_kept_layers_toward_their_teacher_layers(tmp_path, tiny
     assert _fresh_logits(art.path, "transformers").shape == (3, 2)
 
 
+def test_attention_loss():
+    from bertpress.finetune.distill import attention_loss
+
+    torch.manual_seed(0)
+    teacher = tuple(torch.softmax(torch.randn(2, 3, 5, 5), -1) for _ in range(4))
+    student = (teacher[1], teacher[3])
+    assert float(attention_loss(student, teacher, [1, 3])) == pytest.approx(0.0, abs=1e-6)
+    other = (teacher[0], teacher[3])
+    t, s = teacher[1], teacher[0]
+    want = (t * (t.log() - s.log())).sum(-1).mean() / 2  # KL(teacher || student) of layer 0, over 2 layers
+    assert float(attention_loss(other, teacher, [1, 3])) == pytest.approx(float(want), rel=1e-5)
+    mask = torch.ones(2, 5, dtype=torch.long)
+    mask[:, 3:] = 0
+    padded = (teacher[1].clone(), teacher[3])
+    padded[0][:, :, 3:] = torch.softmax(torch.randn(2, 3, 2, 5), -1)  # padding queries do not count
+    assert float(attention_loss(padded, teacher, [1, 3], mask)) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match=r"needs the teacher's heads in every kept layer; student layer 0 has "
+                                         r"attention maps \(2, 2, 5, 5\), teacher layer 1 \(2, 3, 5, 5\)"):
+        attention_loss((teacher[1][:, :2], teacher[3]), teacher, [1, 3])
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert", "deberta-v2"])
+def test_recovery_distils_attention_maps_and_restores_the_models(family, tmp_path, monkeypatch):
+    """With attention_weight the trainer adds the attention term for the kept layers' maps (as
+    distributions: the student's attention dropout is off), and both models get their attention
+    implementation and dropout back afterwards."""
+    from bertpress.data import TextDataset
+    from bertpress.finetune import distill, recover
+
+    seen = []
+    real = distill.attention_loss
+
+    def spy(student_attn, teacher_attn, layer_map, attention_mask=None):
+        seen.append((len(student_attn), len(teacher_attn), list(layer_map),
+                     float(student_attn[0].sum(-1).mean())))
+        return real(student_attn, teacher_attn, layer_map, attention_mask)
+
+    monkeypatch.setattr(distill, "attention_loss", spy)
+    teacher, tok = tiny_model(family, num_hidden_layers=4)
+    student, _ = prune_model(teacher, tok, PruneConfig(layers=0.5, importance="magnitude"))
+    student.requires_grad_(True)  # pruning leaves it frozen; compress unfreezes it before recovery
+    impl = student.config._attn_implementation
+    drops = sorted((n, m.p) for n, m in student.named_modules() if isinstance(m, torch.nn.Dropout))
+    train = TextDataset(texts=TEXTS * 8, labels=[0, 1, 1] * 8, label_names=["neg", "pos"], source="test")
+    dev = TextDataset(texts=["x y"] * 4 + ["a much longer text than the first one"] * 2, labels=[0, 1] * 3,
+                      label_names=["neg", "pos"], source="test")  # two eval batches of different lengths
+    recover(student, teacher, tok, train, eval_data=dev, epochs=1.0, max_steps=2, batch_size=2, max_length=32,
+            attention_weight=1.0, hidden_weight=1.0, layer_map=[1, 3], progress=False)
+    assert set(student.recover_metrics) >= {"accuracy_before", "accuracy_after"}
+    # Evaluation gets logits only: the Trainer concatenates what it returns across batches, and
+    # [batch, heads, len, len] maps of batches of different lengths do not concatenate.
+    from bertpress.finetune.args import training_arguments
+
+    trainer = distill.DistillationTrainer(model=student, args=training_arguments(output_dir=str(tmp_path), use_cpu=True,
+                                                                                 report_to="none"),
+                                          teacher=teacher, attention_weight=1.0, hidden_weight=1.0, layer_map=[1, 3])
+    enc = dict(tok(TEXTS, return_tensors="pt", padding=True))
+    student.eval()
+    _, out = trainer.compute_loss(student, {**enc, "labels": torch.tensor([0, 1, 1])}, return_outputs=True)
+    assert list(out.keys()) == ["logits"]
+    assert seen and all(s[:3] == (2, 4, [1, 3]) and s[3] == pytest.approx(1.0, abs=1e-4) for s in seen)
+    assert student.config._attn_implementation == impl == teacher.config._attn_implementation
+    assert sorted((n, m.p) for n, m in student.named_modules() if isinstance(m, torch.nn.Dropout)) == drops
+
+
+def test_attention_distillation_with_pruned_heads_is_refused_in_one_line(tmp_path):
+    from bertpress.data import TextDataset
+    from bertpress.finetune import recover
+
+    teacher, tok = tiny_model("bert", num_hidden_layers=2)
+    student, _ = prune_model(teacher, tok, PruneConfig(heads=0.5, importance="magnitude"))
+    impl = student.config._attn_implementation
+    with pytest.raises(InputError, match=r"^recover: attention distillation needs the teacher's heads in every kept "
+                                         r"layer; .*; drop --recover-attention-weight \(--recover-hidden-weight "
+                                         r"works for every family and for pruned heads\)$"):
+        recover(student, teacher, tok, TextDataset(texts=TEXTS, labels=[0, 1, 1], label_names=["neg", "pos"], source="test"), max_steps=1,
+                attention_weight=1.0, progress=False)
+    assert student.config._attn_implementation == impl
+
+
+def test_attention_distillation_after_head_pruning_is_refused_before_any_work():
+    from bertpress.compress.config import SearchConfig
+    from bertpress.errors import ConfigError
+
+    why = (r"^--recover-attention-weight matches the teacher's attention maps head by head, so it cannot follow "
+           r"head pruning; drop it, or prune no heads \(--prune-heads 0, or a --search-schedule with heads 0\)$")
+    rec = RecoverConfig(epochs=1.0, attention_weight=1.0, data="x")
+    with pytest.raises(ConfigError, match=why):
+        CompressConfig(prune=PruneConfig(heads=0.5, importance="magnitude"), recover=rec)
+    with pytest.raises(ConfigError, match=why):
+        CompressConfig(prune=PruneConfig(importance="magnitude"), recover=rec, eval_data="x",
+                       search=SearchConfig(max_accuracy_drop=1.0, schedule=("0:0:0.5", "0.5:0"), schemes=("none",)))
+    CompressConfig(prune=PruneConfig(layers=0.5, importance="magnitude"), recover=rec)  # layers: fine
+
+
+def test_cli_recover_attention_weight(tmp_path, tiny_data):
+    ckpt = save_tiny_checkpoint(tmp_path / "ckpt", num_hidden_layers=4)
+    res = subprocess.run([sys.executable, "-m", "bertpress", "compress", str(ckpt), "--out", str(tmp_path / "o"),
+                          "--prune-layers", "0.5", "--importance", "magnitude", "--quantize", "none",
+                          "--calibration-data", str(tiny_data), "--recover-epochs", "1", "--recover-max-steps", "2",
+                          "--recover-attention-weight", "0.5", "--recover-hidden-weight", "1"],
+                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rec = json.loads((tmp_path / "o" / "bertpress.json").read_text())["details"]["recovery"]
+    assert rec["attention_weight"] == 0.5 and rec["hidden_weight"] == 1.0 and rec["metrics"]["steps"] == 2
+    assert "_attn_implementation" not in json.loads((tmp_path / "o" / "config.json").read_text())
+
+
 def test_cli_prune_layers(tmp_path):
     from tests.conftest import run_cli
 
@@ -214,3 +322,23 @@ def test_pruning_without_layer_removal_records_no_kept_layers():
     model, tok = tiny_model("bert", num_hidden_layers=4)
     _, facts = prune_model(model, tok, PruneConfig(heads=0.5, importance="magnitude"))
     assert facts["layers_kept"] == [] and facts["original"]["layers"] == 4
+
+
+def test_attention_dropout_left_on_is_refused_in_one_line(monkeypatch):
+    """If the family's attention dropout is not found (the switch is a name heuristic), the maps are
+    no distributions in training mode and recover() refuses before training, settings restored."""
+    from bertpress.data import TextDataset
+    from bertpress.finetune import distill, recover
+
+    teacher, tok = tiny_model("bert", num_hidden_layers=2)
+    for m in teacher.modules():  # strong dropout everywhere, attention probabilities included
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.5
+    student, _ = prune_model(teacher, tok, PruneConfig(ffn=0.5, round_to=8, importance="magnitude"))
+    monkeypatch.setattr(distill, "without_attention_dropout", lambda model: [])
+    impl = student.config._attn_implementation
+    with pytest.raises(InputError, match=r"^recover: the attention dropout of bert could not be switched off; "
+                                         r"drop --recover-attention-weight"):
+        recover(student, teacher, tok, TextDataset(texts=TEXTS * 4, labels=[0, 1, 1] * 4, label_names=["neg", "pos"],
+                                                   source="test"), max_steps=1, attention_weight=1.0, progress=False)
+    assert student.config._attn_implementation == impl
