@@ -3,6 +3,7 @@
     python -m bertpress.bench.families --out runs/families            # real base shapes (minutes, GBs)
     python -m bertpress.bench.families --tiny --out runs/families-tiny # tiny shapes: proves the script
     python -m bertpress.bench.families --families roberta,deberta-v2 --rounds 5 --out runs/fam
+    python -m bertpress.bench.families --families bert --anchors ../shared/data/sst2 --out runs/fam-anchors
 
 For every family a random-initialised classifier of the family's *real base size* is built from
 its config (values below, from each model's config.json on the Hugging Face hub; random weights:
@@ -14,6 +15,12 @@ int8) — and timed by `bertpress bench` in one run per family (PyTorch fp32 ref
 int8 ONNX model, batch 1 x 128, 2 threads, interleaved rounds). Writes OUT/families.json and
 OUT/families.md. Random weights give near-uniform logits, so int8 argmax agreement on synthetic
 rows is reported, not enforced (the gate runs with allow_mismatch); fp32 parity is enforced.
+
+With --anchors DATA the table is the whole field for the family, latency only: also our OpenVINO
+IR (fp32, and NNCF static int8 calibrated on DATA's sentences) and the two specialists' int8
+pipelines built by their own tools (the bench baselines `optimum` and `optimum-intel`; the latter
+calibrates on DATA too), all timed in the same bench run, plus the best of ours and its ratio to
+each. Accuracy is not reported: the weights are random (bench still needs DATA to calibrate).
 """
 
 from __future__ import annotations
@@ -112,8 +119,15 @@ def build_checkpoint(family: str, out: Path, *, tiny: bool) -> dict[str, Any]:
     return {"shape_of": origin, "params": param_count(model), "layers": int(model.config.num_hidden_layers)}
 
 
+# The --anchors table's columns: (row key in families.json, display name).
+ANCHOR_ROWS = (("pytorch_fp32", "PyTorch fp32 eager"), ("onnx_int8", "ours int8 ONNX"),
+               ("openvino_fp32", "ours OpenVINO fp32"), ("openvino_int8", "ours OpenVINO int8"),
+               ("optimum", "Optimum-ONNX int8"), ("optimum-intel", "Optimum-Intel int8"))
+OURS = ("onnx_int8", "openvino_fp32", "openvino_int8")
+
+
 def run_family(family: str, work: Path, *, tiny: bool, seq: int, threads: int, rounds: int,
-               min_iters: int, min_seconds: float) -> dict[str, Any]:
+               min_iters: int, min_seconds: float, anchors: str | None = None) -> dict[str, Any]:
     from bertpress.artifact import Artifact
     from bertpress.bench import bench
     from bertpress.bench.config import BenchConfig
@@ -128,6 +142,14 @@ def run_family(family: str, work: Path, *, tiny: bool, seq: int, threads: int, r
     export(ckpt, ExportConfig(format="onnx", quantize="none", **grid), work / family / "onnx-fp32", progress=False)
     export(ckpt, ExportConfig(format="onnx", quantize="dynamic", allow_mismatch=True, **grid),
            work / family / "onnx-int8", progress=False)
+    timed = [ckpt, work / family / "onnx-int8"]
+    if anchors:
+        export(ckpt, ExportConfig(format="openvino", quantize="none", **grid), work / family / "openvino-fp32",
+               progress=False)
+        export(ckpt, ExportConfig(format="openvino", quantize="static", calibration_data=anchors,
+                                  calibration_samples=300, allow_mismatch=True, **grid),
+               work / family / "openvino-int8", progress=False)
+        timed += [work / family / "openvino-fp32", work / family / "openvino-int8"]
     row["export_s"] = round(time.time() - t, 1)
     for name in ("onnx-fp32", "onnx-int8"):
         man = Artifact.load(work / family / name).manifest
@@ -141,17 +163,39 @@ def run_family(family: str, work: Path, *, tiny: bool, seq: int, threads: int, r
                      "agreement": _find(_find(parity, "agreement") or {}, "value"),
                      "passed": _find(parity, "passed"),
                      "size_mb": round((work / family / name / "model.onnx").stat().st_size / 1e6, 1)}
-    report = bench([ckpt, work / family / "onnx-int8"],
-                   BenchConfig(batch_sizes=(1,), seq_lens=(seq,), threads=threads, rounds=rounds, min_iters=min_iters,
-                               min_seconds=min_seconds, runtimes=("pytorch", "onnxruntime")),
+    # With anchors, eval_data only feeds optimum-intel's calibration; a few rows keep the
+    # (meaningless, random-weight) accuracy pass short.
+    extra: dict[str, Any] = (dict(runtimes=("pytorch", "onnxruntime", "openvino"),
+                                  baselines=("optimum", "optimum-intel"), eval_data=anchors, eval_limit=32)
+                             if anchors else dict(runtimes=("pytorch", "onnxruntime")))
+    report = bench(timed, BenchConfig(batch_sizes=(1,), seq_lens=(seq,), threads=threads, rounds=rounds,
+                                      min_iters=min_iters, min_seconds=min_seconds, headline=(1, seq), **extra),
                    work / family / "report", progress=False)
     for v in report.results.variants:
-        key = "pytorch_fp32" if v.runtime == "pytorch" else "onnx_int8"
-        row[key] = {"p50_ms": round(v.p50(1, seq), 3), "rounds_p50_ms": (v.rounds or {}).get("p50_ms")}
-        if key == "onnx_int8":
-            row["speedup"] = round(v.ratios.get("p50_speedup") or 0.0, 2)
+        key = _variant_key(v)
+        row[key] = {"p50_ms": round(v.p50(1, seq), 3), "rounds_p50_ms": (v.rounds or {}).get("p50_ms"),
+                    "speedup": round(v.ratios.get("p50_speedup") or 0.0, 2)}
+        if v.settings:
+            row[key]["settings"] = v.settings
+    row["speedup"] = row["onnx_int8"]["speedup"]
+    if anchors:
+        row["refused"] = [r.to_dict() for r in report.results.refused]
+        ours = [k for k in OURS if k in row]
+        best = min(ours, key=lambda k: row[k]["p50_ms"])
+        row["best"] = {"variant": best, "p50_ms": row[best]["p50_ms"],
+                       **{f"vs_{b}": round(row[b]["p50_ms"] / row[best]["p50_ms"], 2)
+                          for b in ("pytorch_fp32", "optimum", "optimum-intel") if b in row}}
     row["load_average"] = report.results.environment.get("load_average")
     return row
+
+
+def _variant_key(v: Any) -> str:
+    """Which ANCHOR_ROWS key a bench variant is (baselines by name, ours by the directory it came from)."""
+    if v.role == "baseline":
+        return v.runtime
+    if v.role == "reference" or v.runtime == "pytorch":
+        return "pytorch_fp32"
+    return Path(v.source).name.replace("-", "_")
 
 
 def _find(d: Any, key: str) -> Any:
@@ -187,7 +231,31 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                if "error" not in r and r["onnx-int8"]["attention_unfused_reason"]}
     if unfused:
         lines += ["", "Attention not fused:"] + [f"- {k}: {v}" for k, v in unfused.items()]
+    if any("best" in r for r in rows):
+        lines += anchor_table(rows)
     return "\n".join(lines) + "\n"
+
+
+def anchor_table(rows: list[dict[str, Any]]) -> list[str]:
+    """--anchors: p50 ms of every variant (speed-up over PyTorch fp32 in brackets) and the best of ours."""
+    names = dict(ANCHOR_ROWS)
+    lines = ["", "## Against the specialists (same bench run per family; latency only, random weights)", "",
+             "| family | " + " | ".join(names.values()) + " | best of ours | vs Optimum-ONNX | vs Optimum-Intel | load |",
+             "|---|" + "---|" * (len(names) + 4)]
+    for r in rows:
+        if "best" not in r:
+            continue
+        cells = [f"{r[k]['p50_ms']:.2f} ({r[k]['speedup']:.2f}x)" if k in r else "refused" for k in names]
+        best = r["best"]
+        vs = [f"{best[f'vs_{b}']:.2f}x" if f"vs_{b}" in best else "-" for b in ("optimum", "optimum-intel")]
+        load = r.get("load_average") or {}
+        load = f"{load.get('start')}–{load.get('end')}" if isinstance(load, dict) and load else "-"
+        lines.append(f"| {r['family']} | " + " | ".join(cells) + f" | {names[best['variant']]} | " + " | ".join(vs)
+                     + f" | {load} |")
+    refused = [(r["family"], x) for r in rows for x in r.get("refused", [])]
+    if refused:
+        lines += ["", "Refused:"] + [f"- {fam}: {x['name']} on {x['runtime']}: {x['reason']}" for fam, x in refused]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--min-iters", type=int, default=20)
     ap.add_argument("--min-seconds", type=float, default=1.0)
+    ap.add_argument("--anchors", metavar="DATA", default=None,
+                    help="also time our OpenVINO IR (fp32, NNCF int8) and the optimum / optimum-intel baselines "
+                         "(their environments: make anchors); DATA: sentences to calibrate the int8 models on")
     ap.add_argument("--keep", action="store_true", help="keep the models in OUT/work")
     args = ap.parse_args(argv)
     from bertpress.errors import BertpressError, ConfigError
@@ -220,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work / fam, ignore_errors=True)
         try:
             rows.append(run_family(fam, work, tiny=args.tiny, seq=args.seq, threads=args.threads, rounds=args.rounds,
-                                   min_iters=args.min_iters, min_seconds=args.min_seconds))
+                                   min_iters=args.min_iters, min_seconds=args.min_seconds, anchors=args.anchors))
         except (BertpressError, ConfigError) as exc:
             rows.append({"family": fam, "error": str(exc)[:300]})
         print(json.dumps(rows[-1]), flush=True)
