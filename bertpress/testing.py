@@ -82,7 +82,10 @@ def save_tiny_checkpoint(path: str | Path, *, manifest: bool = True, family: str
 
     path = Path(path)
     model, tokenizer = tiny_bert(**kwargs) if family == "bert" else tiny_model(family, **kwargs)
-    model.save_pretrained(path)
+    from bertpress.quiet import quiet
+
+    with quiet():  # no "Writing model shards" bar in test output
+        model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     if manifest:
         write_manifest(path, Manifest(

@@ -10,6 +10,7 @@ in the manifest's `details.quantization` (+ `quantization_ranges.json` for stati
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import os
@@ -26,6 +27,7 @@ from bertpress import records
 from bertpress.config import to_tagged
 from bertpress.data import Columns, TextDataset, columns_of, data_spec, load_text_classification
 from bertpress.errors import ArtifactError, BertpressError, ConfigError, InputError
+from bertpress.quiet import quiet
 
 @dataclasses.dataclass
 class Work:
@@ -232,7 +234,8 @@ def compress(checkpoint: str | os.PathLike, cfg: CompressConfig, out_dir: str | 
     metrics["state_bytes_uncompressed"] = state_size(work.teacher)
 
     with staged_output(out_dir, overwrite=overwrite, inputs=inputs) as tmp:
-        work.model.save_pretrained(tmp, safe_serialization=True)
+        with contextlib.nullcontext() if progress else quiet():  # transformers 5 draws a shard bar
+            work.model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         if work.ranges is not None:
             from bertpress.compress.quantize import save_ranges

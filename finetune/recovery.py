@@ -46,9 +46,9 @@ def recover(
     layer_map[j]'s attention distributions to student layer j's (needs the teacher's heads in every
     kept layer; both models run eager attention for the recovery, the student without attention
     dropout, and get their attention implementation back afterwards). max_steps (if given) caps
-    the optimizer steps regardless of epochs. eval_data, if given, is scored before and after (accuracy printed when progress=True, and stored on the
-    student as `student.recover_metrics`). Nothing is written outside work_dir (a temp dir by
-    default, removed afterwards).
+    the optimizer steps regardless of epochs. eval_data, if given, is scored before and after
+    (accuracy printed when progress=True, and stored on the student as `student.recover_metrics`).
+    Nothing is written outside work_dir (a temp dir by default, removed afterwards).
     """
     import torch
     from transformers import DataCollatorWithPadding

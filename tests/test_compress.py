@@ -329,9 +329,11 @@ def test_static_artifact_reloads_identically(static_artifact, model_tok):
     assert m.details["shapes"] == [{"heads": 2, "head_size": 8, "ffn": 32}] * 2
 
 
-def test_dynamic_artifact_reloads(ckpt, tmp_path, model_tok):
+def test_dynamic_artifact_reloads(ckpt, tmp_path, model_tok, capfd):
     cfg = CompressConfig(quantize=QuantizeConfig(scheme="dynamic", scope="all"))
+    capfd.readouterr()
     art = A.compress(ckpt, cfg, tmp_path / "dyn", progress=False)
+    assert capfd.readouterr().err == ""  # progress=False: no library bar either ("Writing model shards")
     q = quant_record(art)
     assert q.num_quantized == 14 and q.reduce_range == Q.int8_formats()["reduce_range"]
     model, tok = A.load_compressed(art.path)
