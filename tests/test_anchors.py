@@ -330,7 +330,9 @@ def test_openvino_bad_file_and_settings(tmp_path, tiny_ir):
 
 def test_families_script_with_anchors_times_the_whole_field(tmp_path, anchor_python):
     """`python -m bertpress.bench.families --anchors DATA`: our int8 ONNX and OpenVINO IRs and
-    both specialists in one bench run per family, with the best of ours named and its ratios."""
+    both specialists in one bench run per family, with the best of ours named and its ratios.
+    DeBERTa-v2: its tokenizer returns token_type_ids that its exported IR has no input for, which
+    Optimum-Intel's calibration must not be fed."""
     from bertpress.bench.families import ANCHOR_ROWS, main
     from bertpress.testing import write_tiny_dataset
 
@@ -338,7 +340,7 @@ def test_families_script_with_anchors_times_the_whole_field(tmp_path, anchor_pyt
     anchor_python("optimum-intel")
     data = write_tiny_dataset(tmp_path / "data", n_train=24, n_dev=40)
     out = tmp_path / "out"
-    assert main(["--tiny", "--families", "distilbert", "--anchors", str(data), "--out", str(out), "--rounds", "1",
+    assert main(["--tiny", "--families", "deberta-v2", "--anchors", str(data), "--out", str(out), "--rounds", "1",
                  "--min-iters", "2", "--min-seconds", "0"]) == 0
     row = json.loads((out / "families.json").read_text())["rows"][0]
     assert all(row[k]["p50_ms"] > 0 for k, _ in ANCHOR_ROWS) and row["refused"] == []
@@ -348,4 +350,4 @@ def test_families_script_with_anchors_times_the_whole_field(tmp_path, anchor_pyt
     assert best["p50_ms"] == min(row[k]["p50_ms"] for k in ("onnx_int8", "openvino_fp32", "openvino_int8"))
     assert best["vs_optimum-intel"] == round(row["optimum-intel"]["p50_ms"] / best["p50_ms"], 2)
     md = (out / "families.md").read_text()
-    assert "## Against the specialists" in md and "| distilbert |" in md.split("## Against the specialists")[1]
+    assert "## Against the specialists" in md and "| deberta-v2 |" in md.split("## Against the specialists")[1]

@@ -84,8 +84,9 @@ def main(build: Callable[[argparse.Namespace], dict[str, Any]], args: argparse.N
         return EXIT_MISSING_PACKAGE
     except Exception as exc:  # noqa: BLE001 - reported as one line; the traceback stays in the log
         traceback.print_exc()
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        print(f"error: {type(exc).__name__}: {first}", file=sys.stderr)
+        # The last line: OpenVINO's messages start with a source location and end with the cause.
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        print(f"error: {type(exc).__name__}: {lines[-1][:200] if lines else ''}", file=sys.stderr)
         return 1
     record["build_s"] = round(time.perf_counter() - t0, 2)
     record["python_version"] = sys.version.split()[0]
