@@ -351,3 +351,24 @@ def test_families_script_with_anchors_times_the_whole_field(tmp_path, anchor_pyt
     assert best["vs_optimum-intel"] == round(row["optimum-intel"]["p50_ms"] / best["p50_ms"], 2)
     md = (out / "families.md").read_text()
     assert "## Against the specialists" in md and "| deberta-v2 |" in md.split("## Against the specialists")[1]
+
+
+def test_an_anchor_exception_is_reported_by_its_last_line(tmp_path, capsys):
+    """OpenVINO's messages open with a source location and end with the cause: the cause is the line."""
+    import argparse
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("anchor_common", Path(__file__).parents[1] / "bench/anchors/_common.py")
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    (tmp_path / "ck").mkdir()
+    (tmp_path / "ck" / "config.json").write_text("{}")
+
+    def build(args):
+        raise RuntimeError("Exception from src/inference/src/cpp/infer_request.cpp:189:\n"
+                           "Check failed at infer_request.cpp:191:\nPort for tensor name token_type_ids was not found.\n")
+
+    args = argparse.Namespace(out=tmp_path / "out", model=tmp_path / "ck", threads=1)
+    assert common.main(build, args) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "error: RuntimeError: Port for tensor name token_type_ids was not found.")
