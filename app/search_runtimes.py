@@ -107,7 +107,8 @@ class OpenVINOTwin(ExportTwin):
         from bertpress.export.openvino import FILE_NAME, export_openvino
 
         export_openvino(model, tokenizer, out, recipe=recipe, trace_batch=cfg.trace_batch, trace_seq=cfg.trace_seq,
-                        max_length=max_length, calibration_texts=calib, seed=cfg.seed)
+                        max_length=max_length, calibration_texts=calib, seed=cfg.seed,
+                        progress=False)  # the search draws its own bar; NNCF's per candidate would bury it
         return out / FILE_NAME
 
     def runner(self):

@@ -164,7 +164,7 @@ def _build(src: Source, cfg: ExportConfig, fmt: str, out: Path, eval_set, calib_
 
         model_details = export_openvino(model, tok, out, recipe=recipe, trace_batch=cfg.trace_batch,
                                         trace_seq=cfg.trace_seq, max_length=src.max_length,
-                                        calibration_texts=calib_texts, seed=cfg.seed)
+                                        calibration_texts=calib_texts, seed=cfg.seed, progress=progress)
         files_to_check, info = openvino_checks(out / FILE_NAME)
         # What OpenVINO ran on this (the exporting) CPU by default: inference precision, hints,
         # and the precision each FullyConnected layer ran in. Another CPU may choose differently.

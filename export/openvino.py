@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import logging
 import re
 import sys
@@ -51,14 +52,15 @@ _LINEAR = re.compile(r"^__module\.(?:inner\.)?(?P<module>[^/]+)/aten::linear/")
 
 
 @contextlib.contextmanager
-def quiet() -> Iterator[None]:
+def quiet(progress: bool = True) -> Iterator[None]:
     """NNCF logs INFO tables and draws rich progress bars on stdout: keep stdout clean for --json
-    (the bars go to stderr) and its logger at error level; tracer warnings are checked by the gate."""
+    (the bars go to stderr, or nowhere with progress=False) and its logger at error level; tracer
+    warnings are checked by the gate."""
     nncf_logger = logging.getLogger("nncf")
     level = nncf_logger.level
     nncf_logger.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr if progress else io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
@@ -160,7 +162,8 @@ def _recorded_percentile(recipe) -> float | None:
     return rec.calibration.percentile if rec is not None and rec.calibration is not None else None
 
 
-def quantize_static(ov_model, model, tokenizer, recipe, texts: Sequence[str], max_length: int):
+def quantize_static(ov_model, model, tokenizer, recipe, texts: Sequence[str], max_length: int, *,
+                    progress: bool = True):
     """nncf.quantize with the calibration texts; returns (quantized model, details)."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
@@ -176,7 +179,7 @@ def quantize_static(ov_model, model, tokenizer, recipe, texts: Sequence[str], ma
     advanced = AdvancedQuantizationParameters(activations_range_estimator_params=estimator)
     if not recipe.per_channel:
         advanced.weights_quantization_params = QuantizationParameters(per_channel=False)
-    with quiet():
+    with quiet(progress):
         try:
             quantized = nncf.quantize(ov_model, nncf.Dataset(items), model_type=nncf.ModelType.TRANSFORMER,
                                       preset=nncf.QuantizationPreset.MIXED, subset_size=len(items),
@@ -200,7 +203,7 @@ def quantize_static(ov_model, model, tokenizer, recipe, texts: Sequence[str], ma
     }
 
 
-def compress_weights(ov_model, model, recipe):
+def compress_weights(ov_model, model, recipe, *, progress: bool = True):
     """nncf.compress_weights INT8_SYM on the recipe's Linear layers (a copy); returns (model, details)."""
     import nncf
 
@@ -210,7 +213,7 @@ def compress_weights(ov_model, model, recipe):
     ignored_gathers = [op.get_friendly_name() for op in ov_model.get_ops()
                        if op.get_type_name() == "Gather" and ".embeddings." in op.get_friendly_name()]
     target = ov_model.clone()  # compress_weights changes the model it is given in place
-    with quiet():
+    with quiet(progress):
         try:
             compressed = nncf.compress_weights(target, mode=nncf.CompressWeightsMode.INT8_SYM,
                                                ignored_scope=nncf.IgnoredScope(names=ignored + ignored_gathers,
@@ -234,7 +237,8 @@ def compress_weights(ov_model, model, recipe):
 
 
 def export_openvino(model, tokenizer, out_dir: Path, *, recipe, trace_batch: int, trace_seq: int, max_length: int,
-                    calibration_texts: Sequence[str] | None = None, seed: int = 0) -> dict[str, Any]:
+                    calibration_texts: Sequence[str] | None = None, seed: int = 0,
+                    progress: bool = True) -> dict[str, Any]:
     """Write OUT/openvino_model.xml + .bin for `recipe`; returns the model details."""
     import openvino as ov
 
@@ -247,9 +251,10 @@ def export_openvino(model, tokenizer, out_dir: Path, *, recipe, trace_batch: int
     }
     if recipe.scheme == "static":
         ov_model, details["quantization"] = quantize_static(ov_model, model, tokenizer, recipe,
-                                                            list(calibration_texts or []), max_length)
+                                                            list(calibration_texts or []), max_length,
+                                                            progress=progress)
     elif recipe.scheme == "dynamic":
-        ov_model, details["quantization"] = compress_weights(ov_model, model, recipe)
+        ov_model, details["quantization"] = compress_weights(ov_model, model, recipe, progress=progress)
     if recipe.scheme != "none":
         import nncf
 
