@@ -46,7 +46,8 @@ def register(sub, common, formatter) -> None:
                         "BERTPRESS_OPTIMUM_ENV / BERTPRESS_OPTIMUM_INTEL_ENV) and timed here like our variants")
     p.add_argument("--runtimes", default="",
                    help="only these runtimes (default: all that apply): pytorch, pytorch-int8-dynamic, "
-                        "pytorch-fp16, pytorch-bf16, torchscript, onnxruntime, openvino")
+                        "pytorch-fp16, pytorch-bf16, torchscript, onnxruntime, openvino. pytorch-bf16 runs on "
+                        "the CPU only when named here, and only where bf16 is native (AVX512-BF16/AMX)")
     p.add_argument("--warmup", type=int, default=5, help="untimed warm-up calls per shape")
     p.add_argument("--min-iters", type=int, default=20, help="at least this many timed calls per shape")
     p.add_argument("--min-seconds", type=float, default=1.0, help="and at least this many seconds per shape")

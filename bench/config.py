@@ -17,7 +17,7 @@ class Runtime(str, enum.Enum):
     PYTORCH = "pytorch"  # eager, weights as stored (a compressed artifact gets its recorded quantization)
     PYTORCH_INT8 = "pytorch-int8-dynamic"  # torch.ao quantize_dynamic on the fly (CPU only)
     PYTORCH_FP16 = "pytorch-fp16"  # CUDA only
-    PYTORCH_BF16 = "pytorch-bf16"  # CUDA only
+    PYTORCH_BF16 = "pytorch-bf16"  # CUDA, or a CPU with native bf16 (asked for by --runtimes there)
     TORCHSCRIPT = "torchscript"
     ONNXRUNTIME = "onnxruntime"
     OPENVINO = "openvino"  # OpenVINO CPU plugin, latency hint, one stream (bertpress.openvino_rt)

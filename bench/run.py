@@ -79,7 +79,7 @@ def plan_variants(sources: list[Source], reference: Source | None, cfg: BenchCon
         plans.append(_Plan(reference, Runtime.PYTORCH, "cpu", "reference"))
     for s in sources:
         for device in cfg.devices:
-            for rt in runtimes_for(s.kind, device):
+            for rt in runtimes_for(s.kind, device, cfg.runtimes):
                 if cfg.runtimes and rt not in cfg.runtimes:
                     continue
                 p = _Plan(s, rt, device, "artifact")

@@ -168,6 +168,18 @@ class TorchRunner(Runner):
         self.model = None
 
 
+def check_cpu_bf16(runtime: Runtime) -> None:
+    """pytorch-bf16 runs on the CPU only where bf16 is native; pytorch-fp16 never does."""
+    from bertpress.hardware import native_bf16_cpu
+
+    if runtime == Runtime.PYTORCH_FP16:
+        raise DeviceError("pytorch-fp16 is a CUDA runtime; on cpu use pytorch, pytorch-bf16 (CPUs with native bf16) "
+                          "or pytorch-int8-dynamic")
+    if not native_bf16_cpu():
+        raise DeviceError("refused: pytorch-bf16 on this CPU would be emulated (no AVX512-BF16 or AMX-BF16; see "
+                          "`bertpress info`), 3-5x slower than fp32; use pytorch or an int8 runtime here")
+
+
 def load_torch(source: Source, runtime: Runtime, device: str) -> TorchRunner:
     """Eager PyTorch. For a compressed artifact the recorded quantization is applied by
     compress.load_compressed; int8-dynamic quantizes a copy of the fp32 model on the fly."""
@@ -198,7 +210,7 @@ def load_torch(source: Source, runtime: Runtime, device: str) -> TorchRunner:
         quantized = True
     elif runtime in (Runtime.PYTORCH_FP16, Runtime.PYTORCH_BF16):
         if device == "cpu":
-            raise DeviceError(f"{runtime.value} is a CUDA runtime; use pytorch or pytorch-int8-dynamic on cpu")
+            check_cpu_bf16(runtime)
         if quantized:
             raise DeviceError(f"refused: {source.name} holds torch int8 modules, which run only on the CPU")
         dtype = torch.float16 if runtime == Runtime.PYTORCH_FP16 else torch.bfloat16
@@ -450,6 +462,8 @@ class RuntimeSpec:
     load: Callable[[Source, Runtime, str, int], Runner]  # (source, runtime, device, threads)
     kinds: tuple[str, ...]
     devices: tuple[str, ...] = ("cpu", "cuda")
+    # Devices where it runs only when --runtimes names it (not in the default set there).
+    opt_in: tuple[str, ...] = ()
 
 
 RUNTIMES: Registry = Registry("bench runtime")
@@ -457,7 +471,9 @@ _torch = lambda source, runtime, device, threads: load_torch(source, runtime, de
 RUNTIMES.register(Runtime.PYTORCH.value)(RuntimeSpec(_torch, ("checkpoint", "compressed")))
 RUNTIMES.register(Runtime.PYTORCH_INT8.value)(RuntimeSpec(_torch, ("checkpoint",), ("cpu",)))
 RUNTIMES.register(Runtime.PYTORCH_FP16.value)(RuntimeSpec(_torch, ("checkpoint",), ("cuda",)))
-RUNTIMES.register(Runtime.PYTORCH_BF16.value)(RuntimeSpec(_torch, ("checkpoint",), ("cuda",)))
+# bf16 weights on the CPU pay only where bf16 is native (2.3x fp32 on AVX512-BF16,
+# docs/results/bf16-cpu.md) and are refused elsewhere, so there it is asked for, not a default.
+RUNTIMES.register(Runtime.PYTORCH_BF16.value)(RuntimeSpec(_torch, ("checkpoint",), ("cpu", "cuda"), opt_in=("cpu",)))
 RUNTIMES.register(Runtime.TORCHSCRIPT.value)(RuntimeSpec(
     lambda source, runtime, device, threads: load_torchscript(source, device), ("torchscript",)))
 RUNTIMES.register(Runtime.ONNXRUNTIME.value)(RuntimeSpec(
@@ -468,11 +484,17 @@ RUNTIMES.register(Runtime.OPENVINO.value)(RuntimeSpec(
     lambda source, runtime, device, threads: load_openvino(source, device, threads), ("openvino",)))
 
 
-def runtimes_for(kind: str, device: str) -> tuple[Runtime, ...]:
-    """The runtimes that apply to an artifact kind on a device, in report order."""
+def runtimes_for(kind: str, device: str, requested: tuple[Runtime, ...] = ()) -> tuple[Runtime, ...]:
+    """The runtimes that apply to an artifact kind on a device, in report order; an opt-in one
+    only when `requested` names it."""
     where = "cpu" if device == "cpu" else "cuda"
-    found = tuple(Runtime(name) for name in RUNTIMES
-                  if kind in RUNTIMES.get(name).kinds and where in RUNTIMES.get(name).devices)
+
+    def applies(name: str) -> bool:
+        spec = RUNTIMES.get(name)
+        return kind in spec.kinds and where in spec.devices and \
+            (where not in spec.opt_in or Runtime(name) in requested)
+
+    found = tuple(Runtime(name) for name in RUNTIMES if applies(name))
     if not found:
         raise InputError(f"bench cannot run a {kind!r} artifact")
     return found

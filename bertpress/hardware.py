@@ -42,12 +42,28 @@ def cpu_info() -> dict[str, Any]:
     isa["avx512"] = isa.pop("avx512f")
     isa["vnni"] = isa["avx512_vnni"] or isa["avx_vnni"]
     isa["amx"] = isa["amx_tile"] and isa["amx_int8"]
+    # bf16 matmuls run natively (not emulated in fp32) with AVX512-BF16 or AMX-BF16 tiles.
+    isa["bf16"] = isa["avx512_bf16"] or isa["amx_bf16"]
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - non-Linux
         usable = os.cpu_count() or 1
     return {"model": model, "arch": platform.machine(), "logical_cores": os.cpu_count(),
             "usable_cores": usable, "isa": isa}
+
+
+def native_bf16_cpu() -> bool:
+    """Whether this CPU runs PyTorch's bf16 matmuls natively (AVX512-BF16 or AMX-BF16, and a
+    oneDNN that uses them). Without it they are emulated and 3-5x slower than fp32
+    (docs/results/bf16-cpu.md), so bf16 is offered on the CPU only where this is True."""
+    import torch
+
+    if not cpu_info()["isa"]["bf16"]:
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # pragma: no cover - a torch without the probe
+        return False
 
 
 def cuda_devices() -> list[dict[str, Any]]:
@@ -98,7 +114,8 @@ def info_text(data: dict[str, Any]) -> str:
         f"bertpress {data['versions'].get('bertpress', '?')}  python {data['python']}  {data['platform']}",
         f"CPU       {cpu['model']} ({cpu['arch']}, {cpu['usable_cores']} usable of {cpu['logical_cores']} logical cores)",
         f"ISA       AVX2 {yes(isa['avx2'])}, AVX-512 {yes(isa['avx512'])}, VNNI {yes(isa['vnni'])} "
-        f"(avx512_vnni {yes(isa['avx512_vnni'])}, avx_vnni {yes(isa['avx_vnni'])}), AMX {yes(isa['amx'])}",
+        f"(avx512_vnni {yes(isa['avx512_vnni'])}, avx_vnni {yes(isa['avx_vnni'])}), AMX {yes(isa['amx'])}, "
+        f"bf16 {yes(isa['bf16'])} (avx512_bf16 {yes(isa['avx512_bf16'])}, amx_bf16 {yes(isa['amx_bf16'])})",
         f"torch     threads {data['torch']['threads']}, capability {data['torch']['cpu_capability']}, "
         f"qengines {', '.join(data['torch']['quantized_engines'])}",
         f"CUDA      {', '.join(d['name'] for d in data['cuda']['devices']) or 'none'}",

@@ -10,6 +10,9 @@ from bertpress.errors import ConfigError
 
 
 class Precision(str, enum.Enum):
+    # auto: bf16 on a CPU with native bf16 (AVX512-BF16 / AMX-BF16), fp32 elsewhere; resolved
+    # when training starts, and the checkpoint records the precision that ran (train.resolve_precision).
+    AUTO = "auto"
     FP32 = "fp32"
     FP16 = "fp16"  # CUDA only: CPU has no fp16 training path (no fp16 autocast/GradScaler there)
     BF16 = "bf16"  # CUDA (Ampere+) or a CPU whose torch supports bf16 autocast
@@ -37,7 +40,7 @@ class FinetuneConfig:
     weight_decay: float = 0.01
     seed: int = 0
     eval_every: int | None = None
-    precision: Precision = Precision.FP32
+    precision: Precision = Precision.AUTO
     resume: bool = False
     teacher: str | None = None
     alpha: float = 0.5

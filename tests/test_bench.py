@@ -17,6 +17,7 @@ from bertpress.bench.config import Baseline, BenchConfig, Runtime
 from bertpress.timing import percentile, summarize, time_callable
 from bertpress.config import from_tagged, to_tagged
 from bertpress.errors import ConfigError, DeviceError
+from bertpress.hardware import native_bf16_cpu
 
 torch = pytest.importorskip("torch")
 
@@ -314,6 +315,39 @@ def test_refusals_are_recorded_not_timed(bundles, tmp_path, monkeypatch):
     assert "onnx-int8:onnxruntime@cpu" in ids and not any(i.endswith("@cuda") for i in ids)
     assert [(r.name, r.device) for r in rep.results.refused] == [("onnx-int8", "cuda")]
     assert "## Refused" in (rep.path / "report.md").read_text()
+
+
+def test_cpu_bf16_is_opt_in():
+    from bertpress.bench.runtimes import runtimes_for
+
+    assert Runtime.PYTORCH_BF16 not in runtimes_for("checkpoint", "cpu")
+    assert Runtime.PYTORCH_BF16 in runtimes_for("checkpoint", "cpu", (Runtime.PYTORCH_BF16,))
+    assert Runtime.PYTORCH_BF16 in runtimes_for("checkpoint", "cuda")
+    assert Runtime.PYTORCH_FP16 not in runtimes_for("checkpoint", "cpu", (Runtime.PYTORCH_FP16,))
+
+
+def test_cpu_bf16_without_native_bf16_is_refused(bundles, tmp_path, monkeypatch):
+    import bertpress.hardware
+    from bertpress.bench import bench
+
+    monkeypatch.setattr(bertpress.hardware, "native_bf16_cpu", lambda: False)
+    cfg = BenchConfig(runtimes="pytorch,pytorch-bf16", **{**FAST, "batch_sizes": (1,), "seq_lens": (8,)})
+    rep = bench([bundles["ck"]], cfg, tmp_path / "r", progress=False)
+    assert [v.id for v in rep.results.variants] == ["ck:pytorch@cpu"]
+    assert [(r.name, r.runtime, r.reason) for r in rep.results.refused] == [(
+        "ck", "pytorch-bf16", "refused: pytorch-bf16 on this CPU would be emulated (no AVX512-BF16 or AMX-BF16; "
+        "see `bertpress info`), 3-5x slower than fp32; use pytorch or an int8 runtime here")]
+
+
+@pytest.mark.skipif(not native_bf16_cpu(), reason="needs a CPU with native bf16 (AVX512-BF16 or AMX-BF16)")
+def test_cpu_bf16_runs_where_bf16_is_native(bundles, tmp_path):
+    from bertpress.bench import bench
+
+    cfg = BenchConfig(runtimes="pytorch,pytorch-bf16", **{**FAST, "batch_sizes": (1,), "seq_lens": (8,)})
+    rep = bench([bundles["ck"]], cfg, tmp_path / "r", progress=False)
+    by_id = {v.id: v for v in rep.results.variants}
+    assert set(by_id) == {"ck:pytorch@cpu", "ck:pytorch-bf16@cpu"} and not rep.results.refused
+    assert by_id["ck:pytorch-bf16@cpu"].precision == "bf16"
 
 
 def test_reference_is_found_through_lineage(bundles, tmp_path):

@@ -45,6 +45,7 @@ def test_info_json_reports_this_machine():
     assert isa["avx512"] == ("avx512f" in flags)
     assert isa["vnni"] == bool({"avx512_vnni", "avx_vnni"} & flags)
     assert isa["amx"] == ({"amx_tile", "amx_int8"} <= flags)
+    assert isa["bf16"] == bool({"avx512_bf16", "amx_bf16"} & flags)
     from importlib.metadata import version
 
     assert data["versions"]["transformers"] == version("transformers") and \
@@ -52,6 +53,7 @@ def test_info_json_reports_this_machine():
     assert data["cuda"]["available"] in (True, False)
     text = run_cli("info")
     assert "AVX2 yes" in text.stdout if "avx2" in flags else "AVX2 no" in text.stdout
+    assert f"bf16 {'yes' if isa['bf16'] else 'no'} (avx512_bf16" in text.stdout
 
 
 def test_inspect_checkpoint_text_and_json(tiny_checkpoint):

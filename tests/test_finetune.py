@@ -65,7 +65,7 @@ def test_config_roundtrip_and_validation():
     assert cfg.labels == ("negative", "positive")
     back = from_tagged(json.loads(json.dumps(to_tagged(cfg))))
     assert back == cfg
-    with pytest.raises(ConfigError, match=r"precision='fp8'.*choose one of: fp32, fp16, bf16"):
+    with pytest.raises(ConfigError, match=r"precision='fp8'.*choose one of: auto, fp32, fp16, bf16"):
         FinetuneConfig(precision="fp8")
     with pytest.raises(ConfigError, match="labels"):
         FinetuneConfig(labels=("a", "a"))
@@ -366,6 +366,30 @@ def test_bf16_on_cpu_trains(work, tmp_path):
     weights = load_file(str(art.path / "model.safetensors"))
     assert all(v.dtype == torch.float32 for v in weights.values())
     assert art.manifest.details["precision"] == "bf16"
+
+
+@pytest.mark.parametrize("native, cuda, want", [(True, False, "bf16"), (False, False, "fp32"), (True, True, "fp32")])
+def test_auto_precision_is_bf16_only_on_a_cpu_with_native_bf16(native, cuda, want, monkeypatch):
+    import bertpress.hardware
+    from bertpress.finetune.config import Precision
+    from bertpress.finetune.train import resolve_precision
+
+    monkeypatch.setattr(bertpress.hardware, "native_bf16_cpu", lambda: native)
+    assert FinetuneConfig().precision is Precision.AUTO
+    assert resolve_precision(Precision.AUTO, cuda).value == want
+    for explicit in (Precision.FP32, Precision.BF16):
+        assert resolve_precision(explicit, cuda) is explicit
+
+
+def test_auto_precision_records_what_ran(work, tmp_path):
+    from bertpress.hardware import native_bf16_cpu
+
+    cfg = FinetuneConfig(model=str(work / "ckpt"), data=str(work / "data"), epochs=1, lr=5e-3, batch_size=16,
+                         train_samples=32)
+    art = finetune(None, cfg, tmp_path / "auto", progress=False)
+    ran = "bf16" if native_bf16_cpu() and not torch.cuda.is_available() else "fp32"
+    assert art.manifest.details["precision"] == ran
+    assert art.manifest.recipe["_data"]["precision"] == ran
 
 
 @pytest.mark.cuda

@@ -47,7 +47,7 @@ def test_unknown_member_is_refused_in_one_line():
 
 
 # CUDA-only members cannot run on a machine without a GPU; their tests skip there.
-CUDA_ONLY = {("bench runtime", "pytorch-fp16"), ("bench runtime", "pytorch-bf16")}
+CUDA_ONLY = {("bench runtime", "pytorch-fp16")}
 
 
 def test_every_registered_member_is_exercised(request):
