@@ -644,10 +644,18 @@ def test_minilm_prune_reload_and_int8(tmp_path):
         with torch.no_grad():
             return m(**enc, output_hidden_states=True).hidden_states[-1]
 
-    # Full 8-bit activations (VNNI/AMX) measured > 15 dB; 7-bit ones (AVX2, fbgemm's int16
-    # accumulation) measured 10.6 dB on an AMD EPYC: the floors sit below each, far above a broken scale.
-    floor = 8.0 if formats["reduce_range"] else 15.0
-    assert sqnr(last_hidden(model), last_hidden(qmodel)) > floor
+    # The last hidden state after six int8 layers, per-channel weights: measured 11.4 dB with full
+    # 8-bit activations and 8.4 dB with 7-bit ones on an AMD EPYC with AVX-512 VNNI (the same on
+    # the x86, fbgemm and onednn engines), 10.6 dB 7-bit on an AVX2-only EPYC, > 15 dB on an AMX
+    # Xeon. A broken scale lands near or below 0 dB; the floor sits below every working machine.
+    ref = last_hidden(model)
+    chosen = sqnr(ref, last_hidden(qmodel))
+    assert chosen > 7.0
+    if not formats["reduce_range"]:
+        # VNNI accumulates u8 x s8 in int32, so the full range cannot saturate and must beat
+        # PyTorch's 7-bit default (equal figures would mean DynamicInt8LinearFull was not applied).
+        seven_bit, _ = Q.quantize_dynamic(model, QuantizeConfig(), {**formats, "reduce_range": True})
+        assert chosen > sqnr(ref, last_hidden(seven_bit)) + 1.0
 
 
 def test_search_without_any_candidate_is_a_config_error():
