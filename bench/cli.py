@@ -38,7 +38,8 @@ def register(sub, common, formatter) -> None:
 
     add_column_flags(p.add_argument_group("data columns (of --eval-data)"), label=True, recorded=True)
     p.add_argument("--traffic-batch-size", type=int, default=32, help="batch size of the real-traffic scenario")
-    p.add_argument("--traffic-passes", type=int, default=1, help="passes over the eval set in the real-traffic scenario")
+    p.add_argument("--traffic-passes", type=int, default=1, help="timed passes over the eval set in the real-traffic scenario, after one warm-up pass "
+                        "(every batch shape new; reported on its own as the cold figure)")
     p.add_argument("--baselines", default="",
                    help="anchor baselines on the fp32 checkpoint: hf-pipeline, optimum (Optimum-ONNX int8), "
                         "optimum-intel (Optimum-Intel OpenVINO int8; needs --eval-data for calibration). The two "

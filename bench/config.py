@@ -75,7 +75,8 @@ class BenchConfig:
     (synthetic token ids); threads is the intra-op thread count for every runtime (None = all
     usable cores). eval_data (a TSV/CSV/JSONL file, a directory with dev files or a datasets
     id) drives accuracy, agreement with the fp32 model and the real-traffic scenario
-    (the set's own sentences, length-sorted batches of traffic_batch_size, dynamic padding).
+    (the set's own sentences, length-sorted batches of traffic_batch_size, dynamic padding; one
+    warm-up pass, timed as the cold figure, then traffic_passes timed passes).
     runtimes filters the variants (empty = every runtime that applies to each artifact).
     headline is the (batch, seq) of the main table and the accuracy plot; None = the smallest
     batch and the largest sequence length. rounds > 1 re-times the headline shape after the

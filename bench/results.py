@@ -43,6 +43,9 @@ class TrafficResult:
     sentences_per_s: float
     batch_latency: LatencyStats
     mean_padded_len: float
+    # The first pass over the set, every batch shape new (the warm-up, timed on its own);
+    # None in results written before it was measured.
+    cold_sentences_per_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -200,6 +200,7 @@ def test_report_has_every_variant_and_shape(report):
         assert sorted((r.batch_size, r.seq_len) for r in v.fixed) == [(1, 8), (1, 32), (4, 8), (4, 32)]
         assert all(r.latency.iters >= 3 and r.latency.p50_ms > 0 for r in v.fixed)
         assert v.traffic is not None and v.traffic.sentences == 40 and v.traffic.sentences_per_s > 0
+        assert v.traffic.cold_sentences_per_s > 0
         assert v.memory["peak_rss_mb"] > 0 and v.size_bytes and v.size_bytes > 0
     ref = res.variant("ck:pytorch@cpu")
     assert ref.ratios["p50_speedup"] == pytest.approx(1.0) and ref.ratios["size"] == pytest.approx(1.0)
@@ -602,3 +603,30 @@ def test_minilm_on_sst2_subset(tmp_path):
     assert rep.results.eval_data["rows"] == 64 and ref.traffic.sentences == 64
     assert pipe.id == "hf-pipeline@cpu" and pipe.agreement == 1.0 and pipe.accuracy == ref.accuracy
     assert int8.agreement >= 0.75 and int8.size_bytes < 0.8 * ref.size_bytes
+
+
+def test_traffic_warms_every_shape_once_then_times_the_passes():
+    """The first pass over the set is the warm-up (every batch shape new), timed as the cold figure;
+    the timed passes come after it and give the predictions in the data's order."""
+    from bertpress.bench.run import _measure_traffic
+    from bertpress.testing import tiny_tokenizer
+
+    texts = ["good"] * 3 + ["a bad and boring movie"] * 3 + ["great acting and lovely music"] * 2
+
+    class Counting:
+        tokenizer, max_length, calls = tiny_tokenizer(), 32, []
+
+        def classify(self, chunk):
+            self.calls.append(tuple(chunk))
+            return np.array([len(t) % 2 for t in chunk])
+
+    runner = Counting()
+    ds = type("DS", (), {"examples": texts, "__len__": lambda self: len(texts)})()
+    cfg = BenchConfig(traffic_batch_size=3, traffic_passes=2)
+    result, preds = _measure_traffic(runner, ds, cfg)
+    batches = runner.calls[:3]
+    assert len(runner.calls) == 9 and runner.calls == batches * 3  # warm-up pass + two timed passes
+    assert sorted(t for b in batches for t in b) == sorted(texts)
+    assert result.passes == 2 and result.batch_latency.iters == 6
+    assert result.cold_sentences_per_s > 0 and result.sentences_per_s > 0
+    assert preds.tolist() == [len(t) % 2 for t in texts]
