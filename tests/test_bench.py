@@ -613,15 +613,21 @@ def test_traffic_warms_every_shape_once_then_times_the_passes():
 
     texts = ["good"] * 3 + ["a bad and boring movie"] * 3 + ["great acting and lovely music"] * 2
 
-    class Counting:
-        tokenizer, max_length, calls = tiny_tokenizer(), 32, []
+    class Counting:  # a runner that records the batches it is given
+        def __init__(self):
+            self.tokenizer, self.max_length, self.calls = tiny_tokenizer(), 32, []
 
         def classify(self, chunk):
             self.calls.append(tuple(chunk))
             return np.array([len(t) % 2 for t in chunk])
 
-    runner = Counting()
-    ds = type("DS", (), {"examples": texts, "__len__": lambda self: len(texts)})()
+    class Data:  # the two things _measure_traffic reads of a TextDataset
+        examples = texts
+
+        def __len__(self):
+            return len(texts)
+
+    runner, ds = Counting(), Data()
     cfg = BenchConfig(traffic_batch_size=3, traffic_passes=2)
     result, preds = _measure_traffic(runner, ds, cfg)
     batches = runner.calls[:3]
