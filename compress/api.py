@@ -101,6 +101,17 @@ def apply_prune(work: Work, cfg: PruneConfig) -> Work:
     return work
 
 
+def heads_kept(record: records.PruningRecord) -> list[list[int]] | None:
+    """For each student layer, the teacher heads its heads came from (the head map of attention
+    distillation): the layer's original heads minus the ones pruned, in order, as torch-pruning
+    keeps them. None when no head was removed."""
+    if not record.removes_heads:
+        return None
+    n = int(record.original["heads"])
+    removed = [set(record.pruned_heads.get(str(j), ())) for j in range(len(record.heads_per_layer))]
+    return [[h for h in range(n) if h not in gone] for gone in removed]
+
+
 @handler(RecoverConfig)
 def apply_recover(work: Work, cfg: RecoverConfig) -> Work:
     if not cfg.active:
@@ -118,12 +129,14 @@ def apply_recover(work: Work, cfg: RecoverConfig) -> Work:
     tmp = Path(tempfile.mkdtemp(prefix="bertpress-recover-"))
     for p in work.model.parameters():  # pruning leaves the student frozen; it trains now
         p.requires_grad_(True)
-    kept = list(work.details["pruning"].layers_kept) or None  # student layer j came from teacher layer kept[j]
+    record = work.details["pruning"]
+    kept = list(record.layers_kept) or None  # student layer j came from teacher layer kept[j]
     try:
         work.model = recover(work.model, work.teacher, work.tokenizer, train, eval_data=eval_data,
                              epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, max_length=cfg.max_length,
                              alpha=cfg.alpha, temperature=cfg.temperature, hidden_weight=cfg.hidden_weight,
-                             attention_weight=cfg.attention_weight, layer_map=kept, seed=cfg.seed,
+                             attention_weight=cfg.attention_weight, layer_map=kept,
+                             head_map=heads_kept(record), seed=cfg.seed,
                              max_steps=cfg.max_steps, work_dir=tmp, progress=work.progress)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -58,8 +58,8 @@ def register(sub, common, formatter) -> None:
                         "the teacher layer it came from (0 = logits only; 1 is a good start after --prune-layers)")
     g.add_argument("--recover-attention-weight", type=float, default=0.0,
                    help="weight of attention distillation: KL from the teacher's attention maps to those of the "
-                        "kept layers (0 = off; 1 with --recover-hidden-weight 1 is a good start after "
-                        "--prune-layers; needs every head kept, so not with --prune-heads; runs eager attention)")
+                        "kept layers, head by head over the heads --prune-heads kept (0 = off; 1 with "
+                        "--recover-hidden-weight 1 is a good start after --prune-layers; runs eager attention)")
     g = p.add_argument_group("search")
     g.add_argument("--max-accuracy-drop", type=float, default=None,
                    help="accuracy points you accept to lose; turns on the search over --search-schedule x "

@@ -128,7 +128,8 @@ class RecoverConfig:
     # those of the teacher layer it came from (0 = logits only); meant for layer removal.
     hidden_weight: float = 0.0
     # Weight of the attention term: KL between the teacher's and the student's attention maps of
-    # the same layers (needs the teacher's heads in every kept layer); meant for layer removal.
+    # the same layers, over the heads the student kept (compress.api.heads_kept); meant for layer
+    # and head removal.
     attention_weight: float = 0.0
     batch_size: int = 32
     max_length: int = 128
@@ -277,12 +278,6 @@ class CompressConfig:
         if self.search is not None and Scheme.STATIC in self.search.schemes and self.quantize.calibration_data is None:
             raise ConfigError("the search includes static int8, which needs --calibration-data SPEC; pass it, or "
                               "limit the search to none,dynamic")
-        heads = [self.prune.heads] + ([h for h, _, _ in map(schedule_ratios, self.search.schedule)]
-                                      if self.search is not None else [])
-        if self.recover.active and self.recover.attention_weight > 0 and any(heads):
-            raise ConfigError("--recover-attention-weight matches the teacher's attention maps head by head, so it "
-                              "cannot follow head pruning; drop it, or prune no heads (--prune-heads 0, or a "
-                              "--search-schedule with heads 0)")
 
     @property
     def recover_data(self) -> Optional[str]:

@@ -82,10 +82,16 @@ def attention_loss(
     teacher_attn: tuple[torch.Tensor, ...],
     layer_map,
     attention_mask: torch.Tensor | None = None,
+    head_map=None,
 ) -> torch.Tensor:
     """Mean over the student's layers of KL(teacher || student) between the attention
     distributions of student layer j and teacher layer layer_map[j] (each [batch, heads, query,
     key]), averaged over heads and real (unmasked) query positions. layer_map=None is identity.
+
+    head_map[j] lists, for student layer j, the teacher head each of its heads came from (head
+    pruning keeps the surviving heads in their original order); None, or a None entry, means the
+    student kept every head of that layer. Each head's map is a distribution over keys on its own,
+    so the teacher's kept heads are compared one to one and the removed ones are simply left out.
 
     The student's attention dropout must be off (`without_attention_dropout`): a dropped
     probability is 0, and the KL of a distribution with zeros is infinite."""
@@ -94,12 +100,22 @@ def attention_loss(
     if n_s == 0 or len(layer_map) != n_s or max(layer_map) >= len(teacher_attn):
         raise ValueError(f"attention distillation: the student returned {n_s} attention maps and the teacher "
                          f"{len(teacher_attn)}, but the layer map is {layer_map}")
+    head_map = [None] * n_s if head_map is None else list(head_map)
+    if len(head_map) != n_s:
+        raise ValueError(f"attention distillation: the student has {n_s} layers but the head map lists {len(head_map)}")
     total = student_attn[0].new_zeros((), dtype=torch.float32)
     for j, t in enumerate(layer_map):
         s_a, t_a = student_attn[j].float(), teacher_attn[t].detach().float()
+        if head_map[j] is not None:
+            heads = [int(h) for h in head_map[j]]
+            if len(heads) != s_a.shape[1] or (heads and not 0 <= min(heads) <= max(heads) < t_a.shape[1]):
+                raise ValueError(f"attention distillation: student layer {j} has {s_a.shape[1]} heads, but its head "
+                                 f"map {heads} does not name that many of teacher layer {t}'s {t_a.shape[1]}")
+            t_a = t_a[:, heads]
         if s_a.shape != t_a.shape:
-            raise ValueError(f"attention distillation needs the teacher's heads in every kept layer; student layer "
-                             f"{j} has attention maps {tuple(s_a.shape)}, teacher layer {t} {tuple(t_a.shape)}")
+            raise ValueError(f"attention distillation needs a teacher head for every student head; student layer "
+                             f"{j} has attention maps {tuple(s_a.shape)}, teacher layer {t} {tuple(t_a.shape)} "
+                             "(pass head_map when heads were pruned)")
         # xlogy: a key the teacher gives probability 0 (padding) adds nothing.
         kl = (torch.xlogy(t_a, t_a) - t_a * torch.log(s_a.clamp_min(1e-12))).sum(-1)  # [batch, heads, query]
         if attention_mask is not None:
@@ -141,11 +157,13 @@ class DistillationTrainer(Trainer):
     """
 
     def __init__(self, *args, teacher, alpha: float = 0.5, temperature: float = 2.0,
-                 hidden_weight: float = 0.0, attention_weight: float = 0.0, layer_map=None, **kwargs):
+                 hidden_weight: float = 0.0, attention_weight: float = 0.0, layer_map=None, head_map=None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.hidden_weight = float(hidden_weight)
         self.attention_weight = float(attention_weight)
         self.layer_map = layer_map
+        self.head_map = head_map
         self.teacher = teacher.eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
@@ -174,7 +192,8 @@ class DistillationTrainer(Trainer):
                 outputs.hidden_states, teacher_out.hidden_states, self.layer_map, inputs.get("attention_mask"))
         if attn:
             loss = loss + self.attention_weight * attention_loss(
-                outputs.attentions or (), teacher_out.attentions or (), self.layer_map, inputs.get("attention_mask"))
+                outputs.attentions or (), teacher_out.attentions or (), self.layer_map, inputs.get("attention_mask"),
+                self.head_map)
         if return_outputs and (hidden or attn):
             outputs = type(outputs)(logits=outputs.logits)
         return (loss, outputs) if return_outputs else loss

@@ -32,6 +32,7 @@ def recover(
     hidden_weight: float = 0.0,
     attention_weight: float = 0.0,
     layer_map=None,
+    head_map=None,
     seed: int = 0,
     max_steps: int | None = None,
     work_dir: str | Path | None = None,
@@ -43,9 +44,10 @@ def recover(
     labels. hidden_weight > 0 adds intermediate-layer distillation: student layer j's hidden states
     are matched (MSE) to those of teacher layer layer_map[j] (identity when None; compress passes
     the layers it kept). attention_weight > 0 adds attention distillation: KL from teacher layer
-    layer_map[j]'s attention distributions to student layer j's (needs the teacher's heads in every
-    kept layer; both models run eager attention for the recovery, the student without attention
-    dropout, and get their attention implementation back afterwards). max_steps (if given) caps
+    layer_map[j]'s attention distributions to student layer j's, head by head: head_map[j] lists
+    the teacher head each of student layer j's heads came from (None: every head kept; compress
+    passes the heads its pruning kept). Both models run eager attention for the recovery, the
+    student without attention dropout, and get their attention implementation back afterwards. max_steps (if given) caps
     the optimizer steps regardless of epochs. eval_data, if given, is scored before and after
     (accuracy printed when progress=True, and stored on the student as `student.recover_metrics`).
     Nothing is written outside work_dir (a temp dir by default, removed afterwards).
@@ -79,7 +81,7 @@ def recover(
     if max(train.labels) >= n_s:
         raise InputError(f"recover: train labels go up to {max(train.labels)} but the models have {n_s} classes")
 
-    restore = _attention_maps_on(student, teacher, tokenizer, train, layer_map) if attention_weight > 0 else None
+    restore = _attention_maps_on(student, teacher, tokenizer, train, layer_map, head_map) if attention_weight > 0 else None
     silence = quiet()
     silence.__enter__()
     owned = work_dir is None
@@ -111,7 +113,7 @@ def recover(
             model=student, args=args, train_dataset=train_f, eval_dataset=eval_f,
             data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=metrics_for(n_s),
             teacher=teacher, alpha=alpha, temperature=temperature, hidden_weight=hidden_weight,
-            attention_weight=attention_weight, layer_map=layer_map,
+            attention_weight=attention_weight, layer_map=layer_map, head_map=head_map,
         )
         if not progress:
             from transformers.trainer_callback import PrinterCallback
@@ -143,10 +145,10 @@ def recover(
     return student
 
 
-def _attention_maps_on(student, teacher, tokenizer, train: TextDataset, layer_map):
+def _attention_maps_on(student, teacher, tokenizer, train: TextDataset, layer_map, head_map=None):
     """Prepare both models for attention distillation and check, on one training example, that
     they return comparable maps; return the function that undoes it. Raises InputError (one
-    line) when the family cannot return its maps or heads were pruned."""
+    line) when the family cannot return its maps or the head map does not fit the models."""
     import torch
 
     from bertpress.finetune.distill import attention_loss, without_attention_dropout
@@ -180,11 +182,11 @@ def _attention_maps_on(student, teacher, tokenizer, train: TextDataset, layer_ma
             student.train(was_training)
         if not s_att or not t_att:
             raise ValueError(f"{student.config.model_type} models return no attention maps")
-        attention_loss(s_att, t_att, layer_map, enc.get("attention_mask"))
+        attention_loss(s_att, t_att, layer_map, enc.get("attention_mask"), head_map)
         if not all(torch.allclose(a.sum(-1), torch.ones_like(a.sum(-1)), atol=1e-3) for a in s_att):
             raise ValueError(f"the attention dropout of {student.config.model_type} could not be switched off")
     except (ValueError, RuntimeError, NotImplementedError) as exc:
         restore()
         raise InputError(f"recover: {exc}; drop --recover-attention-weight (--recover-hidden-weight works for "
-                         "every family and for pruned heads)") from None
+                         "every family)") from None
     return restore

@@ -174,9 +174,18 @@ def test_attention_loss():
     padded = (teacher[1].clone(), teacher[3])
     padded[0][:, :, 3:] = torch.softmax(torch.randn(2, 3, 2, 5), -1)  # padding queries do not count
     assert float(attention_loss(padded, teacher, [1, 3], mask)) == pytest.approx(0.0, abs=1e-6)
-    with pytest.raises(ValueError, match=r"needs the teacher's heads in every kept layer; student layer 0 has "
+    with pytest.raises(ValueError, match=r"needs a teacher head for every student head; student layer 0 has "
                                          r"attention maps \(2, 2, 5, 5\), teacher layer 1 \(2, 3, 5, 5\)"):
         attention_loss((teacher[1][:, :2], teacher[3]), teacher, [1, 3])
+    # Heads pruned: each student head is compared with the teacher head it came from.
+    kept = (teacher[1][:, [0, 2]], teacher[3])
+    assert float(attention_loss(kept, teacher, [1, 3], head_map=[[0, 2], None])) == pytest.approx(0.0, abs=1e-6)
+    assert float(attention_loss(kept, teacher, [1, 3], head_map=[[0, 1], None])) > 1e-3
+    with pytest.raises(ValueError, match=r"student layer 0 has 2 heads, but its head map \[0, 3\] does not name "
+                                         r"that many of teacher layer 1's 3"):
+        attention_loss(kept, teacher, [1, 3], head_map=[[0, 3], None])
+    with pytest.raises(ValueError, match=r"the student has 2 layers but the head map lists 1"):
+        attention_loss(kept, teacher, [1, 3], head_map=[[0, 2]])
 
 
 @pytest.mark.parametrize("family", ["bert", "distilbert", "deberta-v2"])
@@ -190,10 +199,11 @@ def test_recovery_distils_attention_maps_and_restores_the_models(family, tmp_pat
     seen = []
     real = distill.attention_loss
 
-    def spy(student_attn, teacher_attn, layer_map, attention_mask=None):
+    def spy(student_attn, teacher_attn, layer_map, attention_mask=None, head_map=None):
+        assert head_map is None  # every head kept
         seen.append((len(student_attn), len(teacher_attn), list(layer_map),
                      float(student_attn[0].sum(-1).mean())))
-        return real(student_attn, teacher_attn, layer_map, attention_mask)
+        return real(student_attn, teacher_attn, layer_map, attention_mask, head_map)
 
     monkeypatch.setattr(distill, "attention_loss", spy)
     teacher, tok = tiny_model(family, num_hidden_layers=4)
@@ -223,34 +233,86 @@ def test_recovery_distils_attention_maps_and_restores_the_models(family, tmp_pat
     assert sorted((n, m.p) for n, m in student.named_modules() if isinstance(m, torch.nn.Dropout)) == drops
 
 
-def test_attention_distillation_with_pruned_heads_is_refused_in_one_line(tmp_path):
+def test_attention_distillation_with_pruned_heads_and_no_head_map_is_refused_in_one_line():
     from bertpress.data import TextDataset
     from bertpress.finetune import recover
 
     teacher, tok = tiny_model("bert", num_hidden_layers=2)
     student, _ = prune_model(teacher, tok, PruneConfig(heads=0.5, importance="magnitude"))
     impl = student.config._attn_implementation
-    with pytest.raises(InputError, match=r"^recover: attention distillation needs the teacher's heads in every kept "
-                                         r"layer; .*; drop --recover-attention-weight \(--recover-hidden-weight "
-                                         r"works for every family and for pruned heads\)$"):
+    with pytest.raises(InputError, match=r"^recover: attention distillation needs a teacher head for every student "
+                                         r"head; .*\(pass head_map when heads were pruned\); drop "
+                                         r"--recover-attention-weight \(--recover-hidden-weight works for every "
+                                         r"family\)$"):
         recover(student, teacher, tok, TextDataset(texts=TEXTS, labels=[0, 1, 1], label_names=["neg", "pos"], source="test"), max_steps=1,
                 attention_weight=1.0, progress=False)
     assert student.config._attn_implementation == impl
 
 
-def test_attention_distillation_after_head_pruning_is_refused_before_any_work():
-    from bertpress.compress.config import SearchConfig
-    from bertpress.errors import ConfigError
+@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert"])
+def test_head_map_pairs_each_kept_head_with_the_teacher_head_it_came_from(family):
+    """Right after head pruning (no layer removed), the first layer sees the teacher's own
+    embeddings, so each kept head's attention map is exactly that of the teacher head the map
+    names: the loss is 0 there, and any other pairing of the same heads is not."""
+    from bertpress.compress.api import heads_kept
+    from bertpress.finetune.distill import attention_loss
+    from bertpress.records import PruningRecord
 
-    why = (r"^--recover-attention-weight matches the teacher's attention maps head by head, so it cannot follow "
-           r"head pruning; drop it, or prune no heads \(--prune-heads 0, or a --search-schedule with heads 0\)$")
-    rec = RecoverConfig(epochs=1.0, attention_weight=1.0, data="x")
-    with pytest.raises(ConfigError, match=why):
-        CompressConfig(prune=PruneConfig(heads=0.5, importance="magnitude"), recover=rec)
-    with pytest.raises(ConfigError, match=why):
-        CompressConfig(prune=PruneConfig(importance="magnitude"), recover=rec, eval_data="x",
-                       search=SearchConfig(max_accuracy_drop=1.0, schedule=("0:0:0.5", "0.5:0"), schemes=("none",)))
-    CompressConfig(prune=PruneConfig(layers=0.5, importance="magnitude"), recover=rec)  # layers: fine
+    torch.manual_seed(0)
+    teacher, tok = tiny_model(family, num_hidden_layers=2)
+    student, facts = prune_model(teacher, tok, PruneConfig(heads=0.5, importance="magnitude"))
+    head_map = heads_kept(PruningRecord(**facts))
+    n = facts["original"]["heads"]
+    assert [len(h) for h in head_map] == list(facts["heads_per_layer"])
+    for j, kept in enumerate(head_map):
+        assert kept == sorted(set(range(n)) - set(facts["pruned_heads"].get(str(j), [])))
+    for m in (student, teacher):
+        m.set_attn_implementation("eager")
+    enc = dict(tok(TEXTS, return_tensors="pt", padding=True))
+    from bertpress.signature import input_names
+
+    enc = {k: enc[k] for k in input_names(student)}
+    with torch.no_grad():
+        s_att = student(**enc, output_attentions=True).attentions
+        t_att = teacher(**enc, output_attentions=True).attentions
+    mask = enc["attention_mask"]
+    for i, h in enumerate(head_map[0]):
+        torch.testing.assert_close(s_att[0][:, i], t_att[0][:, h], atol=1e-6, rtol=0)
+    wrong = list(reversed(head_map[0]))
+    assert (s_att[0] - t_att[0][:, wrong]).abs().max() > 1e-3  # another pairing of the same heads differs
+    first = attention_loss(s_att[:1], t_att, [0], mask, head_map[:1])
+    assert float(first) == pytest.approx(0.0, abs=1e-7)
+    assert float(attention_loss(s_att[:1], t_att, [0], mask, [wrong])) > 100 * max(float(first), 1e-9)
+    assert heads_kept(PruningRecord(**prune_model(teacher, tok, PruneConfig(ffn=0.5, round_to=8, importance="magnitude"))[1])) is None
+
+
+def test_compress_distils_attention_over_the_kept_heads(tmp_path, tiny_data, monkeypatch):
+    """Layers and heads pruned together: compress passes the kept layers and, per layer, the kept
+    heads to the attention term; the student reloads in a fresh process through the manifest."""
+    from bertpress.compress.api import heads_kept
+    from bertpress.finetune import distill
+    from bertpress.records import PruningRecord, read as read_record
+
+    seen = []
+    real = distill.attention_loss
+
+    def spy(student_attn, teacher_attn, layer_map, attention_mask=None, head_map=None):
+        seen.append((list(layer_map), head_map, [a.shape[1] for a in student_attn]))
+        return real(student_attn, teacher_attn, layer_map, attention_mask, head_map)
+
+    monkeypatch.setattr(distill, "attention_loss", spy)
+    ckpt = save_tiny_checkpoint(tmp_path / "ckpt", num_hidden_layers=4)
+    cfg = CompressConfig(quantize=QuantizeConfig(scheme="none"),
+                         prune=PruneConfig(layers=0.5, heads=0.5, importance="magnitude"),
+                         recover=RecoverConfig(epochs=1.0, max_steps=2, batch_size=8, max_length=32,
+                                               hidden_weight=1.0, attention_weight=1.0, data=str(tiny_data)))
+    art = A.compress(ckpt, cfg, tmp_path / "rec", progress=False)
+    rec = read_record(art.manifest.details, "pruning", PruningRecord)
+    want = heads_kept(rec)
+    assert want is not None and all(len(h) == 2 for h in want)
+    assert seen and all(s == ([1, 3], want, [2, 2]) for s in seen)
+    assert art.manifest.details["recovery"]["attention_weight"] == 1.0
+    assert _fresh_logits(art.path, "bertpress").shape == (3, 2)
 
 
 def test_cli_recover_attention_weight(tmp_path, tiny_data):
@@ -293,6 +355,33 @@ def test_shortened_model_exports_fused_with_one_attention_per_kept_layer(tmp_pat
     man = Artifact.load(tmp_path / "exp").manifest
     assert man.metrics["parity"]
     assert man.details["model"]["fusions"]["Attention"] == 2
+
+
+def test_search_candidates_with_heads_removed_distil_attention_over_their_kept_heads(tmp_path, tiny_data,
+                                                                                       monkeypatch):
+    """A search schedule entry that removes heads, with attention distillation on: the candidate is
+    recovered with its own head map (no refusal), and the winner's manifest records the heads kept."""
+    from bertpress.compress.config import SearchConfig
+    from bertpress.finetune import distill
+
+    seen = []
+    real = distill.attention_loss
+
+    def spy(student_attn, teacher_attn, layer_map, attention_mask=None, head_map=None):
+        seen.append(head_map)
+        return real(student_attn, teacher_attn, layer_map, attention_mask, head_map)
+
+    monkeypatch.setattr(distill, "attention_loss", spy)
+    ckpt = save_tiny_checkpoint(tmp_path / "ckpt", num_hidden_layers=4)
+    search = SearchConfig(max_accuracy_drop=100.0, schedule=["0.5:0:0.5"], schemes=["none"],
+                          latency_min_seconds=0.0, latency_rounds=1)
+    cfg = CompressConfig(quantize=QuantizeConfig(scheme="none"), prune=PruneConfig(importance="magnitude"),
+                         recover=RecoverConfig(epochs=1.0, max_steps=1, batch_size=8, max_length=32,
+                                               attention_weight=1.0, data=str(tiny_data)),
+                         search=search, eval_data=str(tiny_data))
+    art = A.compress(ckpt, cfg, tmp_path / "s", progress=False)
+    assert seen and all(m is not None and [len(h) for h in m] == [2, 2] for m in seen)
+    assert art.manifest.details["pruning"] is not None
 
 
 def test_search_schedule_walks_layer_removal(tmp_path, tiny_data):
