@@ -111,6 +111,18 @@ class PruningRecord:
     def removes_heads(self) -> bool:
         return any(self.pruned_heads.values())
 
+    def heads_kept(self) -> list[list[int]] | None:
+        """Per layer, the original indices of the heads it kept, in order (torch-pruning keeps the
+        surviving channels in order): the head map of attention distillation. A layer had its kept
+        heads plus its removed ones. None when no head was removed."""
+        if not self.removes_heads:
+            return None
+        kept = []
+        for j, n in enumerate(self.heads_per_layer):
+            gone = set(self.pruned_heads.get(str(j), ()))
+            kept.append([h for h in range(n + len(gone)) if h not in gone])
+        return kept
+
 
 def encode(record: Any) -> dict[str, Any] | None:
     """What goes into the manifest (None stays None: nothing was done)."""

@@ -101,17 +101,6 @@ def apply_prune(work: Work, cfg: PruneConfig) -> Work:
     return work
 
 
-def heads_kept(record: records.PruningRecord) -> list[list[int]] | None:
-    """For each student layer, the teacher heads its heads came from (the head map of attention
-    distillation): the layer's original heads minus the ones pruned, in order, as torch-pruning
-    keeps them. None when no head was removed."""
-    if not record.removes_heads:
-        return None
-    n = int(record.original["heads"])
-    removed = [set(record.pruned_heads.get(str(j), ())) for j in range(len(record.heads_per_layer))]
-    return [[h for h in range(n) if h not in gone] for gone in removed]
-
-
 @handler(RecoverConfig)
 def apply_recover(work: Work, cfg: RecoverConfig) -> Work:
     if not cfg.active:
@@ -136,7 +125,7 @@ def apply_recover(work: Work, cfg: RecoverConfig) -> Work:
                              epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, max_length=cfg.max_length,
                              alpha=cfg.alpha, temperature=cfg.temperature, hidden_weight=cfg.hidden_weight,
                              attention_weight=cfg.attention_weight, layer_map=kept,
-                             head_map=heads_kept(record), seed=cfg.seed,
+                             head_map=record.heads_kept(), seed=cfg.seed,
                              max_steps=cfg.max_steps, work_dir=tmp, progress=work.progress)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

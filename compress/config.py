@@ -128,7 +128,7 @@ class RecoverConfig:
     # those of the teacher layer it came from (0 = logits only); meant for layer removal.
     hidden_weight: float = 0.0
     # Weight of the attention term: KL between the teacher's and the student's attention maps of
-    # the same layers, over the heads the student kept (compress.api.heads_kept); meant for layer
+    # the same layers, over the heads the student kept (PruningRecord.heads_kept); meant for layer
     # and head removal.
     attention_weight: float = 0.0
     batch_size: int = 32

@@ -108,7 +108,7 @@ def attention_loss(
         s_a, t_a = student_attn[j].float(), teacher_attn[t].detach().float()
         if head_map[j] is not None:
             heads = [int(h) for h in head_map[j]]
-            if len(heads) != s_a.shape[1] or (heads and not 0 <= min(heads) <= max(heads) < t_a.shape[1]):
+            if len(heads) != s_a.shape[1] or any(not 0 <= h < t_a.shape[1] for h in heads):
                 raise ValueError(f"attention distillation: student layer {j} has {s_a.shape[1]} heads, but its head "
                                  f"map {heads} does not name that many of teacher layer {t}'s {t_a.shape[1]}")
             t_a = t_a[:, heads]

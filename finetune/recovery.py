@@ -47,8 +47,8 @@ def recover(
     layer_map[j]'s attention distributions to student layer j's, head by head: head_map[j] lists
     the teacher head each of student layer j's heads came from (None: every head kept; compress
     passes the heads its pruning kept). Both models run eager attention for the recovery, the
-    student without attention dropout, and get their attention implementation back afterwards. max_steps (if given) caps
-    the optimizer steps regardless of epochs. eval_data, if given, is scored before and after
+    student without attention dropout, and get their attention implementation back afterwards.
+    max_steps (if given) caps the optimizer steps regardless of epochs. eval_data, if given, is scored before and after
     (accuracy printed when progress=True, and stored on the student as `student.recover_metrics`).
     Nothing is written outside work_dir (a temp dir by default, removed afterwards).
     """

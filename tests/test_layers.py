@@ -254,23 +254,18 @@ def test_head_map_pairs_each_kept_head_with_the_teacher_head_it_came_from(family
     """Right after head pruning (no layer removed), the first layer sees the teacher's own
     embeddings, so each kept head's attention map is exactly that of the teacher head the map
     names: the loss is 0 there, and any other pairing of the same heads is not."""
-    from bertpress.compress.api import heads_kept
     from bertpress.finetune.distill import attention_loss
     from bertpress.records import PruningRecord
+    from bertpress.signature import input_names
 
     torch.manual_seed(0)
     teacher, tok = tiny_model(family, num_hidden_layers=2)
     student, facts = prune_model(teacher, tok, PruneConfig(heads=0.5, importance="magnitude"))
-    head_map = heads_kept(PruningRecord(**facts))
-    n = facts["original"]["heads"]
+    head_map = PruningRecord(**facts).heads_kept()
     assert [len(h) for h in head_map] == list(facts["heads_per_layer"])
-    for j, kept in enumerate(head_map):
-        assert kept == sorted(set(range(n)) - set(facts["pruned_heads"].get(str(j), [])))
     for m in (student, teacher):
         m.set_attn_implementation("eager")
     enc = dict(tok(TEXTS, return_tensors="pt", padding=True))
-    from bertpress.signature import input_names
-
     enc = {k: enc[k] for k in input_names(student)}
     with torch.no_grad():
         s_att = student(**enc, output_attentions=True).attentions
@@ -283,13 +278,13 @@ def test_head_map_pairs_each_kept_head_with_the_teacher_head_it_came_from(family
     first = attention_loss(s_att[:1], t_att, [0], mask, head_map[:1])
     assert float(first) == pytest.approx(0.0, abs=1e-7)
     assert float(attention_loss(s_att[:1], t_att, [0], mask, [wrong])) > 100 * max(float(first), 1e-9)
-    assert heads_kept(PruningRecord(**prune_model(teacher, tok, PruneConfig(ffn=0.5, round_to=8, importance="magnitude"))[1])) is None
+    _, ffn_only = prune_model(teacher, tok, PruneConfig(ffn=0.5, round_to=8, importance="magnitude"))
+    assert PruningRecord(**ffn_only).heads_kept() is None
 
 
 def test_compress_distils_attention_over_the_kept_heads(tmp_path, tiny_data, monkeypatch):
     """Layers and heads pruned together: compress passes the kept layers and, per layer, the kept
     heads to the attention term; the student reloads in a fresh process through the manifest."""
-    from bertpress.compress.api import heads_kept
     from bertpress.finetune import distill
     from bertpress.records import PruningRecord, read as read_record
 
@@ -308,7 +303,7 @@ def test_compress_distils_attention_over_the_kept_heads(tmp_path, tiny_data, mon
                                                hidden_weight=1.0, attention_weight=1.0, data=str(tiny_data)))
     art = A.compress(ckpt, cfg, tmp_path / "rec", progress=False)
     rec = read_record(art.manifest.details, "pruning", PruningRecord)
-    want = heads_kept(rec)
+    want = rec.heads_kept()
     assert want is not None and all(len(h) == 2 for h in want)
     assert seen and all(s == ([1, 3], want, [2, 2]) for s in seen)
     assert art.manifest.details["recovery"]["attention_weight"] == 1.0
@@ -360,7 +355,7 @@ def test_shortened_model_exports_fused_with_one_attention_per_kept_layer(tmp_pat
 def test_search_candidates_with_heads_removed_distil_attention_over_their_kept_heads(tmp_path, tiny_data,
                                                                                        monkeypatch):
     """A search schedule entry that removes heads, with attention distillation on: the candidate is
-    recovered with its own head map (no refusal), and the winner's manifest records the heads kept."""
+    recovered with its own head map (no refusal) and listed in the table with its heads."""
     from bertpress.compress.config import SearchConfig
     from bertpress.finetune import distill
 
@@ -381,7 +376,8 @@ def test_search_candidates_with_heads_removed_distil_attention_over_their_kept_h
                          search=search, eval_data=str(tiny_data))
     art = A.compress(ckpt, cfg, tmp_path / "s", progress=False)
     assert seen and all(m is not None and [len(h) for h in m] == [2, 2] for m in seen)
-    assert art.manifest.details["pruning"] is not None
+    (row,) = [r for r in art.manifest.details["search"]["table"] if not r.get("baseline")]
+    assert (row["heads"], row["heads_per_layer"], row["num_layers"]) == (0.5, 2, 2)
 
 
 def test_search_schedule_walks_layer_removal(tmp_path, tiny_data):
