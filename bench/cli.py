@@ -40,6 +40,12 @@ def register(sub, common, formatter) -> None:
     p.add_argument("--traffic-batch-size", type=int, default=32, help="batch size of the real-traffic scenario")
     p.add_argument("--traffic-passes", type=int, default=1, help="timed passes over the eval set in the real-traffic scenario, after one warm-up pass "
                         "(every batch shape new; reported on its own as the cold figure)")
+    p.add_argument("--traffic-mode", choices=("latency", "throughput"), default="latency",
+                   help="how the real-traffic scenario is served: latency = one batch at a time, each timed end "
+                        "to end; throughput = as a server with several batches in flight where the runtime has "
+                        "such a mode (OpenVINO: PERFORMANCE_HINT=THROUGHPUT, the next batch tokenized while "
+                        "earlier ones run; the Optimum-Intel anchor gets the same); other runtimes and the "
+                        "pipeline serve one batch at a time either way, and their notes say so")
     p.add_argument("--baselines", default="",
                    help="anchor baselines on the fp32 checkpoint: hf-pipeline, optimum (Optimum-ONNX int8), "
                         "optimum-intel (Optimum-Intel OpenVINO int8; needs --eval-data for calibration). The two "
@@ -84,7 +90,7 @@ def config_from_args(args: argparse.Namespace):
         "devices": args.device, "batch_sizes": args.batch_sizes, "seq_lens": args.seq_lens,
         "threads": args.threads, "eval_data": args.eval_data, "eval_split": args.eval_split,
         "eval_limit": args.eval_limit, "traffic_batch_size": args.traffic_batch_size,
-        "traffic_passes": args.traffic_passes, "baselines": args.baselines, "runtimes": args.runtimes,
+        "traffic_passes": args.traffic_passes, "traffic_mode": args.traffic_mode, "baselines": args.baselines, "runtimes": args.runtimes,
         "warmup": args.warmup, "min_iters": args.min_iters, "min_seconds": args.min_seconds,
         "headline": args.headline, "rounds": args.rounds, "text_column": args.text_column,
         "text_pair_column": args.text_pair_column, "label_column": args.label_column,

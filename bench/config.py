@@ -66,6 +66,9 @@ def _positive_ints(value: Any, name: str, high: int) -> tuple[int, ...]:
     return out
 
 
+TRAFFIC_MODES = ("latency", "throughput")
+
+
 @register_config()
 @dataclasses.dataclass(frozen=True)
 class BenchConfig:
@@ -76,7 +79,9 @@ class BenchConfig:
     usable cores). eval_data (a TSV/CSV/JSONL file, a directory with dev files or a datasets
     id) drives accuracy, agreement with the fp32 model and the real-traffic scenario
     (the set's own sentences, length-sorted batches of traffic_batch_size, dynamic padding; one
-    warm-up pass, timed as the cold figure, then traffic_passes timed passes).
+    warm-up pass, timed as the cold figure, then traffic_passes timed passes), served in
+    traffic_mode: "latency" (one batch at a time) or "throughput" (several batches in flight where
+    the runtime has such a mode: OpenVINO's THROUGHPUT hint; the others one at a time).
     runtimes filters the variants (empty = every runtime that applies to each artifact).
     headline is the (batch, seq) of the main table and the accuracy plot; None = the smallest
     batch and the largest sequence length. rounds > 1 re-times the headline shape after the
@@ -94,6 +99,7 @@ class BenchConfig:
     eval_limit: int | None = None
     traffic_batch_size: int = 32
     traffic_passes: int = 1
+    traffic_mode: str = "latency"
     baselines: tuple[Baseline, ...] = ()
     runtimes: tuple[Runtime, ...] = ()
     warmup: int = 5
@@ -130,6 +136,9 @@ class BenchConfig:
             check_range(self.eval_limit, "eval_limit", low=1, integer=True)
         check_range(self.traffic_batch_size, "traffic_batch_size", low=1, high=4096, integer=True)
         check_range(self.traffic_passes, "traffic_passes", low=1, high=1000, integer=True)
+        if self.traffic_mode not in TRAFFIC_MODES:
+            raise ConfigError(f"traffic_mode={self.traffic_mode!r} is not a traffic mode; choose "
+                              f"{' or '.join(TRAFFIC_MODES)} (--traffic-mode)")
         set_frozen(self, "baselines", _tuple_of(self.baselines, "baselines",
                                                 lambda x: as_enum(Baseline, x, "baselines")))
         set_frozen(self, "runtimes", _tuple_of(self.runtimes, "runtimes",

@@ -146,7 +146,9 @@ def render_markdown(res: BenchResults) -> str:
         lines += ["", "Throughput at the largest batch (sequences/s): " + "; ".join(
             f"`{v.id}` {_f(_largest_batch(v, s), '{:.1f}')}" for v in res.variants) + "."]
     if any(v.traffic for v in res.variants):
-        lines += ["", "## Real traffic (eval sentences, length-sorted batches, dynamic padding, end to end)", "",
+        mode = cfg.get("traffic_mode", "latency")
+        lines += ["", "## Real traffic (eval sentences, length-sorted batches, dynamic padding, end to end; "
+                  f"{mode} mode)", "",
                   "| variant | batch | sentences | seconds | sentences/s | first pass sentences/s (cold shapes) | "
                   "batch p50 ms | batch p90 ms | mean padded length |",
                   "|---|---|---|---|---|---|---|---|---|"]
@@ -172,7 +174,12 @@ def render_markdown(res: BenchResults) -> str:
               "its predictions give the accuracy and the agreement with the reference. The first pass over the "
               "set is the warm-up (every batch shape new: kernels, memory plans and arenas are per shape), "
               "timed on its own as the cold figure; sentences/s is the "
-              f"{cfg.get('traffic_passes', 1)} pass(es) after it, the steady state of a server.",
+              f"{cfg.get('traffic_passes', 1)} pass(es) after it, the steady state of a server. "
+              + ("Served in throughput mode: runtimes with one (OpenVINO: PERFORMANCE_HINT=THROUGHPUT) keep several "
+                 "batches in flight and tokenize the next while earlier ones run, the batch latency running from "
+                 "the start of its tokenization to its result; the others, the pipeline included, serve one batch "
+                 "at a time (see the notes)." if cfg.get("traffic_mode") == "throughput"
+                 else "Served one batch at a time (latency mode)."),
               "- Peak RSS: the process's peak resident memory while the variant was loaded and measured "
               "(reset per variant through /proc/self/clear_refs).",
               *([f"- Interleaved rounds: the headline shape re-timed {rounds} times per variant after the sweep, "

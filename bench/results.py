@@ -46,6 +46,9 @@ class TrafficResult:
     # The first pass over the set, every batch shape new (the warm-up, timed on its own);
     # None in results written before it was measured.
     cold_sentences_per_s: float | None = None
+    # "latency": one batch at a time; "throughput": several in flight where the runtime can
+    # (bench --traffic-mode). Results written before it was recorded were "latency".
+    mode: str = "latency"
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -160,7 +160,9 @@ def _measure_traffic(runner, ds, cfg: BenchConfig) -> tuple[TrafficResult, np.nd
     pays that once, so the first pass over the set is the warm-up, timed on its own and reported
     as the cold figure; the `traffic_passes` after it are the steady-state throughput.
     Sorting needs the token lengths, which a serving batcher would also know; that pre-pass is
-    not timed. Returns the result and the predictions in the data's original order."""
+    not timed. `cfg.traffic_mode` picks the server (`Runner.for_traffic`, built untimed): one
+    batch at a time ("latency"), or several in flight where the runtime can ("throughput").
+    Returns the result and the predictions in the data's original order."""
     from bertpress.signature import tokenize
 
     examples = ds.examples  # texts, or (text, text_pair) pairs: tokenized as the model was trained
@@ -170,25 +172,28 @@ def _measure_traffic(runner, ds, cfg: BenchConfig) -> tuple[TrafficResult, np.nd
     bs = cfg.traffic_batch_size
     batches = [order[i:i + bs] for i in range(0, len(order), bs)]
     texts = [[examples[j] for j in b] for b in batches]
-    t_cold = time.perf_counter()
-    for chunk in texts:
-        runner.classify(chunk)
-    cold_seconds = time.perf_counter() - t_cold
-    preds = np.empty(len(ds), dtype=np.int64)
-    samples: list[float] = []
-    t_all = time.perf_counter()
-    for _ in range(cfg.traffic_passes):
-        for idx, chunk in zip(batches, texts):
-            t0 = time.perf_counter()
-            out = runner.classify(chunk)  # ends with a device->host copy, so CUDA work is finished
-            samples.append((time.perf_counter() - t0) * 1000.0)
-            preds[idx] = out
-    seconds = time.perf_counter() - t_all
+    server = runner.for_traffic(cfg.traffic_mode)
+    try:
+        t_cold = time.perf_counter()
+        server.serve(texts)
+        cold_seconds = time.perf_counter() - t_cold
+        preds = np.empty(len(ds), dtype=np.int64)
+        samples: list[float] = []
+        t_all = time.perf_counter()
+        for _ in range(cfg.traffic_passes):
+            out, ms = server.serve(texts)
+            samples.extend(ms)
+            for idx, p in zip(batches, out):
+                preds[idx] = p
+        seconds = time.perf_counter() - t_all
+    finally:
+        if server is not runner:
+            server.close()
     n = len(ds) * cfg.traffic_passes
     padded = float(np.mean([max(lengths[j] for j in b) for b in batches]))
     stats = summarize(samples, items_per_call=bs)
     return TrafficResult(len(ds), bs, cfg.traffic_passes, seconds, n / seconds, stats, padded,
-                         cold_sentences_per_s=len(ds) / cold_seconds), preds
+                         cold_sentences_per_s=len(ds) / cold_seconds, mode=cfg.traffic_mode), preds
 
 
 def _ratio(num: float | None, den: float | None) -> float | None:
@@ -382,7 +387,10 @@ def _measure_variant(p: _Plan, runner, cfg: BenchConfig, eval_cache: dict, bar) 
     if ds is not None:
         from bertpress.metrics import classification_metrics
 
+        n_notes = len(runner.notes)
         v.traffic, preds = _measure_traffic(runner, ds, cfg)
+        v.notes += runner.notes[n_notes:]  # how the traffic was served (for_traffic's note)
+        v.settings.update({k: x for k, x in (getattr(runner, "settings", None) or {}).items() if k not in v.settings})
         scores = classification_metrics(preds, ds.labels, len(p.source.labels) or len(ds.label_names))
         v.accuracy, v.f1, v.macro_f1 = scores["accuracy"], scores.get("f1"), scores.get("macro_f1")
         v._preds = preds  # type: ignore[attr-defined]  # for agreement; not serialised

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
 import zipfile
 from collections import Counter
 from pathlib import Path
@@ -129,6 +130,25 @@ class Runner:
         """Predicted class ids, end to end (tokenize with dynamic padding, run, argmax); texts
         may be (text, text_pair) pairs."""
         return self.logits(self.run(self.prepare(self.tokenize(texts)))).argmax(axis=-1)
+
+    def for_traffic(self, mode: str) -> "Runner":
+        """The runner that serves the real-traffic scenario in `mode` (bench's --traffic-mode):
+        "latency" is this runner, one batch at a time. "throughput" is a runner that keeps several
+        batches in flight where the runtime has such a mode (OpenVINO's THROUGHPUT hint); the
+        others serve one batch at a time either way, and a note says so. Built before timing."""
+        if mode == "throughput":
+            self.notes.append("traffic: one batch at a time (this runtime has no throughput mode in bench)")
+        return self
+
+    def serve(self, chunks: Sequence[Sequence]) -> tuple[list[np.ndarray], list[float]]:
+        """Classify batches of texts in order, as a server would: the predicted ids of each batch,
+        and each batch's latency in ms, end to end (tokenization included)."""
+        preds, ms = [], []
+        for chunk in chunks:
+            t0 = time.perf_counter()
+            preds.append(self.classify(chunk))  # ends with a device->host copy, so CUDA work is finished
+            ms.append((time.perf_counter() - t0) * 1000.0)
+        return preds, ms
 
     def close(self) -> None:
         pass
@@ -398,6 +418,33 @@ class OpenVINORunner(Runner):
 
     def logits(self, output):
         return output
+
+    def for_traffic(self, mode: str) -> "OpenVINORunner":
+        """For "throughput": the same IR compiled once more with PERFORMANCE_HINT=THROUGHPUT (same
+        threads and precision asked), served by `OVSession.run_stream`; recorded in the notes."""
+        if mode != "throughput":
+            return self
+        from bertpress.openvino_rt import session
+
+        s = self.session.settings
+        sess = session(self.session.file, threads=s.threads, precision=s.precision, device=s.device, hint="throughput")
+        server = OpenVINORunner(sess, self.tokenizer, self.max_length)
+        server.pairs = self.pairs
+        rec = sess.record()
+        self.notes.append(f"traffic: OpenVINO PERFORMANCE_HINT={rec['performance_hint']}, NUM_STREAMS="
+                          f"{rec['num_streams']}, {sess.requests} batches in flight (INFERENCE_NUM_THREADS="
+                          f"{rec['threads']}, INFERENCE_PRECISION_HINT={rec['inference_precision']})")
+        self.settings = {**self.settings, "traffic": {**rec, "requests_in_flight": sess.requests}}
+        return server
+
+    def serve(self, chunks: Sequence[Sequence]) -> tuple[list[np.ndarray], list[float]]:
+        """With one request (the latency hint) the base loop; else `run_stream`, which tokenizes
+        the next batch while earlier ones run."""
+        if self.session.requests == 1:
+            return super().serve(chunks)
+        feeds = (self.prepare(self.tokenize(chunk)) for chunk in chunks)
+        logits, ms = self.session.run_stream(feeds)
+        return [x.argmax(axis=-1) for x in logits], ms
 
     def close(self) -> None:
         if self.session is not None:

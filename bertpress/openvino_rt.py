@@ -5,7 +5,10 @@ runtime / export gate that build on it) goes through `session()`, so two OpenVIN
 differ only in their model files, never in how they were compiled:
 
 - `INFERENCE_NUM_THREADS = threads` (bench's --threads, the same count torch and ONNX Runtime get),
-- `PERFORMANCE_HINT = LATENCY` and `NUM_STREAMS = 1` (one request at a time, as bench times it),
+- `PERFORMANCE_HINT = LATENCY` and `NUM_STREAMS = 1` (one request at a time, as bench times
+  latency); `hint="throughput"` compiles for a server instead: `PERFORMANCE_HINT = THROUGHPUT`,
+  OpenVINO picks the streams for those threads, and `OVSession.run_stream` keeps its optimal
+  number of requests in flight (bench's `--traffic-mode throughput`),
 - `INFERENCE_PRECISION_HINT` left at the device default unless asked (`precision="f32"` ...):
   on a CPU with AMX-bf16 the default runs the float ops in bf16, elsewhere f32. The precision
   the compiled model actually uses is read back and recorded (`OVSession.precision`), because
@@ -20,24 +23,28 @@ extension library is ever loaded, so an untrusted IR cannot run code.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
 from bertpress.errors import ArtifactError, ConfigError, first_line
 
 PRECISIONS = ("f32", "bf16", "f16")  # INFERENCE_PRECISION_HINT values a caller may pin
+HINTS = ("latency", "throughput")  # PERFORMANCE_HINT: one request at a time, or a server's several in flight
 
 
 @dataclasses.dataclass(frozen=True)
 class OVSettings:
-    """How a model is compiled. precision None = the device's default (recorded after compiling)."""
+    """How a model is compiled. precision None = the device's default (recorded after compiling);
+    hint "latency" (one request, one stream) or "throughput" (streams chosen by OpenVINO)."""
 
     threads: int
     precision: str | None = None
     device: str = "CPU"
+    hint: str = "latency"
 
     def __post_init__(self) -> None:
         if not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads < 1:
@@ -45,16 +52,18 @@ class OVSettings:
         if self.precision is not None and self.precision not in PRECISIONS:
             raise ConfigError(f"precision={self.precision!r} is not an OpenVINO inference precision; "
                               f"choose one of {', '.join(PRECISIONS)} or None for the device default")
+        if self.hint not in HINTS:
+            raise ConfigError(f"hint={self.hint!r} is not a performance hint; choose one of {', '.join(HINTS)}")
 
     def properties(self) -> dict[str, Any]:
         import openvino.properties as props
         import openvino.properties.hint as hints
 
-        out: dict[str, Any] = {
-            props.inference_num_threads: self.threads,
-            hints.performance_mode: hints.PerformanceMode.LATENCY,
-            props.streams.num: 1,
-        }
+        out: dict[str, Any] = {props.inference_num_threads: self.threads}
+        if self.hint == "latency":
+            out.update({hints.performance_mode: hints.PerformanceMode.LATENCY, props.streams.num: 1})
+        else:  # OpenVINO splits the threads into streams itself (2 threads -> 2 streams of 1 here)
+            out[hints.performance_mode] = hints.PerformanceMode.THROUGHPUT
         if self.precision is not None:
             import openvino as ov
 
@@ -116,6 +125,10 @@ class OVSession:
         self.request = self.compiled.create_infer_request()
         self.precision = _type_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         self.quantized = self.op_counts.get("FakeQuantize", 0) > 0
+        # requests run_stream keeps in flight: 1 for latency, OpenVINO's optimum for throughput
+        self.requests = (1 if settings.hint == "latency"
+                         else max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))))
+        self._stream: list | None = None  # run_stream's requests, made on first use
 
     def record(self) -> dict[str, Any]:
         """The settings as compiled, for manifests and bench notes."""
@@ -132,13 +145,61 @@ class OVSession:
         result = self.request.infer(feeds, share_inputs=True)
         return np.array(result[self._output], dtype=np.float32)
 
+    def run_stream(self, feeds: Iterable[dict[str, np.ndarray]]) -> tuple[list[np.ndarray], list[float]]:
+        """Infer a stream of feeds as a server does, `self.requests` of them in flight: the
+        iterable builds the next feed (tokenizes it, say) while earlier ones run. Returns the
+        logits of each feed in order, and each feed's latency in ms, from when the iterable began
+        building it to when its logits were collected (finished requests are collected before
+        each new feed is built, so at most one feed's building late).
+
+        Hand-written round robin over plain infer requests rather than OpenVINO's
+        AsyncInferQueue: the queue's Python callback runs on OpenVINO's threads, which then need
+        the GIL, and tearing the compiled model down can deadlock on them (seen here in bench)."""
+        from collections import deque
+
+        if self._stream is None:
+            self._stream = [self.compiled.create_infer_request() for _ in range(self.requests)]
+        free, pending = list(self._stream), deque()  # pending: (index, request), oldest first
+        starts: list[float] = []
+        logits: dict[int, np.ndarray] = {}
+        done_at: dict[int, float] = {}
+
+        def collect(block: bool) -> None:
+            while pending and (block or pending[0][1].wait_for(0)):
+                i, req = pending.popleft()
+                req.wait()
+                logits[i] = np.array(req.get_tensor(self._output).data, dtype=np.float32)
+                done_at[i] = time.perf_counter()
+                free.append(req)
+                block = False
+
+        it = iter(feeds)
+        while True:
+            collect(block=False)
+            t0 = time.perf_counter()
+            try:
+                feed = next(it)
+            except StopIteration:
+                break
+            if not free:
+                collect(block=True)
+            req = free.pop()
+            req.start_async(feed, share_inputs=False)
+            pending.append((len(starts), req))
+            starts.append(t0)
+        while pending:
+            collect(block=True)
+        n = len(starts)
+        return [logits[i] for i in range(n)], [(done_at[i] - starts[i]) * 1000.0 for i in range(n)]
+
     def close(self) -> None:
-        self.request = self.compiled = self._output = None
+        self.request = self._stream = self.compiled = self._output = None
 
 
-def session(xml: str | Path, *, threads: int, precision: str | None = None, device: str = "CPU") -> OVSession:
+def session(xml: str | Path, *, threads: int, precision: str | None = None, device: str = "CPU",
+            hint: str = "latency") -> OVSession:
     """Compile `xml` (its `.bin` beside it) with the project's OpenVINO settings."""
-    return OVSession(Path(xml), OVSettings(threads=threads, precision=precision, device=device))
+    return OVSession(Path(xml), OVSettings(threads=threads, precision=precision, device=device, hint=hint))
 
 
 # ---- what ran (used by export's parity gate and bench's `openvino` runtime) -----------------

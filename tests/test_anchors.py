@@ -304,6 +304,39 @@ def test_openvino_session_matches_pytorch_and_records_its_settings(tiny, tiny_ir
     assert default.record()["precision_asked"] == "default" and default.precision in ("f32", "bf16", "f16")
 
 
+def test_openvino_throughput_session_streams_batches_in_order(tiny, tiny_ir):
+    """hint="throughput": OpenVINO picks the streams, run_stream keeps its requests in flight and
+    returns each feed's logits in order, equal to one-at-a-time `run`, and closes cleanly."""
+    from bertpress.bench.runtimes import load_openvino_file
+    from bertpress.models import load_tokenizer
+    from bertpress.openvino_rt import session
+
+    tok = load_tokenizer(tiny["ck"])
+    runner = load_openvino_file(tiny_ir, tok, 128, "cpu", 2, precision="f32")
+    feeds = [runner.prepare(runner.tokenize(TEXTS[:n])) for n in (1, 3, 2, 3, 1, 2, 3)]  # shapes vary
+    want = [runner.session.run(f) for f in feeds]
+    s = session(tiny_ir, threads=2, precision="f32", hint="throughput")
+    rec = s.record()
+    assert rec["performance_hint"] == "THROUGHPUT" and rec["threads"] == 2 and s.requests >= 1
+    built = []
+
+    def stream():  # built lazily, as bench tokenizes the next batch while earlier ones run
+        for f in feeds:
+            built.append(len(built))
+            yield f
+
+    for _ in range(2):  # the requests are reused across calls
+        built.clear()
+        got, ms = s.run_stream(stream())
+        assert built == list(range(len(feeds))) and len(got) == len(ms) == len(feeds)
+        assert all(m > 0 for m in ms)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, atol=1e-5)
+    assert s.run_stream(iter(())) == ([], [])
+    s.close()
+    assert session(tiny_ir, threads=1).requests == 1  # the latency hint: one request
+
+
 def test_openvino_bad_file_and_settings(tmp_path, tiny_ir):
     from bertpress.bench.runtimes import load_openvino_file
     from bertpress.openvino_rt import OVSettings, session
@@ -324,6 +357,8 @@ def test_openvino_bad_file_and_settings(tmp_path, tiny_ir):
         OVSettings(threads=1, precision="int4")
     with pytest.raises(ConfigError, match="positive integer"):
         OVSettings(threads=0)
+    with pytest.raises(ConfigError, match=r"^hint='fast' is not a performance hint; choose one of latency, throughput$"):
+        OVSettings(threads=1, hint="fast")
     with pytest.raises(DeviceError, match="--device cpu"):
         load_openvino_file(tiny_ir, None, 128, "cuda", 1)
 

@@ -613,9 +613,12 @@ def test_traffic_warms_every_shape_once_then_times_the_passes():
 
     texts = ["good"] * 3 + ["a bad and boring movie"] * 3 + ["great acting and lovely music"] * 2
 
-    class Counting:  # a runner that records the batches it is given
+    from bertpress.bench.runtimes import Runner
+
+    class Counting(Runner):  # a runner that records the batches it is given
         def __init__(self):
-            self.tokenizer, self.max_length, self.calls = tiny_tokenizer(), 32, []
+            super().__init__(tiny_tokenizer(), 32)
+            self.calls = []
 
         def classify(self, chunk):
             self.calls.append(tuple(chunk))
@@ -636,3 +639,12 @@ def test_traffic_warms_every_shape_once_then_times_the_passes():
     assert result.passes == 2 and result.batch_latency.iters == 6
     assert result.cold_sentences_per_s > 0 and result.sentences_per_s > 0
     assert preds.tolist() == [len(t) % 2 for t in texts]
+    assert result.mode == "latency" and runner.notes == []
+    # throughput mode: a runtime without one serves the same batches one at a time, and says so
+    runner = Counting()
+    result, preds = _measure_traffic(runner, ds, BenchConfig(traffic_batch_size=3, traffic_mode="throughput"))
+    assert result.mode == "throughput" and len(runner.calls) == 6 and preds.tolist() == [len(t) % 2 for t in texts]
+    assert runner.notes == ["traffic: one batch at a time (this runtime has no throughput mode in bench)"]
+    with pytest.raises(ConfigError, match=r"^traffic_mode='fast' is not a traffic mode; choose latency or throughput "
+                                          r"\(--traffic-mode\)$"):
+        BenchConfig(traffic_mode="fast")

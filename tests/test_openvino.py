@@ -369,6 +369,34 @@ def test_bench_runs_openvino_and_records_its_settings(ckpt, fp32_ov, int8_ov, ti
     saved = json.loads((tmp_path / "r" / "results.json").read_text())
     row = next(v for v in saved["variants"] if v["id"] == "ov:openvino@cpu")
     assert row["settings"]["inference_precision"] == fp32.settings["inference_precision"]
+    assert row["traffic"]["mode"] == "latency" and "traffic" not in row["settings"]
+
+
+def test_bench_throughput_traffic_mode(ckpt, int8_ov, tiny_data, tmp_path):
+    """--traffic-mode throughput: the OpenVINO variant serves the traffic with the THROUGHPUT hint
+    and several batches in flight (recorded), with the same predictions as latency mode; the
+    PyTorch reference serves one batch at a time and its note says so."""
+    from bertpress.bench import BenchConfig, bench
+
+    runs = {}
+    for mode in ("latency", "throughput"):
+        cfg = BenchConfig(eval_data=str(tiny_data), batch_sizes=(1,), seq_lens=(16,), threads=2, warmup=1,
+                          min_iters=2, min_seconds=0.0, traffic_batch_size=4, traffic_mode=mode)
+        runs[mode] = bench([ckpt, int8_ov["static"].path], cfg, tmp_path / mode, progress=False).results
+    lat, thr = ({v.runtime: v for v in runs[m].variants} for m in ("latency", "throughput"))
+    ov_thr = thr["openvino"]
+    assert ov_thr.traffic.mode == "throughput" and lat["openvino"].traffic.mode == "latency"
+    t = ov_thr.settings["traffic"]
+    assert t["performance_hint"] == "THROUGHPUT" and t["threads"] == 2 and t["requests_in_flight"] >= 1
+    assert ov_thr.settings["performance_hint"] == "LATENCY"  # the sweep is timed as before
+    assert any(n.startswith("traffic: OpenVINO PERFORMANCE_HINT=THROUGHPUT") for n in ov_thr.notes)
+    assert ov_thr.traffic.batch_latency.iters == ov_thr.traffic.sentences // 4 + (ov_thr.traffic.sentences % 4 > 0)
+    assert ov_thr.accuracy == lat["openvino"].accuracy and ov_thr.agreement == lat["openvino"].agreement
+    assert "traffic: one batch at a time (this runtime has no throughput mode in bench)" in thr["pytorch"].notes
+    report = (tmp_path / "throughput" / "report.md").read_text()
+    assert "throughput mode)" in report and "Served in throughput mode" in report
+    saved = json.loads((tmp_path / "throughput" / "results.json").read_text())
+    assert {v["traffic"]["mode"] for v in saved["variants"]} == {"throughput"}
 
 
 def test_bench_refuses_openvino_off_the_cpu_and_broken_irs(fp32_ov, tmp_path):
