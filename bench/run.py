@@ -177,6 +177,8 @@ def _measure_traffic(runner, ds, cfg: BenchConfig) -> tuple[TrafficResult, np.nd
         t_cold = time.perf_counter()
         server.serve(texts)
         cold_seconds = time.perf_counter() - t_cold
+        for _ in range(getattr(server, "warm_passes", 1) - 1):  # OpenVINO streams: one warm-up pass each
+            server.serve(texts)
         preds = np.empty(len(ds), dtype=np.int64)
         samples: list[float] = []
         t_all = time.perf_counter()

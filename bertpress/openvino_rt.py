@@ -62,7 +62,7 @@ class OVSettings:
         out: dict[str, Any] = {props.inference_num_threads: self.threads}
         if self.hint == "latency":
             out.update({hints.performance_mode: hints.PerformanceMode.LATENCY, props.streams.num: 1})
-        else:  # OpenVINO splits the threads into streams itself (2 threads -> 2 streams of 1 here)
+        else:  # OpenVINO splits the threads into streams itself (e.g. 2 threads -> 2 streams of 1)
             out[hints.performance_mode] = hints.PerformanceMode.THROUGHPUT
         if self.precision is not None:
             import openvino as ov
@@ -149,46 +149,50 @@ class OVSession:
         """Infer a stream of feeds as a server does, `self.requests` of them in flight: the
         iterable builds the next feed (tokenizes it, say) while earlier ones run. Returns the
         logits of each feed in order, and each feed's latency in ms, from when the iterable began
-        building it to when its logits were collected (finished requests are collected before
-        each new feed is built, so at most one feed's building late).
+        building it to when its logits were collected (every finished request is collected before
+        the next feed is built, so a result waits at most one feed's building). The feeds'
+        latencies overlap: the stream's rate is feeds / wall time, not 1 / mean latency.
 
         Hand-written round robin over plain infer requests rather than OpenVINO's
         AsyncInferQueue: the queue's Python callback runs on OpenVINO's threads, which then need
-        the GIL, and tearing the compiled model down can deadlock on them (seen here in bench)."""
+        the GIL, and tearing the compiled model down deadlocked on them (seen here in bench)."""
         from collections import deque
 
         if self._stream is None:
             self._stream = [self.compiled.create_infer_request() for _ in range(self.requests)]
-        free, pending = list(self._stream), deque()  # pending: (index, request), oldest first
+        free, pending = deque(self._stream), []  # pending: (index, request)
         starts: list[float] = []
         logits: dict[int, np.ndarray] = {}
         done_at: dict[int, float] = {}
 
-        def collect(block: bool) -> None:
-            while pending and (block or pending[0][1].wait_for(0)):
-                i, req = pending.popleft()
-                req.wait()
-                logits[i] = np.array(req.get_tensor(self._output).data, dtype=np.float32)
-                done_at[i] = time.perf_counter()
-                free.append(req)
-                block = False
+        def collect(i: int, req) -> None:
+            req.wait()
+            logits[i] = np.array(req.get_tensor(self._output).data, dtype=np.float32)  # copied before reuse
+            done_at[i] = time.perf_counter()
+            free.append(req)
 
-        it = iter(feeds)
-        while True:
-            collect(block=False)
-            t0 = time.perf_counter()
-            try:
-                feed = next(it)
-            except StopIteration:
-                break
-            if not free:
-                collect(block=True)
-            req = free.pop()
-            req.start_async(feed, share_inputs=False)
-            pending.append((len(starts), req))
-            starts.append(t0)
-        while pending:
-            collect(block=True)
+        try:
+            it = iter(feeds)
+            while True:
+                for item in [x for x in pending if x[1].wait_for(0)]:  # whatever has finished
+                    pending.remove(item)
+                    collect(*item)
+                t0 = time.perf_counter()
+                try:
+                    feed = next(it)
+                except StopIteration:
+                    break
+                if not free:  # every request busy: wait for the oldest
+                    collect(*pending.pop(0))
+                req = free.popleft()
+                req.start_async(feed, share_inputs=False)
+                pending.append((len(starts), req))
+                starts.append(t0)
+        finally:  # also when building a feed raised: no request is left running
+            for _, req in pending:
+                req.wait()
+        for item in pending:
+            collect(*item)
         n = len(starts)
         return [logits[i] for i in range(n)], [(done_at[i] - starts[i]) * 1000.0 for i in range(n)]
 
