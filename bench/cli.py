@@ -61,9 +61,9 @@ def register(sub, common, formatter) -> None:
     p.add_argument("--headline", default=None,
                    help="BATCHxSEQ of the summary table and accuracy plot (default: smallest batch x longest seq)")
     p.add_argument("--rounds", type=int, default=1,
-                   help="after the sweep, re-time the headline shape in this many interleaved rounds (every "
-                        "variant once per round) and report the median p50: ratios that survive a VM whose "
-                        "speed drifts during the run (1 = off)")
+                   help="after the sweep, re-time the headline shape and (with --eval-data) one real-traffic "
+                        "pass in this many interleaved rounds (every variant once per round) and report the "
+                        "medians: ratios that survive a VM whose speed drifts during the run (1 = off)")
     p.add_argument("--out", default="runs/bench-report", help="report directory to create")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -115,7 +115,7 @@ def _report(args: argparse.Namespace, report) -> int:
         sp = v.ratios.get("p50_speedup")
         print(f"{v.id[:48]:48s} {(f'{p50:.2f}' if p50 is not None else '-'):>9s} "
               f"{(f'{sp:.2f}x' if sp else '-'):>9s} "
-              f"{(f'{v.traffic.sentences_per_s:.1f}' if v.traffic else '-'):>9s} "
+              f"{(f'{v.sentences_per_s():.1f}' if v.traffic else '-'):>9s} "
               f"{(f'{v.accuracy * 100:.2f}' if v.accuracy is not None else '-'):>7s}"
               + (f" {(f'{getattr(v, f1_key) * 100:.2f}' if getattr(v, f1_key) is not None else '-'):>7s}"
                  if f1_key else ""))

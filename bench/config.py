@@ -84,10 +84,11 @@ class BenchConfig:
     the runtime has such a mode: OpenVINO's THROUGHPUT hint; the others one at a time).
     runtimes filters the variants (empty = every runtime that applies to each artifact).
     headline is the (batch, seq) of the main table and the accuracy plot; None = the smallest
-    batch and the largest sequence length. rounds > 1 re-times the headline shape after the
-    sweep in that many interleaved rounds (every variant once per round, all loaded together):
-    the headline p50 and its speed-ups become the median of the round p50s, so a machine that
-    slows down or speeds up during the run shifts every variant alike instead of one of them.
+    batch and the largest sequence length. rounds > 1 re-times the headline shape (and, with eval
+    data, one steady real-traffic pass) after the sweep in that many interleaved rounds (every
+    variant once per round, all loaded together): the headline p50, sentences/s and their ratios
+    become the medians of the rounds, so a machine that slows down or speeds up during the run
+    shifts every variant alike instead of one of them.
     """
 
     devices: tuple[str, ...] = ("cpu",)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from bertpress.bench.results import BenchResults, VariantResult
+from bertpress.timing import median_of
 
 PLOTS = ("latency_vs_accuracy.png", "latency_by_batch.png", "latency_by_seq.png")
 
@@ -80,6 +81,7 @@ def render_markdown(res: BenchResults) -> str:
                      "measurements started; other processes competed for the CPU, so treat small differences as noise.")
     rounds = cfg.get("rounds", 1)
     timed = [v for v in res.variants if v.rounds and v.rounds.get("p50_ms")]
+    served = [v for v in res.variants if v.rounds and v.rounds.get("sentences_per_s")]
     # F1 of the positive class (binary) or macro-F1 (> 2 classes), where measured (bertpress.metrics)
     f1_key = next((k for k in ("f1", "macro_f1") if any(getattr(v, k) is not None for v in res.variants)), None)
     f1_head = {"f1": "F1 %", "macro_f1": "macro-F1 %", None: ""}[f1_key]
@@ -87,7 +89,8 @@ def render_markdown(res: BenchResults) -> str:
               f"Latency at batch {b} × {s} tokens (ms per call; speed-up vs the reference in brackets"
               + (f"; p50 = median of {rounds} interleaved rounds, listed below; p90 from the sweep" if timed else "")
               + "), "
-              f"real-traffic throughput (sentences/s, ratio), accuracy (Δ points)"
+              f"real-traffic throughput (sentences/s, ratio"
+              + (f"; median of {rounds} interleaved rounds" if served else "") + "), accuracy (Δ points)"
               + (f", {f1_head[:-2]} (Δ points)" if f1_key else "") + ", agreement with the "
               f"fp32 reference's predictions, size on disk (MB, ratio).", "",
               f"| variant | runtime | device | precision | p50 ms | p90 ms{' (sweep)' if timed else ''} | sentences/s | "
@@ -106,7 +109,7 @@ def render_markdown(res: BenchResults) -> str:
             f"| `{v.id}`{' (ref)' if v.id == res.reference else ''} | {v.runtime} | {v.device} | {v.precision} | "
             f"{_f(v.p50(b, s))}{_x(r.get('p50_speedup'))} | "
             f"{_f(lat.p90_ms if lat else None)}{_x(r.get('p90_speedup'))} | "
-            f"{_f(v.traffic.sentences_per_s if v.traffic else None, '{:.1f}')}{_x(r.get('throughput'))} | "
+            f"{_f(v.sentences_per_s(), '{:.1f}')}{_x(r.get('throughput'))} | "
             f"{acc} | {f1}{_f(None if v.agreement is None else v.agreement * 100)} | "
             f"{_size_cell(v)} | {_f(v.memory.get('peak_rss_mb'), '{:.0f}')} |")
     if any(v.size_source == "state_dict" for v in res.variants):
@@ -130,6 +133,8 @@ def render_markdown(res: BenchResults) -> str:
             spread = f"{min(per_round):.2f}× – {max(per_round):.2f}×" if per_round else "–"
             lines.append(f"| `{v.id}` | " + " | ".join(_f(x) for x in v.rounds["p50_ms"])
                          + f" | {_f(v.p50(b, s))} | {_f(lat.p50_ms if lat else None)} | {spread} |")
+    if served:
+        lines += _traffic_rounds(res, served)
     if res.refused:
         lines += ["", "## Refused", ""]
         for r in res.refused:
@@ -184,9 +189,42 @@ def render_markdown(res: BenchResults) -> str:
               "(reset per variant through /proc/self/clear_refs).",
               *([f"- Interleaved rounds: the headline shape re-timed {rounds} times per variant after the sweep, "
                  "in the order v1, v2, … v1, v2, … with the same warm-up and minimum calls/seconds; the median "
-                 "of the round p50s is the summary's p50."] if rounds > 1 else []),
+                 "of the round p50s is the summary's p50."
+                 + (" Each round also serves one steady real-traffic pass per variant (after the headline calls, "
+                    "warmed up as in the sweep); the median of those passes is the summary's sentences/s."
+                    if served else "")] if rounds > 1 else []),
               "", "## Environment", ""] + _env_lines(res.environment, res.threads)
     return "\n".join(lines) + "\n"
+
+
+def _traffic_rounds(res: BenchResults, served: list[VariantResult]) -> list[str]:
+    """The interleaved real-traffic passes: sentences/s per round, the median, the sweep's steady
+    figure, and the per-round ratio against the reference and against the `transformers`
+    pipeline (the baseline a user would otherwise run), each as the median (min – max)."""
+    n = len(served[0].rounds["sentences_per_s"])
+    ref = next((v for v in res.variants if v.id == res.reference), None)
+    pipe = next((v for v in served if v.runtime == "hf-pipeline"), None)
+
+    def per_round(v: VariantResult, base: VariantResult | None) -> str:
+        if base is None or not (base.rounds or {}).get("sentences_per_s"):
+            return "–"
+        mine, theirs = v.rounds["sentences_per_s"], base.rounds["sentences_per_s"]
+        if len(mine) != len(theirs):
+            return "–"
+        r = [x / y for x, y in zip(mine, theirs) if y]
+        return f"{median_of(r):.2f}× ({min(r):.2f} – {max(r):.2f})" if r else "–"
+
+    head = ["| variant | " + " | ".join(f"round {i + 1}" for i in range(n))
+            + " | median | steady passes (sweep) | vs reference per round | vs pipeline per round |",
+            "|---|" + "---|" * (n + 4)]
+    rows = [f"| `{v.id}` | " + " | ".join(f"{x:.1f}" for x in v.rounds["sentences_per_s"])
+            + f" | {_f(v.sentences_per_s(), '{:.1f}')} | {_f(v.traffic.sentences_per_s if v.traffic else None, '{:.1f}')}"
+            f" | {per_round(v, ref)} | {per_round(v, pipe)} |" for v in served]
+    return ["", "## Interleaved rounds (real traffic, sentences/s per round)", "",
+            "Every round served one steady pass of the real traffic per variant, all loaded together, after "
+            "the headline calls: drift of the machine falls on every variant alike. The summary's sentences/s "
+            "and throughput ratio use the median; the per-round ratios (median, min – max) show the spread.",
+            "", *head, *rows]
 
 
 def _largest_batch(v: VariantResult, seq: int) -> float | None:

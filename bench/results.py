@@ -82,8 +82,9 @@ class VariantResult:
     # Runtime settings as the runtime reports them (OpenVINO: hints, threads, the inference
     # precision it chose, the precision its FullyConnected layers ran in).
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
-    # Interleaved re-timing of the headline shape (BenchConfig.rounds > 1):
-    # {"batch_size", "seq_len", "p50_ms": [one p50 per round]}.
+    # Interleaved re-timing (BenchConfig.rounds > 1): {"batch_size", "seq_len", "p50_ms": [one
+    # p50 of the headline shape per round]} and, where the variant served real traffic,
+    # "sentences_per_s": [one steady traffic pass per round].
     rounds: dict[str, Any] | None = None
 
     def p50(self, batch: int, seq: int) -> float | None:
@@ -94,6 +95,14 @@ class VariantResult:
             return float(statistics.median(r["p50_ms"]))
         lat = self.shape(batch, seq)
         return lat.p50_ms if lat else None
+
+    def sentences_per_s(self) -> float | None:
+        """Real-traffic throughput: the median of the interleaved rounds' passes where they were
+        timed, else the steady passes after the warm-up; None without eval data."""
+        r = self.rounds
+        if r and r.get("sentences_per_s"):
+            return float(statistics.median(r["sentences_per_s"]))
+        return self.traffic.sentences_per_s if self.traffic else None
 
     def shape(self, batch: int, seq: int) -> LatencyStats | None:
         for r in self.fixed:

@@ -152,6 +152,20 @@ def _load(plan: _Plan, threads: int, work_dir: Path, seed: int):
     return load_runner(plan.source, plan.runtime, plan.device, threads)
 
 
+def _traffic_batches(runner, ds, cfg: BenchConfig) -> tuple[list[int], list[np.ndarray], list[list]]:
+    """The real-traffic batches: token lengths, the eval rows' indices sorted by length and cut
+    into `cfg.traffic_batch_size`, and those rows' texts (or (text, text_pair) pairs)."""
+    from bertpress.signature import tokenize
+
+    examples = ds.examples  # texts, or (text, text_pair) pairs: tokenized as the model was trained
+    lengths = [len(ids) for ids in tokenize(runner.tokenizer, examples, truncation=True,
+                                            max_length=runner.max_length)["input_ids"]]
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    bs = cfg.traffic_batch_size
+    batches = [order[i:i + bs] for i in range(0, len(order), bs)]
+    return lengths, batches, [[examples[j] for j in b] for b in batches]
+
+
 def _measure_traffic(runner, ds, cfg: BenchConfig) -> tuple[TrafficResult, np.ndarray]:
     """Length-sorted batches of the eval sentences, dynamic padding, timed end to end.
 
@@ -163,21 +177,14 @@ def _measure_traffic(runner, ds, cfg: BenchConfig) -> tuple[TrafficResult, np.nd
     not timed. `cfg.traffic_mode` picks the server (`Runner.for_traffic`, built untimed): one
     batch at a time ("latency"), or several in flight where the runtime can ("throughput").
     Returns the result and the predictions in the data's original order."""
-    from bertpress.signature import tokenize
-
-    examples = ds.examples  # texts, or (text, text_pair) pairs: tokenized as the model was trained
-    lengths = [len(ids) for ids in tokenize(runner.tokenizer, examples, truncation=True,
-                                            max_length=runner.max_length)["input_ids"]]
-    order = np.argsort(np.asarray(lengths), kind="stable")
+    lengths, batches, texts = _traffic_batches(runner, ds, cfg)
     bs = cfg.traffic_batch_size
-    batches = [order[i:i + bs] for i in range(0, len(order), bs)]
-    texts = [[examples[j] for j in b] for b in batches]
     server = runner.for_traffic(cfg.traffic_mode)
     try:
         t_cold = time.perf_counter()
         server.serve(texts)
         cold_seconds = time.perf_counter() - t_cold
-        for _ in range(getattr(server, "warm_passes", 1) - 1):  # OpenVINO streams: one warm-up pass each
+        for _ in range(server.warm_passes - 1):  # OpenVINO streams: one warm-up pass each
             server.serve(texts)
         preds = np.empty(len(ds), dtype=np.int64)
         samples: list[float] = []
@@ -213,8 +220,8 @@ def _ratios(v: VariantResult, ref: VariantResult | None, headline: tuple[int, in
         # speed-ups: > 1 means faster than the fp32 PyTorch reference (p50: rounds median if timed)
         "p50_speedup": _ratio(ref.p50(b, s), v.p50(b, s)),
         "p90_speedup": _ratio(lr.p90_ms, lv.p90_ms) if lv and lr else None,
-        "throughput": _ratio(v.traffic.sentences_per_s, ref.traffic.sentences_per_s)
-        if v.traffic and ref.traffic else None,
+        # real traffic (sentences/s: rounds median if timed)
+        "throughput": _ratio(v.sentences_per_s(), ref.sentences_per_s()),
         # size: < 1 means smaller
         "size": _ratio(v.size_bytes, ref.size_bytes),
         # accuracy: difference in points (percentage), negative = lost accuracy
@@ -309,7 +316,7 @@ def bench(
             load_start = _loadavg()
             results = _measure_all(runnable, cfg, threads, eval_cache, refused, progress)
             if cfg.rounds > 1:
-                _headline_rounds(runnable, results, cfg, threads, progress)
+                _interleaved_rounds(runnable, results, cfg, threads, eval_cache, progress)
         finally:
             shutil.rmtree(anchor_dir, ignore_errors=True)
         ref = next((v for v in results if v.role == "reference"), None)
@@ -355,7 +362,7 @@ def bench(
             lineage=lineage_of(sources[0].where) if sources[0].path is not None else None,
             metrics={v.id: {f"p50_ms_b{b}_s{s}": v.p50(b, s),
                             "accuracy": v.accuracy,
-                            "sentences_per_s": v.traffic.sentences_per_s if v.traffic else None}
+                            "sentences_per_s": v.sentences_per_s()}
                      for v in results},
             details={"artifacts": [{"name": s_.name, "kind": s_.kind, "path": s_.where} for s_ in sources],
                      "reference": ref.id if ref else None,
@@ -476,36 +483,63 @@ def _measure_all(plans: list[_Plan], cfg: BenchConfig, threads: int, eval_cache:
     return results
 
 
-def _headline_rounds(plans: list[_Plan], results: list[VariantResult], cfg: BenchConfig, threads: int,
-                     progress: bool) -> None:
-    """Re-time the headline shape in `cfg.rounds` interleaved rounds (v1, v2, ..., v1, v2, ...).
+def _interleaved_rounds(plans: list[_Plan], results: list[VariantResult], cfg: BenchConfig, threads: int,
+                        eval_cache: dict, progress: bool) -> None:
+    """Re-time in `cfg.rounds` interleaved rounds (v1, v2, ..., v1, v2, ...) the headline shape
+    and, for every variant that served real traffic, one steady traffic pass.
 
     The sweep measures variants one after another, so a VM whose speed drifts during the run
-    (measured here: the same fp32 model at 17.8 ms in one run, 27 ms half an hour later) charges
-    the drift to whichever variant ran then. Interleaving spreads it over all of them; the median
-    of the round p50s is what the ratios use. All variants are loaded together for this pass."""
+    (measured here: the same fp32 model at 17.8 ms in one run, 27 ms half an hour later; an
+    unchanged variant's traffic 1.5x apart in two runs) charges the drift to whichever variant ran
+    then. Interleaving spreads it over all of them; the medians of the rounds are what the ratios
+    use. All variants are loaded together for this pass. Each round times every headline call
+    first, then every traffic pass, served as in the sweep (`Runner.for_traffic`, warmed up by
+    `warm_passes` untimed passes first: the cold figure is the sweep's)."""
     from bertpress.errors import ArtifactError, BertpressError
     from bertpress.timing import interleaved
 
     b, s = cfg.headline_shape
     by_id = {v.id: v for v in results}
     work_dir = Path(tempfile.mkdtemp(prefix="bertpress-rounds-"))
-    loaded: list[tuple[VariantResult, Any, Any]] = []
+    runners: list[Any] = []
+    heads: list[tuple[VariantResult, Any, Any]] = []
+    traffic: list[tuple[VariantResult, Any, list]] = []
+
+    def failed(v: VariantResult, what: str, exc: Exception) -> ArtifactError:
+        return ArtifactError(f"{v.id}: failed while re-timing {what} ({type(exc).__name__}: {first_line(exc)})")
+
     try:
         for p in plans:
             v = by_id.get(p.id)
-            if v is None or v.shape(b, s) is None:  # refused, or the shape was skipped for it
+            if v is None:  # refused
+                continue
+            timed_shape = v.shape(b, s) is not None  # else the shape was skipped for it
+            ds = _load_eval(cfg, p.source, eval_cache) if v.traffic is not None else None
+            if not timed_shape and ds is None:
                 continue
             try:  # all variants at once: e.g. GPU memory may not hold them all; keep the sweep's value
                 runner = _build(p, threads, work_dir, cfg.seed)
+                runners.append(runner)
+                server = runner.for_traffic(cfg.traffic_mode) if ds is not None else None
+                if server is not None and server is not runner:
+                    runners.append(server)
+                if server is not None:
+                    texts = _traffic_batches(runner, ds, cfg)[2]
+                    for _ in range(server.warm_passes):  # untimed: every batch shape seen, as in the sweep
+                        server.serve(texts)
             except Exception as exc:  # noqa: BLE001 - the variant already ran in the sweep
                 v.notes.append(f"not re-timed in the interleaved rounds: could not be loaded alongside the others "
-                               f"({type(exc).__name__}: {first_line(exc, 160)}); "
-                               "its headline p50 is the sweep's")
+                               f"({type(exc).__name__}: {first_line(exc, 160)}); its headline p50 and "
+                               "traffic are the sweep's")
                 continue
-            loaded.append((v, runner, runner.fixed_call(b, s, np.random.default_rng(cfg.seed))))
             v.rounds = {"batch_size": b, "seq_len": s, "p50_ms": []}
-        def timer(v, runner, fn):
+            if timed_shape:
+                heads.append((v, runner, runner.fixed_call(b, s, np.random.default_rng(cfg.seed))))
+            if server is not None:
+                v.rounds["sentences_per_s"] = []
+                traffic.append((v, server, texts))
+
+        def head_timer(v, runner, fn):
             def once():
                 try:
                     return time_callable(fn, warmup=cfg.warmup, min_iters=cfg.min_iters,
@@ -513,16 +547,32 @@ def _headline_rounds(plans: list[_Plan], results: list[VariantResult], cfg: Benc
                 except BertpressError:
                     raise
                 except Exception as exc:
-                    raise ArtifactError(f"{v.id}: failed while re-timing {b}x{s} ({type(exc).__name__}: "
-                                        f"{first_line(exc)})") from exc
+                    raise failed(v, f"{b}x{s}", exc) from exc
             return once
 
-        runs = interleaved([timer(*entry) for entry in loaded], cfg.rounds, progress=progress,
-                           desc=f"rounds {b}x{s}")
-        for (v, _runner, _fn), stats in zip(loaded, runs):
+        def traffic_timer(v, server, texts):
+            n = sum(len(t) for t in texts)
+
+            def once() -> float:
+                try:
+                    t0 = time.perf_counter()
+                    server.serve(texts)
+                    return n / (time.perf_counter() - t0)
+                except BertpressError:
+                    raise
+                except Exception as exc:
+                    raise failed(v, "real traffic", exc) from exc
+            return once
+
+        timers = [head_timer(*e) for e in heads] + [traffic_timer(*e) for e in traffic]
+        desc = f"rounds {b}x{s}" + (" + traffic" if traffic else "")
+        runs = interleaved(timers, cfg.rounds, progress=progress, desc=desc)
+        for (v, _runner, _fn), stats in zip(heads, runs):
             v.rounds["p50_ms"] = [round(st.p50_ms, 4) for st in stats]
+        for (v, _server, _texts), rates in zip(traffic, runs[len(heads):]):
+            v.rounds["sentences_per_s"] = [round(x, 2) for x in rates]
     finally:
-        for _, runner, _fn in loaded:
+        for runner in runners:
             runner.close()
         shutil.rmtree(work_dir, ignore_errors=True)
         gc.collect()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,18 +103,22 @@ def time_callable(
     return summarize(samples, items_per_call=items_per_call)
 
 
-def interleaved(timers: Sequence[Callable[[], LatencyStats] | None], rounds: int, *,
-                progress: bool = False, desc: str = "timing rounds") -> list[list[LatencyStats]]:
+T = TypeVar("T")
+
+
+def interleaved(timers: Sequence[Callable[[], T] | None], rounds: int, *,
+                progress: bool = False, desc: str = "timing rounds") -> list[list[T]]:
     """Run every timer once per round, in order (t1, t2, ..., t1, t2, ...), `rounds` times.
 
     A shared VM's speed drifts (measured here: the same fp32 model at 17.8 ms in one run, 27 ms
     half an hour later); timing variants one after another charges the drift to whichever ran
-    then, interleaving spreads it over all of them. Returns each timer's LatencyStats per round
-    ([] for a None timer). The one implementation for bench's rounds, compress's search, export's
-    measure and microbench."""
+    then, interleaving spreads it over all of them. Returns each timer's result per round (its
+    LatencyStats, or what else it measures, e.g. bench's real-traffic sentences/s; [] for a None
+    timer). The one implementation for bench's rounds, compress's search, export's measure and
+    microbench."""
     from tqdm.auto import tqdm
 
-    out: list[list[LatencyStats]] = [[] for _ in timers]
+    out: list[list[T]] = [[] for _ in timers]
     for _ in tqdm(range(rounds), desc=desc, unit="round", disable=not progress, leave=False):
         for i, timer in enumerate(timers):
             if timer is not None:

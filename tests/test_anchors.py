@@ -135,6 +135,7 @@ def test_bench_runs_both_anchors_in_one_report(tiny, tmp_path, anchor_python):
     for v in res.variants[1:]:
         assert v.role == "baseline" and v.precision == "int8" and v.accuracy is not None and v.agreement is not None
         assert len(v.rounds["p50_ms"]) == 2 and v.traffic.sentences == 40 and v.size_bytes > 0
+        assert len(v.rounds["sentences_per_s"]) == 2  # the anchors serve the traffic in the rounds too
         assert any(n.startswith("built in ") for n in v.notes)
     assert res.variant("optimum-intel@cpu").runtime == "optimum-intel"
     md = (rep.path / "report.md").read_text()

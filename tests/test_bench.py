@@ -401,6 +401,48 @@ def test_interleaved_rounds_set_the_headline_p50_and_ratios(bundles, tmp_path, m
     assert rep.manifest.metrics["onnx:onnxruntime@cpu"]["p50_ms_b1_s8"] == pytest.approx(onnx.p50(1, 8))
 
 
+def test_interleaved_rounds_also_serve_the_real_traffic(bundles, tmp_path, monkeypatch):
+    """--rounds 3 with eval data: each round serves one traffic pass per variant after the headline
+    calls (v1, v2, p, v1, v2, p, ...); sentences/s and the throughput ratio are the medians, the
+    report lists every round with the ratio per round against the reference and the pipeline."""
+    from bertpress.bench import run as run_mod
+    from bertpress.bench.runtimes import Runner
+
+    served: list[str] = []
+    real_serve = Runner.serve
+
+    def spy(self, chunks):
+        served.append(type(self).__name__)
+        return real_serve(self, chunks)
+
+    monkeypatch.setattr(Runner, "serve", spy)
+    cfg = BenchConfig(rounds=3, runtimes="onnxruntime", baselines=("hf-pipeline",), eval_data=str(bundles["data"]),
+                      traffic_batch_size=16, traffic_passes=1, **{**FAST, "batch_sizes": (1,), "seq_lens": (8,)})
+    rep = run_mod.bench([bundles["onnx"]], cfg, tmp_path / "r", progress=False)
+    res = rep.results
+    ref, onnx, pipe = (res.variant(i) for i in ("ck (fp32 reference):pytorch@cpu", "onnx:onnxruntime@cpu",
+                                                 "hf-pipeline@cpu"))
+    # sweep: cold + 1 steady pass each; rounds: 1 untimed warm-up each, then 3 rounds of one pass each
+    assert served[-9:] == ["TorchRunner", "OnnxRunner", "PipelineRunner"] * 3
+    assert served[-12:-9] == ["TorchRunner", "OnnxRunner", "PipelineRunner"]
+    for v in (ref, onnx, pipe):
+        rates = v.rounds["sentences_per_s"]
+        assert len(rates) == 3 and all(x > 0 for x in rates)
+        assert v.sentences_per_s() == pytest.approx(sorted(rates)[1])
+        assert v.sentences_per_s() != v.traffic.sentences_per_s  # the sweep's own figure is kept apart
+    assert onnx.ratios["throughput"] == pytest.approx(onnx.sentences_per_s() / ref.sentences_per_s())
+    assert rep.manifest.metrics["onnx:onnxruntime@cpu"]["sentences_per_s"] == pytest.approx(onnx.sentences_per_s())
+    md = (rep.path / "report.md").read_text()
+    assert "## Interleaved rounds (real traffic, sentences/s per round)" in md
+    assert "sentences/s, ratio; median of 3 interleaved rounds" in md
+    vs_pipe = [x / y for x, y in zip(onnx.rounds["sentences_per_s"], pipe.rounds["sentences_per_s"])]
+    assert f"{sorted(vs_pipe)[1]:.2f}× ({min(vs_pipe):.2f} – {max(vs_pipe):.2f}) |" in md
+    from bertpress.bench.results import BenchResults
+
+    data = json.loads((rep.path / "results.json").read_text())
+    assert BenchResults.from_dict(data).variant("onnx:onnxruntime@cpu").rounds == onnx.rounds
+
+
 def test_a_variant_that_cannot_be_reloaded_for_the_rounds_keeps_its_sweep_value(bundles, tmp_path, monkeypatch):
     from bertpress.bench import run as run_mod
 

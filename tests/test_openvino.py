@@ -381,7 +381,7 @@ def test_bench_throughput_traffic_mode(ckpt, int8_ov, tiny_data, tmp_path):
     runs = {}
     for mode in ("latency", "throughput"):
         cfg = BenchConfig(eval_data=str(tiny_data), batch_sizes=(1,), seq_lens=(16,), threads=2, warmup=1,
-                          min_iters=2, min_seconds=0.0, traffic_batch_size=4, traffic_mode=mode)
+                          min_iters=2, min_seconds=0.0, traffic_batch_size=4, traffic_mode=mode, rounds=2)
         runs[mode] = bench([ckpt, int8_ov["static"].path], cfg, tmp_path / mode, progress=False).results
     lat, thr = ({v.runtime: v for v in runs[m].variants} for m in ("latency", "throughput"))
     ov_thr = thr["openvino"]
@@ -392,6 +392,8 @@ def test_bench_throughput_traffic_mode(ckpt, int8_ov, tiny_data, tmp_path):
     assert any(n.startswith("traffic: OpenVINO PERFORMANCE_HINT=THROUGHPUT") for n in ov_thr.notes)
     assert ov_thr.traffic.batch_latency.iters == ov_thr.traffic.sentences // 4 + (ov_thr.traffic.sentences % 4 > 0)
     assert ov_thr.accuracy == lat["openvino"].accuracy and ov_thr.agreement == lat["openvino"].agreement
+    # the interleaved rounds serve the traffic the same way: the THROUGHPUT server, one pass a round
+    assert len(ov_thr.rounds["sentences_per_s"]) == 2 and ov_thr.sentences_per_s() > 0
     assert "traffic: one batch at a time (this runtime has no throughput mode in bench)" in thr["pytorch"].notes
     report = (tmp_path / "throughput" / "report.md").read_text()
     assert "throughput mode)" in report and "Served in throughput mode" in report
