@@ -457,10 +457,11 @@ class OpenVINORunner(Runner):
 def load_openvino_file(xml: Path, tokenizer, max_length: int | None, device: str, threads: int,
                        precision: str | None = None) -> OpenVINORunner:
     """Compile `xml` with bertpress.openvino_rt's settings; precision None = the CPU's default
-    (bf16 on AMX-bf16 CPUs), recorded in the runner's precision and notes either way."""
+    (bf16 on AMX-bf16 CPUs), recorded in the runner's precision, settings and notes either way
+    (our IRs and the Optimum-Intel anchor alike)."""
     if device != "cpu":
         raise DeviceError(f"refused: OpenVINO runs on its CPU plugin here; bench {xml.name} with --device cpu")
-    from bertpress.openvino_rt import session
+    from bertpress.openvino_rt import describe, session
 
     sess = session(xml, threads=threads, precision=precision)
     runner = OpenVINORunner(sess, tokenizer, max_length)
@@ -473,6 +474,10 @@ def load_openvino_file(xml: Path, tokenizer, max_length: int | None, device: str
                         f"{'; the ops left in float' if sess.quantized else ''})")
     runner.size_bytes = xml.stat().st_size + (xml.with_suffix(".bin").stat().st_size
                                               if xml.with_suffix(".bin").is_file() else 0)
+    runner.settings = describe(sess)
+    fc = ", ".join(f"{k} x{v}" for k, v in runner.settings["runtime_precisions"].items())
+    if fc:
+        runner.notes.append(f"OpenVINO FullyConnected layers ran in: {fc}")
     return runner
 
 
@@ -483,7 +488,7 @@ def load_openvino(source: Source, device: str, threads: int) -> OpenVINORunner:
     """An `openvino` artifact (or an Optimum-Intel directory): compiled by load_openvino_file with
     the CPU's default inference precision, which is recorded (settings, notes, precision)."""
     from bertpress.models import load_tokenizer
-    from bertpress.openvino_rt import describe, ran_int8
+    from bertpress.openvino_rt import ran_int8
 
     if device != "cpu":  # before reading anything: the refusal is the answer
         raise DeviceError(f"refused: OpenVINO runs on its CPU plugin here; bench {source.name or source.where} "
@@ -492,12 +497,8 @@ def load_openvino(source: Source, device: str, threads: int) -> OpenVINORunner:
     if not file.is_file():
         raise ArtifactError(f"{source.path}: no {OPENVINO_FILE} in this openvino artifact; re-export it")
     runner = load_openvino_file(file, load_tokenizer(source.path), source.max_length, device, threads)
-    runner.settings = describe(runner.session)
     if ran_int8(runner.session):  # NNCF weight compression has int8 weights and no FakeQuantize
         runner.precision = "int8"
-    fc = ", ".join(f"{k} x{v}" for k, v in runner.settings["runtime_precisions"].items())
-    if fc:
-        runner.notes.append(f"OpenVINO FullyConnected layers ran in: {fc}")
     return runner
 
 

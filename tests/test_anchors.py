@@ -114,6 +114,9 @@ def test_optimum_intel_anchor_is_nncf_int8_timed_with_our_openvino_settings(buil
         "device": "CPU", "threads": 1, "performance_hint": "LATENCY", "num_streams": 1,
         "precision_asked": "default", "inference_precision": None}
     assert any("INFERENCE_PRECISION_HINT=" in n for n in runner.notes)
+    # recorded as for our IRs: what OpenVINO applied, and the precision its int8 layers ran in
+    assert runner.settings["performance_hint"] == "LATENCY" and runner.settings["threads"] == 1
+    assert "i8" in runner.settings["runtime_precisions"] or "u8" in runner.settings["runtime_precisions"]
     enc = runner.tokenize(TEXTS)
     ref = _torch_logits(tiny["ck"], enc)
     assert _sqnr_db(ref, runner.logits(runner.run(runner.prepare(enc)))) > 10
