@@ -81,7 +81,8 @@ class BenchConfig:
     (the set's own sentences, length-sorted batches of traffic_batch_size, dynamic padding; one
     warm-up pass, timed as the cold figure, then traffic_passes timed passes), served in
     traffic_mode: "latency" (one batch at a time) or "throughput" (several batches in flight where
-    the runtime has such a mode: OpenVINO's THROUGHPUT hint; the others one at a time).
+    the runtime has such a mode: OpenVINO's THROUGHPUT hint, ONNX Runtime's concurrent runs on the
+    CPU with 2+ threads; the others one at a time).
     runtimes filters the variants (empty = every runtime that applies to each artifact).
     headline is the (batch, seq) of the main table and the accuracy plot; None = the smallest
     batch and the largest sequence length. rounds > 1 re-times the headline shape (and, with eval

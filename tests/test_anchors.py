@@ -131,7 +131,7 @@ def test_bench_runs_both_anchors_in_one_report(tiny, tmp_path, anchor_python):
     anchor_python("optimum")
     anchor_python("optimum-intel")
     cfg = BenchConfig(eval_data=str(tiny["data"]), baselines="optimum,optimum-intel", runtimes="pytorch",
-                      rounds=2, **FAST)
+                      rounds=2, traffic_mode="throughput", **{**FAST, "threads": 2})
     rep = bench([tiny["ck"]], cfg, tmp_path / "r", progress=False)
     res = rep.results
     assert [v.id for v in res.variants] == ["ck:pytorch@cpu", "optimum@cpu", "optimum-intel@cpu"] and not res.refused
@@ -141,6 +141,9 @@ def test_bench_runs_both_anchors_in_one_report(tiny, tmp_path, anchor_python):
         assert len(v.rounds["sentences_per_s"]) == 2  # the anchors serve the traffic in the rounds too
         assert any(n.startswith("built in ") for n in v.notes)
     assert res.variant("optimum-intel@cpu").runtime == "optimum-intel"
+    # throughput traffic: both anchors keep 2 batches in flight, as our ONNX and OpenVINO variants do
+    assert res.variant("optimum@cpu").settings["traffic"] == {"intra_op_num_threads": 1, "requests_in_flight": 2}
+    assert res.variant("optimum-intel@cpu").settings["traffic"]["performance_hint"] == "THROUGHPUT"
     md = (rep.path / "report.md").read_text()
     assert "`optimum@cpu`" in md and "`optimum-intel@cpu`" in md
 

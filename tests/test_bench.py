@@ -690,3 +690,52 @@ def test_traffic_warms_every_shape_once_then_times_the_passes():
     with pytest.raises(ConfigError, match=r"^traffic_mode='fast' is not a traffic mode; choose latency or throughput "
                                           r"\(--traffic-mode\)$"):
         BenchConfig(traffic_mode="fast")
+
+
+def test_onnxruntime_serves_throughput_traffic_with_batches_in_flight(bundles):
+    """--traffic-mode throughput with 2 threads: ONNX Runtime serves 2 batches at once (a session of
+    one intra-op thread, concurrent run calls), with the same predictions as one at a time, each
+    batch's latency recorded in order; a batch that fails to tokenize raises after the runs in
+    flight finish, and the server is usable again."""
+    from bertpress.bench.runtimes import OnnxRunner, load_onnx_file
+    from bertpress.models import load_tokenizer
+
+    onnx = bundles["onnx"]
+    runner = load_onnx_file(onnx / "model.onnx", load_tokenizer(onnx), 128, "cpu", 2)
+    chunks = [["good"] * 3, ["a bad and boring movie"] * 5, ["great acting"], ["so so", "lovely music and acting"]] * 3
+    one_at_a_time, _ = runner.serve(chunks)
+    server = runner.for_traffic("throughput")
+    assert isinstance(server, OnnxRunner) and server is not runner and server.in_flight == 2
+    assert server.session.get_session_options().intra_op_num_threads == 1
+    assert runner.settings["traffic"] == {"intra_op_num_threads": 1, "requests_in_flight": 2}
+    assert runner.notes[-1] == ("traffic: ONNX Runtime, 2 batches in flight, concurrent run calls on one session "
+                                "of intra_op_num_threads=1")
+    preds, ms = server.serve(chunks)
+    assert [p.tolist() for p in preds] == [p.tolist() for p in one_at_a_time] and len(ms) == len(chunks)
+    assert all(x > 0 for x in ms)
+
+    class Boom(list):
+        def __iter__(self):
+            yield from chunks[:3]
+            raise RuntimeError("tokenizer failed (test)")
+
+    with pytest.raises(RuntimeError, match="tokenizer failed"):
+        server.serve(Boom())
+    assert [p.tolist() for p in server.serve(chunks)[0]] == [p.tolist() for p in one_at_a_time]
+    # one thread, or CUDA: nothing beside it; the base behaviour and its note
+    single = load_onnx_file(onnx / "model.onnx", load_tokenizer(onnx), 128, "cpu", 1)
+    assert single.for_traffic("throughput") is single
+    assert single.notes[-1] == "traffic: one batch at a time (this runtime has no throughput mode in bench)"
+
+
+def test_bench_throughput_mode_serves_onnxruntime_in_flight(bundles, tmp_path):
+    from bertpress.bench import bench
+
+    cfg = BenchConfig(eval_data=str(bundles["data"]), runtimes="onnxruntime", traffic_batch_size=8,
+                      traffic_mode="throughput", **{**FAST, "threads": 2, "batch_sizes": (1,), "seq_lens": (8,)})
+    res = bench([bundles["onnx"]], cfg, tmp_path / "r", progress=False).results
+    ref, onnx = res.variants
+    assert onnx.traffic.mode == "throughput" and onnx.settings["traffic"]["requests_in_flight"] == 2
+    assert onnx.traffic.batch_latency.iters == 5  # 40 sentences in batches of 8, one timed pass
+    assert onnx.agreement == 1.0 and onnx.accuracy == ref.accuracy  # fp32 ONNX: the reference's predictions
+    assert "traffic: one batch at a time (this runtime has no throughput mode in bench)" in ref.notes
