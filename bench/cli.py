@@ -43,8 +43,8 @@ def register(sub, common, formatter) -> None:
     p.add_argument("--traffic-mode", choices=("latency", "throughput"), default="latency",
                    help="how the real-traffic scenario is served: latency = one batch at a time, each timed end "
                         "to end; throughput = as a server with several batches in flight where the runtime has "
-                        "such a mode (OpenVINO: PERFORMANCE_HINT=THROUGHPUT; ONNX Runtime on the CPU: one "
-                        "batch per thread, concurrent runs of one intra-op thread each; the next batch "
+                        "such a mode (OpenVINO: PERFORMANCE_HINT=THROUGHPUT; ONNX Runtime on the CPU with "
+                        "2+ threads: one batch per thread, concurrent runs of one intra-op thread each; the next batch "
                         "tokenized while earlier ones run; the Optimum anchors get the same); PyTorch and the "
                         "pipeline serve one batch at a time either way, and their notes say so")
     p.add_argument("--baselines", default="",

@@ -90,7 +90,8 @@ def render_markdown(res: BenchResults) -> str:
               + (f"; p50 = median of {rounds} interleaved rounds, listed below; p90 from the sweep" if timed else "")
               + "), "
               f"real-traffic throughput (sentences/s, ratio"
-              + (f"; median of {rounds} interleaved rounds" if served else "") + "), accuracy (Δ points)"
+              + (f"; sentences/s = median of {rounds} interleaved rounds, ratios of medians" if served else "")
+              + "), accuracy (Δ points)"
               + (f", {f1_head[:-2]} (Δ points)" if f1_key else "") + ", agreement with the "
               f"fp32 reference's predictions, size on disk (MB, ratio).", "",
               f"| variant | runtime | device | precision | p50 ms | p90 ms{' (sweep)' if timed else ''} | sentences/s | "
@@ -224,7 +225,8 @@ def _traffic_rounds(res: BenchResults, served: list[VariantResult]) -> list[str]
     return ["", "## Interleaved rounds (real traffic, sentences/s per round)", "",
             "Every round served one steady pass of the real traffic per variant, all loaded together, after "
             "the headline calls: drift of the machine falls on every variant alike. The summary's sentences/s "
-            "and throughput ratio use the median; the per-round ratios (median, min – max) show the spread.",
+            "is the median and its ratio the ratio of medians; the per-round ratios (median, min – max) show "
+            "the spread.",
             "", *head, *rows]
 
 

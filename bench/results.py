@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import statistics
 from pathlib import Path
 from typing import Any
 
 from bertpress.artifact import Artifact
 from bertpress.errors import ArtifactError
-from bertpress.timing import LatencyStats
+from bertpress.timing import LatencyStats, median_of
 
 RESULTS_SCHEMA = "bertpress.bench.results/1"
 
@@ -92,7 +91,7 @@ class VariantResult:
         this shape, else the sweep's p50."""
         r = self.rounds
         if r and r.get("p50_ms") and (r["batch_size"], r["seq_len"]) == (batch, seq):
-            return float(statistics.median(r["p50_ms"]))
+            return median_of(r["p50_ms"])
         lat = self.shape(batch, seq)
         return lat.p50_ms if lat else None
 
@@ -101,7 +100,7 @@ class VariantResult:
         timed, else the steady passes after the warm-up; None without eval data."""
         r = self.rounds
         if r and r.get("sentences_per_s"):
-            return float(statistics.median(r["sentences_per_s"]))
+            return median_of(r["sentences_per_s"])
         return self.traffic.sentences_per_s if self.traffic else None
 
     def shape(self, batch: int, seq: int) -> LatencyStats | None:

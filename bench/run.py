@@ -211,17 +211,27 @@ def _ratio(num: float | None, den: float | None) -> float | None:
     return num / den
 
 
+def _both_timed(v: VariantResult, ref: VariantResult, key: str) -> bool:
+    """Were both variants timed in the interleaved rounds for `key` (p50_ms, sentences_per_s)?
+    Where both or neither were, their figures are of one kind."""
+    timed = [bool((x.rounds or {}).get(key)) for x in (v, ref)]
+    return timed[0] == timed[1]
+
+
 def _ratios(v: VariantResult, ref: VariantResult | None, headline: tuple[int, int]) -> dict[str, float | None]:
     if ref is None:
         return {}
     b, s = headline
     lv, lr = v.shape(b, s), ref.shape(b, s)
     out = {
-        # speed-ups: > 1 means faster than the fp32 PyTorch reference (p50: rounds median if timed)
-        "p50_speedup": _ratio(ref.p50(b, s), v.p50(b, s)),
+        # speed-ups: > 1 means faster than the fp32 PyTorch reference. Ratios of medians: p50 and
+        # sentences/s are the medians of the interleaved rounds where both sides were timed there,
+        # else the sweep's figures on both sides (never a round median against a sweep figure).
+        "p50_speedup": _ratio(ref.p50(b, s), v.p50(b, s)) if _both_timed(v, ref, "p50_ms")
+        else _ratio(lr.p50_ms, lv.p50_ms) if lv and lr else None,
         "p90_speedup": _ratio(lr.p90_ms, lv.p90_ms) if lv and lr else None,
-        # real traffic (sentences/s: rounds median if timed)
-        "throughput": _ratio(v.sentences_per_s(), ref.sentences_per_s()),
+        "throughput": _ratio(v.sentences_per_s(), ref.sentences_per_s()) if _both_timed(v, ref, "sentences_per_s")
+        else _ratio(v.traffic.sentences_per_s, ref.traffic.sentences_per_s) if v.traffic and ref.traffic else None,
         # size: < 1 means smaller
         "size": _ratio(v.size_bytes, ref.size_bytes),
         # accuracy: difference in points (percentage), negative = lost accuracy
@@ -519,18 +529,28 @@ def _interleaved_rounds(plans: list[_Plan], results: list[VariantResult], cfg: B
                 continue
             try:  # all variants at once: e.g. GPU memory may not hold them all; keep the sweep's value
                 runner = _build(p, threads, work_dir, cfg.seed)
-                runners.append(runner)
-                server = runner.for_traffic(cfg.traffic_mode) if ds is not None else None
-                if server is not None and server is not runner:
-                    runners.append(server)
-                if server is not None:
-                    texts = _traffic_batches(runner, ds, cfg)[2]
-                    for _ in range(server.warm_passes):  # untimed: every batch shape seen, as in the sweep
-                        server.serve(texts)
             except Exception as exc:  # noqa: BLE001 - the variant already ran in the sweep
                 v.notes.append(f"not re-timed in the interleaved rounds: could not be loaded alongside the others "
                                f"({type(exc).__name__}: {first_line(exc, 160)}); its headline p50 and "
                                "traffic are the sweep's")
+                continue
+            runners.append(runner)
+            server = None
+            if ds is not None:
+                try:
+                    server = runner.for_traffic(cfg.traffic_mode)
+                    texts = _traffic_batches(runner, ds, cfg)[2]
+                    for _ in range(server.warm_passes):  # untimed: every batch shape seen, as in the sweep
+                        server.serve(texts)
+                except Exception as exc:  # noqa: BLE001 - the traffic already ran in the sweep
+                    if server is not None and server is not runner:
+                        server.close()
+                    server = None
+                    v.notes.append(f"real traffic not re-served in the interleaved rounds ({type(exc).__name__}: "
+                                   f"{first_line(exc, 160)}); its sentences/s is the sweep's")
+                if server is not None and server is not runner:
+                    runners.append(server)
+            if not timed_shape and server is None:
                 continue
             v.rounds = {"batch_size": b, "seq_len": s, "p50_ms": []}
             if timed_shape:

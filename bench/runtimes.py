@@ -368,7 +368,10 @@ class OnnxRunner(Runner):
         Runtime's way to throughput: a session is safe to run from several threads, and each call
         runs on its caller's thread when intra_op_num_threads is 1), the next batch tokenized
         while they run; recorded in the notes and settings. Else the base behaviour."""
-        if mode != "throughput" or self.device != "cpu" or self.file is None or (self.threads or 1) < 2:
+        if mode == "throughput" and self.device == "cpu" and self.file is not None and (self.threads or 1) < 2:
+            self.notes.append("traffic: one batch at a time (one thread: no second batch to run beside it)")
+            return self
+        if mode != "throughput" or self.device != "cpu" or self.file is None:
             return super().for_traffic(mode)
         from bertpress.ort import session as ort_session
 
@@ -388,8 +391,7 @@ class OnnxRunner(Runner):
         of its tokenization to the end of its run; batches overlap, as in run_stream."""
         if self.in_flight <= 1:
             return super().serve(chunks)
-        from collections import deque
-        from concurrent.futures import ThreadPoolExecutor
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
         def infer(feeds):
             out = self.run(feeds)
@@ -397,26 +399,25 @@ class OnnxRunner(Runner):
 
         preds: dict[int, np.ndarray] = {}
         ms: dict[int, float] = {}
-        pending: deque = deque()  # (index, future, start), oldest first
+        pending: dict = {}  # future -> (index, start)
 
-        def collect() -> None:
-            i, fut, t0 = pending.popleft()
-            out, t1 = fut.result()
-            preds[i], ms[i] = self.logits(out).argmax(axis=-1), (t1 - t0) * 1000.0
+        def collect(done) -> None:
+            for fut in done:
+                i, t0 = pending.pop(fut)
+                out, t1 = fut.result()
+                preds[i], ms[i] = self.logits(out).argmax(axis=-1), (t1 - t0) * 1000.0
 
         with ThreadPoolExecutor(max_workers=self.in_flight, thread_name_prefix="bertpress-ort") as pool:
             try:
                 for i, chunk in enumerate(chunks):
-                    while pending and pending[0][1].done():
-                        collect()
+                    collect([f for f in pending if f.done()])  # whatever has finished, in any order
                     t0 = time.perf_counter()
                     feeds = self.prepare(self.tokenize(chunk))
-                    if len(pending) >= self.in_flight:  # every worker busy: wait for the oldest
-                        collect()
-                    pending.append((i, pool.submit(infer, feeds), t0))
-                while pending:
-                    collect()
-            finally:  # also when tokenizing raised: the pool's exit waits for the runs in flight
+                    if len(pending) >= self.in_flight:  # every worker busy: wait for the first to finish
+                        collect(wait(pending, return_when=FIRST_COMPLETED).done)
+                    pending[pool.submit(infer, feeds)] = (i, t0)
+                collect(wait(pending).done)
+            finally:  # also when tokenizing or a run raised: the pool's exit waits for the runs in flight
                 pending.clear()
         return [preds[i] for i in range(len(preds))], [ms[i] for i in range(len(ms))]
 

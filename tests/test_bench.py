@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -408,39 +409,71 @@ def test_interleaved_rounds_also_serve_the_real_traffic(bundles, tmp_path, monke
     from bertpress.bench import run as run_mod
     from bertpress.bench.runtimes import Runner
 
-    served: list[str] = []
-    real_serve = Runner.serve
+    served: list[str] = []  # every traffic pass, and "head" for every timed headline/sweep shape
+    real_serve, real_time = Runner.serve, run_mod.time_callable
 
     def spy(self, chunks):
         served.append(type(self).__name__)
         return real_serve(self, chunks)
 
+    def spy_time(fn, **kw):
+        served.append("head")
+        return real_time(fn, **kw)
+
     monkeypatch.setattr(Runner, "serve", spy)
+    monkeypatch.setattr(run_mod, "time_callable", spy_time)
     cfg = BenchConfig(rounds=3, runtimes="onnxruntime", baselines=("hf-pipeline",), eval_data=str(bundles["data"]),
                       traffic_batch_size=16, traffic_passes=1, **{**FAST, "batch_sizes": (1,), "seq_lens": (8,)})
     rep = run_mod.bench([bundles["onnx"]], cfg, tmp_path / "r", progress=False)
     res = rep.results
     ref, onnx, pipe = (res.variant(i) for i in ("ck (fp32 reference):pytorch@cpu", "onnx:onnxruntime@cpu",
                                                  "hf-pipeline@cpu"))
-    # sweep: cold + 1 steady pass each; rounds: 1 untimed warm-up each, then 3 rounds of one pass each
-    assert served[-9:] == ["TorchRunner", "OnnxRunner", "PipelineRunner"] * 3
-    assert served[-12:-9] == ["TorchRunner", "OnnxRunner", "PipelineRunner"]
+    # rounds: 1 untimed warm-up pass each, then per round every headline call, then every traffic pass
+    each = ["TorchRunner", "OnnxRunner", "PipelineRunner"]
+    assert served[-21:] == each + (["head"] * 3 + each) * 3
     for v in (ref, onnx, pipe):
         rates = v.rounds["sentences_per_s"]
         assert len(rates) == 3 and all(x > 0 for x in rates)
         assert v.sentences_per_s() == pytest.approx(sorted(rates)[1])
-        assert v.sentences_per_s() != v.traffic.sentences_per_s  # the sweep's own figure is kept apart
+        assert v.traffic.passes == 1 and v.traffic.sentences_per_s > 0  # the sweep's own figure is kept apart
     assert onnx.ratios["throughput"] == pytest.approx(onnx.sentences_per_s() / ref.sentences_per_s())
     assert rep.manifest.metrics["onnx:onnxruntime@cpu"]["sentences_per_s"] == pytest.approx(onnx.sentences_per_s())
     md = (rep.path / "report.md").read_text()
     assert "## Interleaved rounds (real traffic, sentences/s per round)" in md
-    assert "sentences/s, ratio; median of 3 interleaved rounds" in md
+    assert "sentences/s, ratio; sentences/s = median of 3 interleaved rounds, ratios of medians" in md
     vs_pipe = [x / y for x, y in zip(onnx.rounds["sentences_per_s"], pipe.rounds["sentences_per_s"])]
     assert f"{sorted(vs_pipe)[1]:.2f}× ({min(vs_pipe):.2f} – {max(vs_pipe):.2f}) |" in md
     from bertpress.bench.results import BenchResults
 
     data = json.loads((rep.path / "results.json").read_text())
     assert BenchResults.from_dict(data).variant("onnx:onnxruntime@cpu").rounds == onnx.rounds
+
+
+def test_traffic_that_fails_in_the_rounds_keeps_the_sweep_figures_on_both_sides(bundles, tmp_path, monkeypatch):
+    """The ONNX server fails to warm up in the rounds: its headline is still re-timed, its traffic
+    keeps the sweep's figure with a note, and its throughput ratio uses the sweep on both sides."""
+    from bertpress.bench import run as run_mod
+    from bertpress.bench.runtimes import OnnxRunner
+
+    real, calls = OnnxRunner.serve, []
+
+    def fails_in_the_rounds(self, chunks):
+        calls.append(1)
+        if len(calls) > 2:  # the sweep's cold + steady pass, then the rounds' warm-up
+            raise RuntimeError("out of memory (test)")
+        return real(self, chunks)
+
+    monkeypatch.setattr(OnnxRunner, "serve", fails_in_the_rounds)
+    cfg = BenchConfig(rounds=2, runtimes="onnxruntime", eval_data=str(bundles["data"]), traffic_passes=1,
+                      **{**FAST, "batch_sizes": (1,), "seq_lens": (8,)})
+    res = run_mod.bench([bundles["onnx"]], cfg, tmp_path / "r", progress=False).results
+    ref, onnx = res.variants
+    assert len(onnx.rounds["p50_ms"]) == 2 and "sentences_per_s" not in onnx.rounds
+    assert len(ref.rounds["sentences_per_s"]) == 2
+    assert any(n.startswith("real traffic not re-served in the interleaved rounds (RuntimeError: out of memory")
+               for n in onnx.notes)
+    assert onnx.ratios["throughput"] == pytest.approx(onnx.traffic.sentences_per_s / ref.traffic.sentences_per_s)
+    assert onnx.ratios["p50_speedup"] == pytest.approx(ref.p50(1, 8) / onnx.p50(1, 8))  # both from the rounds
 
 
 def test_a_variant_that_cannot_be_reloaded_for_the_rounds_keeps_its_sweep_value(bundles, tmp_path, monkeypatch):
@@ -710,9 +743,35 @@ def test_onnxruntime_serves_throughput_traffic_with_batches_in_flight(bundles):
     assert runner.settings["traffic"] == {"intra_op_num_threads": 1, "requests_in_flight": 2}
     assert runner.notes[-1] == ("traffic: ONNX Runtime, 2 batches in flight, concurrent run calls on one session "
                                 "of intra_op_num_threads=1")
+    import threading
+
+    class Spy:  # the session, counting the runs in flight (each held a little so they can overlap)
+        def __init__(self, sess):
+            self.sess, self.now, self.most, self.calls, self.fail_at = sess, 0, 0, 0, None
+            self.lock = threading.Lock()
+
+        def run(self, names, feeds):
+            with self.lock:
+                self.calls += 1
+                if self.calls == self.fail_at:
+                    raise RuntimeError("run failed (test)")
+                self.now += 1
+                self.most = max(self.most, self.now)
+            try:
+                time.sleep(0.02)
+                return self.sess.run(names, feeds)
+            finally:
+                with self.lock:
+                    self.now -= 1
+
+    spy = server.session = Spy(server.session)
     preds, ms = server.serve(chunks)
     assert [p.tolist() for p in preds] == [p.tolist() for p in one_at_a_time] and len(ms) == len(chunks)
-    assert all(x > 0 for x in ms)
+    assert spy.most == 2 and all(x >= 20 for x in ms)  # two at once, never more; each held 20 ms
+    spy.fail_at = spy.calls + 3
+    with pytest.raises(RuntimeError, match="run failed"):
+        server.serve(chunks)
+    assert spy.now == 0  # nothing left running
 
     class Boom(list):
         def __iter__(self):
@@ -725,7 +784,7 @@ def test_onnxruntime_serves_throughput_traffic_with_batches_in_flight(bundles):
     # one thread, or CUDA: nothing beside it; the base behaviour and its note
     single = load_onnx_file(onnx / "model.onnx", load_tokenizer(onnx), 128, "cpu", 1)
     assert single.for_traffic("throughput") is single
-    assert single.notes[-1] == "traffic: one batch at a time (this runtime has no throughput mode in bench)"
+    assert single.notes[-1] == "traffic: one batch at a time (one thread: no second batch to run beside it)"
 
 
 def test_bench_throughput_mode_serves_onnxruntime_in_flight(bundles, tmp_path):
