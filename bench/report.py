@@ -129,8 +129,7 @@ def render_markdown(res: BenchResults) -> str:
         ref_rounds = ref.rounds["p50_ms"] if ref is not None and ref.rounds else None
         for v in timed:
             lat = v.shape(b, s)
-            per_round = ([r / x for r, x in zip(ref_rounds, v.rounds["p50_ms"]) if x]
-                         if ref_rounds and len(ref_rounds) == len(v.rounds["p50_ms"]) else [])
+            per_round = _per_round(ref_rounds or [], v.rounds["p50_ms"])
             spread = f"{min(per_round):.2f}× – {max(per_round):.2f}×" if per_round else "–"
             lines.append(f"| `{v.id}` | " + " | ".join(_f(x) for x in v.rounds["p50_ms"])
                          + f" | {_f(v.p50(b, s))} | {_f(lat.p50_ms if lat else None)} | {spread} |")
@@ -199,6 +198,11 @@ def render_markdown(res: BenchResults) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _per_round(num: list[float], den: list[float]) -> list[float]:
+    """num[i] / den[i] for every round, where both were timed in the same rounds; else []."""
+    return [x / y for x, y in zip(num, den) if y] if num and len(num) == len(den) else []
+
+
 def _traffic_rounds(res: BenchResults, served: list[VariantResult]) -> list[str]:
     """The interleaved real-traffic passes: sentences/s per round, the median, the sweep's steady
     figure, and the per-round ratio against the reference and against the `transformers`
@@ -208,12 +212,7 @@ def _traffic_rounds(res: BenchResults, served: list[VariantResult]) -> list[str]
     pipe = next((v for v in served if v.runtime == "hf-pipeline"), None)
 
     def per_round(v: VariantResult, base: VariantResult | None) -> str:
-        if base is None or not (base.rounds or {}).get("sentences_per_s"):
-            return "–"
-        mine, theirs = v.rounds["sentences_per_s"], base.rounds["sentences_per_s"]
-        if len(mine) != len(theirs):
-            return "–"
-        r = [x / y for x, y in zip(mine, theirs) if y]
+        r = _per_round(v.rounds["sentences_per_s"], ((base.rounds or {}) if base else {}).get("sentences_per_s") or [])
         return f"{median_of(r):.2f}× ({min(r):.2f} – {max(r):.2f})" if r else "–"
 
     head = ["| variant | " + " | ".join(f"round {i + 1}" for i in range(n))

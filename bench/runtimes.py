@@ -368,11 +368,11 @@ class OnnxRunner(Runner):
         Runtime's way to throughput: a session is safe to run from several threads, and each call
         runs on its caller's thread when intra_op_num_threads is 1), the next batch tokenized
         while they run; recorded in the notes and settings. Else the base behaviour."""
-        if mode == "throughput" and self.device == "cpu" and self.file is not None and (self.threads or 1) < 2:
-            self.notes.append("traffic: one batch at a time (one thread: no second batch to run beside it)")
-            return self
         if mode != "throughput" or self.device != "cpu" or self.file is None:
             return super().for_traffic(mode)
+        if (self.threads or 1) < 2:
+            self.notes.append("traffic: one batch at a time (one thread: no second batch to run beside it)")
+            return self
         from bertpress.ort import session as ort_session
 
         server = OnnxRunner(ort_session(self.file, 1), self.tokenizer, self.max_length, "cpu", self.provider)
@@ -407,18 +407,16 @@ class OnnxRunner(Runner):
                 out, t1 = fut.result()
                 preds[i], ms[i] = self.logits(out).argmax(axis=-1), (t1 - t0) * 1000.0
 
+        # Leaving the pool waits for the runs in flight, also when tokenizing or a run raised.
         with ThreadPoolExecutor(max_workers=self.in_flight, thread_name_prefix="bertpress-ort") as pool:
-            try:
-                for i, chunk in enumerate(chunks):
-                    collect([f for f in pending if f.done()])  # whatever has finished, in any order
-                    t0 = time.perf_counter()
-                    feeds = self.prepare(self.tokenize(chunk))
-                    if len(pending) >= self.in_flight:  # every worker busy: wait for the first to finish
-                        collect(wait(pending, return_when=FIRST_COMPLETED).done)
-                    pending[pool.submit(infer, feeds)] = (i, t0)
-                collect(wait(pending).done)
-            finally:  # also when tokenizing or a run raised: the pool's exit waits for the runs in flight
-                pending.clear()
+            for i, chunk in enumerate(chunks):
+                collect([f for f in pending if f.done()])  # whatever has finished, in any order
+                t0 = time.perf_counter()
+                feeds = self.prepare(self.tokenize(chunk))
+                if len(pending) >= self.in_flight:  # every worker busy: wait for the first to finish
+                    collect(wait(pending, return_when=FIRST_COMPLETED).done)
+                pending[pool.submit(infer, feeds)] = (i, t0)
+            collect(wait(pending).done)
         return [preds[i] for i in range(len(preds))], [ms[i] for i in range(len(ms))]
 
     def close(self) -> None:

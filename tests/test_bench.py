@@ -494,6 +494,8 @@ def test_a_variant_that_cannot_be_reloaded_for_the_rounds_keeps_its_sweep_value(
     ref, onnx = res.variants
     assert len(ref.rounds["p50_ms"]) == 2 and onnx.rounds is None
     assert onnx.p50(1, 8) == onnx.shape(1, 8).p50_ms
+    # its speed-up is the sweep's on both sides, never a rounds median against a sweep figure
+    assert onnx.ratios["p50_speedup"] == pytest.approx(ref.shape(1, 8).p50_ms / onnx.shape(1, 8).p50_ms)
     assert any("not re-timed in the interleaved rounds" in n and "CUDA out of memory" in n for n in onnx.notes)
 
 
