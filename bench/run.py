@@ -504,8 +504,10 @@ def _interleaved_rounds(plans: list[_Plan], results: list[VariantResult], cfg: B
     then. Interleaving spreads it over all of them; the medians of the rounds are what the ratios
     use. All variants are loaded together for this pass. Each round times every headline call
     first, then every traffic pass, served as in the sweep (`Runner.for_traffic`, warmed up by
-    `warm_passes` untimed passes first: the cold figure is the sweep's)."""
-    from bertpress.errors import ArtifactError, BertpressError
+    `warm_passes` untimed passes first: the cold figure is the sweep's). A headline call or traffic
+    pass that fails in a round is dropped from the rounds for that variant (its figure stays the
+    sweep's, with a note); the run and every other measurement go on."""
+    from bertpress.errors import DiskFullError, Terminated
     from bertpress.timing import interleaved
 
     b, s = cfg.headline_shape
@@ -514,9 +516,6 @@ def _interleaved_rounds(plans: list[_Plan], results: list[VariantResult], cfg: B
     runners: list[Any] = []
     heads: list[tuple[VariantResult, Any, Any]] = []
     traffic: list[tuple[VariantResult, Any, list]] = []
-
-    def failed(v: VariantResult, what: str, exc: Exception) -> ArtifactError:
-        return ArtifactError(f"{v.id}: failed while re-timing {what} ({type(exc).__name__}: {first_line(exc)})")
 
     try:
         for p in plans:
@@ -559,38 +558,57 @@ def _interleaved_rounds(plans: list[_Plan], results: list[VariantResult], cfg: B
                 v.rounds["sentences_per_s"] = []
                 traffic.append((v, server, texts))
 
-        def head_timer(v, runner, fn):
+        broken: dict[tuple[str, str], str] = {}  # (variant, what) -> why it stopped
+
+        def guarded(v: VariantResult, what: str, fn):
+            """One timer of the rounds; a failure drops that measurement from the later rounds
+            (the variant keeps its sweep figure, with a note) instead of ending the bench."""
             def once():
+                if (v.id, what) in broken:
+                    return None
                 try:
-                    return time_callable(fn, warmup=cfg.warmup, min_iters=cfg.min_iters,
-                                         min_seconds=cfg.min_seconds, items_per_call=b, cuda=runner.cuda_events)
-                except BertpressError:
+                    return fn()
+                except (DiskFullError, Terminated):
                     raise
-                except Exception as exc:
-                    raise failed(v, f"{b}x{s}", exc) from exc
+                except Exception as exc:  # noqa: BLE001 - the sweep already measured it
+                    broken[v.id, what] = f"{type(exc).__name__}: {first_line(exc, 160)}"
+                    return None
             return once
+
+        def head_timer(v, runner, fn):
+            return guarded(v, "headline", lambda: time_callable(
+                fn, warmup=cfg.warmup, min_iters=cfg.min_iters, min_seconds=cfg.min_seconds, items_per_call=b,
+                cuda=runner.cuda_events))
 
         def traffic_timer(v, server, texts):
             n = sum(len(t) for t in texts)
 
             def once() -> float:
-                try:
-                    t0 = time.perf_counter()
-                    server.serve(texts)
-                    return n / (time.perf_counter() - t0)
-                except BertpressError:
-                    raise
-                except Exception as exc:
-                    raise failed(v, "real traffic", exc) from exc
-            return once
+                t0 = time.perf_counter()
+                server.serve(texts)
+                return n / (time.perf_counter() - t0)
+            return guarded(v, "traffic", once)
 
         timers = [head_timer(*e) for e in heads] + [traffic_timer(*e) for e in traffic]
         desc = f"rounds {b}x{s}" + (" + traffic" if traffic else "")
         runs = interleaved(timers, cfg.rounds, progress=progress, desc=desc)
-        for (v, _runner, _fn), stats in zip(heads, runs):
-            v.rounds["p50_ms"] = [round(st.p50_ms, 4) for st in stats]
-        for (v, _server, _texts), rates in zip(traffic, runs[len(heads):]):
-            v.rounds["sentences_per_s"] = [round(x, 2) for x in rates]
+        for what, key, entries, results_of, fmt in (
+                ("headline", "p50_ms", heads, runs[:len(heads)], lambda st: round(st.p50_ms, 4)),
+                ("traffic", "sentences_per_s", traffic, runs[len(heads):], lambda x: round(x, 2))):
+            for (v, _r, _x), got in zip(entries, results_of):
+                why = broken.get((v.id, what))
+                if why is None:
+                    v.rounds[key] = [fmt(x) for x in got]
+                    continue
+                del v.rounds[key]
+                label = f"the {b}x{s} headline" if what == "headline" else "real traffic"
+                ok = sum(x is not None for x in got)
+                v.notes.append(f"{label} failed in interleaved round {ok + 1} of {cfg.rounds} ({why}); "
+                               f"not re-timed in the rounds: its {'p50' if what == 'headline' else 'sentences/s'} "
+                               "is the sweep's")
+        for v, *_ in heads + traffic:
+            if v.rounds is not None and not (v.rounds.get("p50_ms") or v.rounds.get("sentences_per_s")):
+                v.rounds = None
     finally:
         for runner in runners:
             runner.close()

@@ -126,7 +126,8 @@ def apply_recover(work: Work, cfg: RecoverConfig) -> Work:
                              alpha=cfg.alpha, temperature=cfg.temperature, hidden_weight=cfg.hidden_weight,
                              attention_weight=cfg.attention_weight, layer_map=kept,
                              head_map=record.heads_kept(), seed=cfg.seed,
-                             max_steps=cfg.max_steps, work_dir=tmp, progress=work.progress)
+                             max_steps=cfg.max_steps, augment=cfg.augment, augment_prob=cfg.augment_prob,
+                             work_dir=tmp, progress=work.progress)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     work.model.eval()
@@ -137,7 +138,7 @@ def apply_recover(work: Work, cfg: RecoverConfig) -> Work:
                                 "samples": len(train), "epochs": cfg.epochs,
                                 "lr": cfg.lr, "alpha": cfg.alpha, "temperature": cfg.temperature,
                                 "hidden_weight": cfg.hidden_weight, "attention_weight": cfg.attention_weight,
-                                "max_steps": cfg.max_steps,
+                                "max_steps": cfg.max_steps, "augment": cfg.augment, "augment_prob": cfg.augment_prob,
                                 "metrics": dict(getattr(work.model, "recover_metrics", {}) or {})}
     work.qmodel, work.ranges = None, None
     return work

@@ -60,6 +60,13 @@ def register(sub, common, formatter) -> None:
                    help="weight of attention distillation: KL from the teacher's attention maps to those of the "
                         "kept layers, head by head over the heads --prune-heads kept (0 = off; 1 with "
                         "--recover-hidden-weight 1 is a good start after --prune-layers; runs eager attention)")
+    g.add_argument("--recover-augment", type=int, default=0, metavar="N",
+                   help="add N rewritten copies of every recovery row (TinyBERT-style word substitution: each word "
+                        "swapped with --recover-augment-prob for one of its 15 nearest words in the teacher's "
+                        "embeddings); they learn from the teacher's soft targets alone, and an epoch covers "
+                        "them too (0 = off)")
+    g.add_argument("--recover-augment-prob", type=float, default=0.4, metavar="P",
+                   help="probability that a word of an augmented copy is replaced")
     g = p.add_argument_group("search")
     g.add_argument("--max-accuracy-drop", type=float, default=None,
                    help="accuracy points you accept to lose; turns on the search over --search-schedule x "
@@ -115,7 +122,8 @@ def config_from_args(args: argparse.Namespace):
                               max_steps=args.recover_max_steps, lr=args.recover_lr,
                               max_length=args.recover_max_length, alpha=args.recover_alpha,
                               hidden_weight=args.recover_hidden_weight,
-                              attention_weight=args.recover_attention_weight),
+                              attention_weight=args.recover_attention_weight,
+                              augment=args.recover_augment, augment_prob=args.recover_augment_prob),
         search=search, eval_data=args.eval_data, seed=args.seed, text_column=args.text_column,
         text_pair_column=args.text_pair_column, label_column=args.label_column)
 

@@ -131,6 +131,10 @@ class RecoverConfig:
     # the same layers, over the heads the student kept (PruningRecord.heads_kept); meant for layer
     # and head removal.
     attention_weight: float = 0.0
+    # Rewritten copies of every training row (finetune.augment: words swapped for their nearest
+    # words in the teacher's embeddings with probability augment_prob), taught by the teacher alone.
+    augment: int = 0
+    augment_prob: float = 0.4
     batch_size: int = 32
     max_length: int = 128
     max_steps: Optional[int] = None
@@ -146,6 +150,8 @@ class RecoverConfig:
         check_range(self.temperature, "recover.temperature", low=0.0, low_inclusive=False)
         check_range(self.hidden_weight, "recover.hidden_weight", low=0.0)
         check_range(self.attention_weight, "recover.attention_weight", low=0.0)
+        check_range(self.augment, "recover.augment", low=0, integer=True)
+        check_range(self.augment_prob, "recover.augment_prob", low=0.0, low_inclusive=False, high=1.0)
         check_range(self.batch_size, "recover.batch_size", low=1, integer=True)
         check_range(self.max_length, "recover.max_length", low=8, integer=True)
         if self.max_steps is not None:

@@ -26,7 +26,10 @@ def distillation_loss(
     alpha: float = 0.5,
     temperature: float = 2.0,
 ) -> torch.Tensor:
-    """Mean over the batch. alpha=0 is plain cross-entropy; alpha=1 (or labels=None) soft targets only."""
+    """Mean over the batch. alpha=0 is plain cross-entropy; alpha=1 (or labels=None) soft targets only.
+
+    A row whose label is -100 (`augment.IGNORE_LABEL`: augmented text with no label of its own)
+    learns from the soft targets alone: its loss is the KL term at full weight."""
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(
             f"student logits {tuple(student_logits.shape)} and teacher logits "
@@ -35,18 +38,22 @@ def distillation_loss(
     t = float(temperature)
     # Compute in fp32: under bf16/fp16 autocast, log-softmax of small differences loses precision.
     s = student_logits.float()
-    kl = F.kl_div(
+    kl_rows = F.kl_div(
         F.log_softmax(s / t, dim=-1),
         F.log_softmax(teacher_logits.detach().float() / t, dim=-1),
         log_target=True,
-        reduction="batchmean",
-    ) * (t * t)
+        reduction="none",
+    ).sum(-1) * (t * t)
     if labels is None or alpha >= 1.0:
-        return kl
-    ce = F.cross_entropy(s, labels)
+        return kl_rows.mean()
+    labelled = labels != -100
+    ce_rows = torch.zeros_like(kl_rows)
+    if bool(labelled.any()):
+        ce_rows[labelled] = F.cross_entropy(s[labelled], labels[labelled], reduction="none")
     if alpha <= 0.0:
-        return ce
-    return (1.0 - alpha) * ce + alpha * kl
+        # Cross-entropy only: rows without a label still learn from the teacher.
+        return torch.where(labelled, ce_rows, kl_rows).mean()
+    return torch.where(labelled, (1.0 - alpha) * ce_rows + alpha * kl_rows, kl_rows).mean()
 
 
 def hidden_state_loss(

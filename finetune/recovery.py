@@ -35,6 +35,8 @@ def recover(
     head_map=None,
     seed: int = 0,
     max_steps: int | None = None,
+    augment: int = 0,
+    augment_prob: float = 0.4,
     work_dir: str | Path | None = None,
     progress: bool = True,
 ):
@@ -48,7 +50,10 @@ def recover(
     the teacher head each of student layer j's heads came from (None: every head kept; compress
     passes the heads its pruning kept). Both models run eager attention for the recovery, the
     student without attention dropout, and get their attention implementation back afterwards.
-    max_steps (if given) caps the optimizer steps regardless of epochs. eval_data, if given, is scored before and after
+    max_steps (if given) caps the optimizer steps regardless of epochs. augment=N > 0 adds N rewritten
+    copies of every training row (`finetune.augment`: words swapped for their nearest words in the
+    teacher's input embeddings, each with probability augment_prob) that learn from the teacher's
+    soft targets alone; an epoch then covers originals and copies. eval_data, if given, is scored before and after
     (accuracy printed when progress=True, and stored on the student as `student.recover_metrics`).
     Nothing is written outside work_dir (a temp dir by default, removed afterwards).
     """
@@ -73,6 +78,10 @@ def recover(
         raise ConfigError(f"recover: temperature={temperature!r} must be > 0")
     if max_steps is not None and max_steps < 1:
         raise ConfigError(f"recover: max_steps={max_steps!r} must be >= 1 or None")
+    if not isinstance(augment, int) or augment < 0:
+        raise ConfigError(f"recover: augment={augment!r} must be an integer >= 0")
+    if not 0.0 < augment_prob <= 1.0:
+        raise ConfigError(f"recover: augment_prob={augment_prob!r} must be in (0, 1]")
     if epochs <= 0 or batch_size < 1 or lr <= 0:
         raise ConfigError(f"recover: epochs={epochs!r}, batch_size={batch_size!r} and lr={lr!r} must be positive")
     n_s, n_t = student.config.num_labels, teacher.config.num_labels
@@ -88,6 +97,21 @@ def recover(
     work = Path(tempfile.mkdtemp(prefix="bertpress-recover-")) if owned else Path(work_dir)
     try:
         train_f = tokenize(train, tokenizer, max_length)
+        augmented = None
+        if augment:
+            from bertpress.finetune.augment import IGNORE_LABEL, augment_for_distillation
+            from bertpress.finetune.features import Features
+
+            augmented = augment_for_distillation(train, tokenizer, teacher.get_input_embeddings().weight, augment,
+                                                 prob=augment_prob, seed=seed)
+            extra = tokenize(augmented.data, tokenizer, max_length).rows if len(augmented.data) else []
+            for row in extra:
+                row["labels"] = IGNORE_LABEL  # the teacher's soft targets only (distillation_loss)
+            train_f = Features(train_f.rows + extra)
+            if progress:
+                info = augmented.summary()
+                print(f"recover: {info['rows']} augmented rows ({augment} per row, p={augment_prob}; "
+                      f"{100 * info['coverage']:.0f}% of the words have candidates)")
         eval_f = tokenize(eval_data, tokenizer, max_length) if eval_data is not None else None
         args = training_arguments(
             output_dir=str(work),
@@ -126,6 +150,8 @@ def recover(
         metrics["train_loss"] = float(result.training_loss)
         metrics["steps"] = int(trainer.state.global_step)
         metrics["train_runtime_s"] = float(result.metrics.get("train_runtime", 0.0))
+        if augmented is not None:
+            metrics["augmented"] = {"copies": augment, "prob": augment_prob, **augmented.summary()}
         if eval_f is not None:
             metrics["accuracy_after"] = trainer.evaluate()["eval_accuracy"]
             if progress:

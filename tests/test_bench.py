@@ -800,3 +800,43 @@ def test_bench_throughput_mode_serves_onnxruntime_in_flight(bundles, tmp_path):
     assert onnx.traffic.batch_latency.iters == 5  # 40 sentences in batches of 8, one timed pass
     assert onnx.agreement == 1.0 and onnx.accuracy == ref.accuracy  # fp32 ONNX: the reference's predictions
     assert "traffic: one batch at a time (this runtime has no throughput mode in bench)" in ref.notes
+
+
+def test_a_measurement_that_fails_mid_round_is_dropped_and_the_run_goes_on(bundles, tmp_path, monkeypatch):
+    """The ONNX variant's headline call fails in round 2 and its traffic in round 1: the bench
+    finishes, that variant keeps its sweep figures with notes, the others keep their rounds."""
+    from bertpress.bench import run as run_mod
+    from bertpress.bench.runtimes import OnnxRunner
+
+    real_time, real_serve = run_mod.time_callable, OnnxRunner.serve
+    calls = {"time": 0, "serve": 0}
+
+    def time_fails(fn, **kw):
+        calls["time"] += 1
+        if calls["time"] == 2 + 2 + 2:  # sweep (2 variants), round 1 (2), round 2: ck ok, then onnx
+            raise RuntimeError("device lost (test)")
+        return real_time(fn, **kw)
+
+    def serve_fails(self, chunks):
+        calls["serve"] += 1
+        if calls["serve"] == 4:  # the sweep's cold + steady pass, the rounds' warm-up, round 1
+            raise RuntimeError("out of memory (test)")
+        return real_serve(self, chunks)
+
+    monkeypatch.setattr(run_mod, "time_callable", time_fails)
+    monkeypatch.setattr(OnnxRunner, "serve", serve_fails)
+    cfg = BenchConfig(rounds=3, runtimes="pytorch,onnxruntime", eval_data=str(bundles["data"]), traffic_passes=1,
+                      **{**FAST, "batch_sizes": (1,), "seq_lens": (8,)})
+    rep = run_mod.bench([bundles["ck"], bundles["onnx"]], cfg, tmp_path / "r", progress=False)
+    ref, onnx = rep.results.variants
+    assert len(ref.rounds["p50_ms"]) == 3 and len(ref.rounds["sentences_per_s"]) == 3
+    assert onnx.rounds is None
+    assert onnx.p50(1, 8) == onnx.shape(1, 8).p50_ms and onnx.sentences_per_s() == onnx.traffic.sentences_per_s
+    assert ("the 1x8 headline failed in interleaved round 2 of 3 (RuntimeError: device lost (test)); not re-timed "
+            "in the rounds: its p50 is the sweep's") in onnx.notes
+    assert ("real traffic failed in interleaved round 1 of 3 (RuntimeError: out of memory (test)); not re-timed "
+            "in the rounds: its sentences/s is the sweep's") in onnx.notes
+    # its ratios are the sweep's on both sides
+    assert onnx.ratios["p50_speedup"] == pytest.approx(ref.shape(1, 8).p50_ms / onnx.shape(1, 8).p50_ms)
+    assert onnx.ratios["throughput"] == pytest.approx(onnx.traffic.sentences_per_s / ref.traffic.sentences_per_s)
+    assert "device lost (test)" in (rep.path / "report.md").read_text()

@@ -1,0 +1,165 @@
+"""Distillation data augmentation (finetune.augment, recover(augment=N), compress --recover-augment)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bertpress.data import TextDataset
+from bertpress.errors import InputError
+from bertpress.finetune import distillation_loss, recover
+from bertpress.finetune.augment import IGNORE_LABEL, augment_for_distillation, word_neighbours
+from bertpress.testing import save_tiny_checkpoint, tiny_bert, tiny_model, tiny_sentences
+
+# Families whose tiny offline tokenizer keeps whole words as one token (the tiny SentencePiece
+# vocabularies of XLM-R, DeBERTa-v3 and ALBERT are 87 pieces: every word splits; real ones do not).
+WHOLE_WORD_FAMILIES = ("bert", "distilbert", "roberta", "electra", "modernbert", "mpnet")
+
+
+def _embeddings(tok, groups: list[list[str]], seed: int = 0) -> torch.Tensor:
+    """An embedding matrix in which the words of each group point the same way (cosine ~1) and
+    every group is orthogonal to the others and to every other token."""
+    g = torch.Generator().manual_seed(seed)
+    dim = 64
+    emb = torch.zeros(len(tok), dim)
+    for i in range(len(tok)):
+        emb[i, 32 + i % 32] = 1.0  # every other token: far from the groups
+    for n, group in enumerate(groups):
+        for w in group:
+            (tid,) = tok(" " + w, add_special_tokens=False)["input_ids"]
+            emb[tid] = 0.0
+            emb[tid, n] = 1.0
+            emb[tid, 32 + n] = 0.01 * torch.rand(1, generator=g).item()
+    return emb
+
+
+def test_neighbours_are_the_nearest_single_token_words_of_the_text():
+    _, tok = tiny_bert()
+    emb = _embeddings(tok, [["good", "great", "superb"], ["bad", "awful"]])
+    near, vocabulary = word_neighbours(["a good film", "a great and superb film", "bad , awful 42 ! zzzq"], tok, emb)
+    # "zzzq" splits into pieces: not a candidate; "42" and punctuation are not words.
+    assert vocabulary == 8  # a, good, film, great, and, superb, bad, awful
+    assert sorted(near["good"]) == ["great", "superb"] and near["bad"] == ["awful"]
+    assert "film" not in near  # nothing within cosine 0.3 of it
+    assert "zzzq" not in near
+
+
+def test_augmentation_replaces_only_words_with_candidates_and_is_reproducible():
+    _, tok = tiny_bert()
+    emb = _embeddings(tok, [["good", "great"], ["bad", "awful"]])
+    data = TextDataset(texts=["the film was good , 42 times !", "a great plot", "quite bad , awful"],
+                       labels=[1, 1, 0], label_names=["negative", "positive"], source="test")
+    out = augment_for_distillation(data, tok, emb, 2, prob=1.0, seed=3)
+    # prob 1: every word with a candidate (a word of the text itself) swaps to its only neighbour;
+    # the rest is kept byte for byte.
+    assert out.data.texts == ["the film was great , 42 times !"] * 2 + ["a good plot"] * 2 + ["quite awful , bad"] * 2
+    assert out.data.labels == [1, 1, 1, 1, 0, 0]
+    assert out.summary()["rows"] == 6 and out.summary()["duplicates_dropped"] == 0
+    again = augment_for_distillation(data, tok, emb, 2, prob=0.5, seed=11)
+    assert augment_for_distillation(data, tok, emb, 2, prob=0.5, seed=11).data.texts == again.data.texts
+    # A copy in which no word was drawn equals its row and is not kept.
+    assert len(again.data) + again.duplicates_dropped == 6
+    assert "word substitution x2" in again.data.source
+
+
+def test_augmentation_rewrites_both_texts_of_a_pair():
+    _, tok = tiny_bert()
+    emb = _embeddings(tok, [["good", "great"], ["film", "movie"]])
+    data = TextDataset(texts=["a good film"], labels=[1], label_names=["no", "yes"], source="test",
+                       text_pairs=["the movie was great"])
+    out = augment_for_distillation(data, tok, emb, 1, prob=1.0)
+    assert out.data.texts == ["a great movie"] and out.data.text_pairs == ["the film was good"]
+
+
+@pytest.mark.parametrize("family", WHOLE_WORD_FAMILIES)
+def test_every_tokenizer_kind_finds_candidates_in_the_models_own_embeddings(family):
+    """WordPiece, byte-level BPE (a word after a space is its own token) and ModernBERT's BPE."""
+    model, tok = tiny_model(family)
+    texts, labels = tiny_sentences(40)
+    data = TextDataset(texts=texts, labels=labels, label_names=["negative", "positive"], source="test")
+    out = augment_for_distillation(data, tok, model.get_input_embeddings().weight, 1, prob=1.0, k=3)
+    assert out.vocabulary >= 20 and out.with_neighbours > 0 and len(out.data) > 0
+    changed = [a != b for a, b in zip(texts, out.data.texts)]
+    assert any(changed)
+
+
+def test_no_replaceable_word_is_refused_in_one_line():
+    model, tok = tiny_model("xlm-roberta")  # 87 pieces: every word splits
+    texts, labels = tiny_sentences(10)
+    data = TextDataset(texts=texts, labels=labels, label_names=["negative", "positive"], source="test")
+    with pytest.raises(InputError, match=r"^augment: no word of the training text can be replaced \(the tokenizer "
+                                         r"keeps none of its words as one token\); drop --recover-augment$"):
+        augment_for_distillation(data, tok, model.get_input_embeddings().weight, 1)
+
+
+def test_rows_without_a_label_learn_from_the_teacher_alone():
+    torch.manual_seed(0)
+    s, t = torch.randn(4, 3), torch.randn(4, 3)
+    y = torch.tensor([0, IGNORE_LABEL, 2, IGNORE_LABEL])
+    T, alpha = 2.0, 0.3
+    kl = torch.nn.functional.kl_div(torch.log_softmax(s / T, -1), torch.log_softmax(t / T, -1), log_target=True,
+                                    reduction="none").sum(-1) * T * T
+    ce = torch.nn.functional.cross_entropy(s, y.clamp(min=0), reduction="none")
+    want = torch.stack([(1 - alpha) * ce[0] + alpha * kl[0], kl[1], (1 - alpha) * ce[2] + alpha * kl[2], kl[3]]).mean()
+    assert torch.allclose(distillation_loss(s, t, y, alpha=alpha, temperature=T), want)
+    only_unlabelled = torch.full((4,), IGNORE_LABEL)
+    assert torch.allclose(distillation_loss(s, t, only_unlabelled, alpha=alpha, temperature=T), kl.mean())
+    assert torch.allclose(distillation_loss(s, t, only_unlabelled, alpha=0.0, temperature=T), kl.mean())
+    # Labelled rows are unchanged: mean CE at alpha 0, as before.
+    labelled = torch.tensor([0, 1, 2, 1])
+    assert torch.allclose(distillation_loss(s, t, labelled, alpha=0.0, temperature=T),
+                          torch.nn.functional.cross_entropy(s, labelled))
+
+
+def test_recover_trains_on_the_augmented_rows_with_soft_targets_only(monkeypatch):
+    from bertpress.finetune import distill
+
+    teacher, tok = tiny_bert(seed=1)
+    student, _ = tiny_bert(intermediate_size=20, seed=3)
+    texts, labels = tiny_sentences(24)
+    train = TextDataset(texts=texts, labels=labels, label_names=["negative", "positive"], source="test")
+    seen = {}
+    real_init = distill.DistillationTrainer.__init__
+
+    def spy(self, *args, **kwargs):
+        seen["rows"] = [row["labels"] for row in kwargs["train_dataset"].rows]
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(distill.DistillationTrainer, "__init__", spy)
+    recover(student, teacher, tok, train, max_steps=2, batch_size=8, augment=2, augment_prob=0.5, progress=False)
+    info = student.recover_metrics["augmented"]
+    assert info["copies"] == 2 and info["prob"] == 0.5 and info["rows"] > 0
+    assert len(seen["rows"]) == 24 + info["rows"]
+    assert seen["rows"][:24] == labels and set(seen["rows"][24:]) == {IGNORE_LABEL}
+    assert info["rows"] + info["duplicates_dropped"] == 48
+
+
+def test_compress_cli_records_the_augmentation(tmp_path, tiny_data):
+    from tests.conftest import run_cli
+
+    ckpt = save_tiny_checkpoint(tmp_path / "ckpt", num_hidden_layers=4)
+    res = run_cli("compress", str(ckpt), "--out", str(tmp_path / "o"), "--prune-layers", "0.5",
+                  "--importance", "magnitude", "--quantize", "none", "--calibration-data", str(tiny_data),
+                  "--recover-epochs", "1", "--recover-max-steps", "2", "--recover-augment", "1",
+                  "--recover-augment-prob", "0.6", "--no-progress")
+    assert res.returncode == 0, res.stderr[-2000:]
+    rec = json.loads((tmp_path / "o" / "bertpress.json").read_text())["details"]["recovery"]
+    assert rec["augment"] == 1 and rec["augment_prob"] == 0.6
+    assert rec["metrics"]["augmented"]["rows"] > 0 and rec["metrics"]["steps"] == 2
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--recover-augment", "-1"], "recover.augment=-1 "),
+    (["--recover-augment-prob", "0"], "recover.augment_prob=0.0 "),
+    (["--recover-augment-prob", "1.5"], "recover.augment_prob=1.5 "),
+])
+def test_bad_augmentation_values_are_refused_in_one_line(tmp_path, tiny_data, flags, message):
+    from tests.conftest import run_cli
+
+    ckpt = save_tiny_checkpoint(tmp_path / "ckpt")
+    res = run_cli("compress", str(ckpt), "--out", str(tmp_path / "o"), "--prune-ffn", "0.5", "--importance",
+                  "magnitude", "--calibration-data", str(tiny_data), "--recover-epochs", "1", *flags)
+    assert res.returncode == 2 and message in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert not (tmp_path / "o").exists()
