@@ -15,8 +15,9 @@ time), GloVe / word2vec files or a masked LM (hub downloads), none of which exis
 a non-English model; what is left is a nearest-neighbour lookup in one embedding matrix.
 
 `augment_for_distillation(data, tokenizer, embeddings, copies)` returns only the new rows;
-`recover(..., augment=N)` trains on them with the teacher's soft targets alone (their labels are
-ignored: `IGNORE_LABEL`).
+`augmented_features` tokenises them for the Trainer with their labels ignored (`IGNORE_LABEL`), so
+`recover(..., augment=N)` (compress --recover-augment) and `finetune --teacher --augment N` train
+on them with the teacher's soft targets alone.
 """
 
 from __future__ import annotations
@@ -141,3 +142,17 @@ def augment_for_distillation(data: TextDataset, tokenizer, embeddings, copies: i
     out = dataclasses.replace(data, texts=texts, labels=labels, text_pairs=pairs, skipped=0,
                               source=f"{data.source} (word substitution x{copies}, p={prob}, seed {seed})")
     return Augmented(out, vocabulary, len(near), seen, replaceable, dropped)
+
+
+def augmented_features(data: TextDataset, tokenizer, embeddings, copies: int, *, max_length: int,
+                       prob: float = 0.4, seed: int = 0) -> tuple[list[dict[str, Any]], Augmented]:
+    """`augment_for_distillation`, tokenised for the Trainer (`features.tokenize`) with every
+    row's label set to IGNORE_LABEL: what recover(augment=N) and finetune --augment append to
+    the training rows."""
+    from bertpress.finetune.features import tokenize
+
+    augmented = augment_for_distillation(data, tokenizer, embeddings, copies, prob=prob, seed=seed)
+    rows = tokenize(augmented.data, tokenizer, max_length).rows if len(augmented.data) else []
+    for row in rows:
+        row["labels"] = IGNORE_LABEL  # the teacher's soft targets only (distill.distillation_loss)
+    return rows, augmented

@@ -53,6 +53,12 @@ def register(sub, common, formatter) -> None:
                    help="teacher checkpoint for knowledge distillation (same labels and tokenizer)")
     p.add_argument("--alpha", type=float, default=0.5, help="distillation weight of the soft-target loss")
     p.add_argument("--temperature", type=float, default=2.0, help="distillation temperature")
+    p.add_argument("--augment", type=int, default=0, metavar="N",
+                   help="with --teacher: add N rewritten copies of every training row (TinyBERT-style word "
+                        "substitution, each word swapped with --augment-prob for one of its 15 nearest words in "
+                        "the teacher's embeddings); they learn from the teacher's soft targets alone (0 = off)")
+    p.add_argument("--augment-prob", type=float, default=0.4, metavar="P",
+                   help="probability that a word of an augmented copy is replaced")
     p.add_argument("--resume", action="store_true",
                    help="continue from the last checkpoint of a previous (killed) run into the same --out")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
@@ -69,6 +75,7 @@ def config_from_args(args: argparse.Namespace):
         max_length=args.max_length, warmup=args.warmup, weight_decay=args.weight_decay,
         seed=args.seed, eval_every=args.eval_every, precision=args.precision, resume=args.resume,
         teacher=args.teacher, alpha=args.alpha, temperature=args.temperature, labels=args.labels,
+        augment=args.augment, augment_prob=args.augment_prob,
         train_samples=args.train_samples, text_column=args.text_column,
         label_column=args.label_column, grad_accum=args.grad_accum, text_pair_column=args.text_pair_column,
     )

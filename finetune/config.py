@@ -45,6 +45,10 @@ class FinetuneConfig:
     teacher: str | None = None
     alpha: float = 0.5
     temperature: float = 2.0
+    # With a teacher: rewritten copies of every training row (finetune.augment), taught by the
+    # teacher's soft targets alone.
+    augment: int = 0
+    augment_prob: float = 0.4
     labels: tuple[str, ...] | None = None
     train_samples: int | None = None
     text_column: str | None = None
@@ -70,10 +74,15 @@ class FinetuneConfig:
         check_range(self.alpha, "alpha", low=0, high=1)
         check_range(self.temperature, "temperature", low=0, low_inclusive=False)
         check_range(self.grad_accum, "grad_accum", low=1, integer=True)
+        check_range(self.augment, "augment", low=0, integer=True)
+        check_range(self.augment_prob, "augment_prob", low=0, low_inclusive=False, high=1)
         if self.train_samples is not None:
             check_range(self.train_samples, "train_samples", low=1, integer=True)
         if self.teacher is not None and (not isinstance(self.teacher, str) or not self.teacher.strip()):
             raise ConfigError(f"teacher={self.teacher!r} must be a checkpoint path or None")
+        if self.augment and self.teacher is None:
+            raise ConfigError(f"augment={self.augment} needs a teacher: the rewritten rows have no labels and learn "
+                              "from the teacher's soft targets alone; add --teacher CHECKPOINT or drop --augment")
         if self.labels is not None:
             labels = self.labels.split(",") if isinstance(self.labels, str) else list(self.labels)
             labels = tuple(str(x).strip() for x in labels)

@@ -99,14 +99,11 @@ def recover(
         train_f = tokenize(train, tokenizer, max_length)
         augmented = None
         if augment:
-            from bertpress.finetune.augment import IGNORE_LABEL, augment_for_distillation
+            from bertpress.finetune.augment import augmented_features
             from bertpress.finetune.features import Features
 
-            augmented = augment_for_distillation(train, tokenizer, teacher.get_input_embeddings().weight, augment,
-                                                 prob=augment_prob, seed=seed)
-            extra = tokenize(augmented.data, tokenizer, max_length).rows if len(augmented.data) else []
-            for row in extra:
-                row["labels"] = IGNORE_LABEL  # the teacher's soft targets only (distillation_loss)
+            extra, augmented = augmented_features(train, tokenizer, teacher.get_input_embeddings().weight, augment,
+                                                  max_length=max_length, prob=augment_prob, seed=seed)
             train_f = Features(train_f.rows + extra)
             if progress:
                 info = augmented.summary()

@@ -64,6 +64,18 @@ def finetune(model: str | os.PathLike | None, config: FinetuneConfig, out: str |
     from bertpress.finetune.features import tokenize
 
     train_f = tokenize(train, tokenizer, config.max_length)
+    augmented = None
+    if config.augment:
+        from bertpress.finetune.augment import augmented_features
+        from bertpress.finetune.features import Features
+
+        extra, aug = augmented_features(train, tokenizer, teacher.get_input_embeddings().weight, config.augment,
+                                        max_length=config.max_length, prob=config.augment_prob, seed=config.seed)
+        train_f = Features(train_f.rows + extra)
+        augmented = {"copies": config.augment, "prob": config.augment_prob, **aug.summary()}
+        if progress and dist.is_main_process():
+            print(f"finetune: {augmented['rows']} augmented rows ({config.augment} per row, p={config.augment_prob}), "
+                  "taught by the teacher alone", file=sys.stderr)
     dev_f = tokenize(dev, tokenizer, config.max_length)
     work = partial_dir(out)
     resume_from = _resume_checkpoint(config, work) if config.resume else None
@@ -90,7 +102,7 @@ def finetune(model: str | os.PathLike | None, config: FinetuneConfig, out: str |
 
     try:
         _write_artifact(config, trainer, result, stats, train, dev, base_labels, tokenizer, inputs,
-                        out, work, t0, resume_from, overwrite)
+                        out, work, t0, resume_from, overwrite, len(train_f), augmented)
     except BaseException as exc:
         _tell_other_ranks(f"{type(exc).__name__}: {exc}")
         raise
@@ -118,9 +130,9 @@ def _outcome_from_rank0(out: Path) -> None:
 
 
 def _write_artifact(config, trainer, result, stats, train, dev, base_labels, tokenizer, inputs,
-                    out, work, t0, resume_from, overwrite: bool) -> None:
+                    out, work, t0, resume_from, overwrite: bool, train_rows: int, augmented: dict | None) -> None:
     state = trainer.state
-    metrics = _metrics(config, trainer, result, stats, len(train), time.perf_counter() - t0, resume_from)
+    metrics = _metrics(config, trainer, result, stats, train_rows, time.perf_counter() - t0, resume_from)
     final = trainer.model.eval()
     with staged_output(out, overwrite=overwrite, inputs=inputs) as tmp:
         final.save_pretrained(tmp, safe_serialization=True)
@@ -134,7 +146,7 @@ def _write_artifact(config, trainer, result, stats, train, dev, base_labels, tok
             recipe=to_tagged(config),
             lineage=lineage_of(_source_path(config.model)),
             metrics=metrics,
-            details=_details(config, final, train, dev, base_labels),
+            details=_details(config, final, train, dev, base_labels, augmented),
         ))
     shutil.rmtree(work, ignore_errors=True)
 
@@ -480,7 +492,8 @@ def _metrics(config, trainer, result, stats, n_train, wall_s, resume_from) -> di
     }
 
 
-def _details(config, model, train: TextDataset, dev: TextDataset, base_labels) -> dict[str, Any]:
+def _details(config, model, train: TextDataset, dev: TextDataset, base_labels,
+             augmented: dict | None = None) -> dict[str, Any]:
     from bertpress.models import layer_shapes, param_count
 
     world = dist.world_size()
@@ -496,7 +509,7 @@ def _details(config, model, train: TextDataset, dev: TextDataset, base_labels) -
         "padding": "dynamic (DataCollatorWithPadding) + group_by_length",
         "selection": "best dev accuracy (load_best_model_at_end)",
         "distillation": ({"teacher": str(_source_path(config.teacher)), "alpha": config.alpha,
-                          "temperature": config.temperature} if config.teacher else None),
+                          "temperature": config.temperature, "augmented": augmented} if config.teacher else None),
         "params": param_count(model),
         "layers": layer_shapes(model),
     }

@@ -163,3 +163,37 @@ def test_bad_augmentation_values_are_refused_in_one_line(tmp_path, tiny_data, fl
                   "magnitude", "--calibration-data", str(tiny_data), "--recover-epochs", "1", *flags)
     assert res.returncode == 2 and message in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_finetune_with_a_teacher_trains_on_augmented_rows_too(tmp_path, tiny_data, monkeypatch):
+    from bertpress.finetune import FinetuneConfig, finetune
+    from bertpress.finetune import distill
+
+    seen = {}
+    real_init = distill.DistillationTrainer.__init__
+
+    def spy(self, *args, **kwargs):
+        seen["labels"] = [row["labels"] for row in kwargs["train_dataset"].rows]
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(distill.DistillationTrainer, "__init__", spy)
+    student, teacher = save_tiny_checkpoint(tmp_path / "s"), save_tiny_checkpoint(tmp_path / "t", seed=5)
+    cfg = FinetuneConfig(model=str(student), data=str(tiny_data), teacher=str(teacher), augment=1, augment_prob=1.0,
+                         epochs=1.0, batch_size=32, max_length=32)
+    art = finetune(None, cfg, tmp_path / "kd", progress=False)
+    aug = art.manifest.details["distillation"]["augmented"]
+    assert aug["copies"] == 1 and aug["prob"] == 1.0 and aug["rows"] == 96  # every tiny sentence has candidates
+    assert seen["labels"].count(IGNORE_LABEL) == 96 and len(seen["labels"]) == 192
+    assert art.manifest.recipe["_data"]["augment"] == 1  # the recipe reproduces it
+
+
+def test_finetune_augment_without_a_teacher_is_refused_in_one_line(tmp_path, tiny_data):
+    from tests.conftest import run_cli
+
+    ckpt = save_tiny_checkpoint(tmp_path / "ckpt")
+    res = run_cli("finetune", "--model", str(ckpt), "--data", str(tiny_data), "--out", str(tmp_path / "o"),
+                  "--augment", "2")
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert ("augment=2 needs a teacher: the rewritten rows have no labels and learn from the teacher's soft "
+            "targets alone; add --teacher CHECKPOINT or drop --augment") in res.stderr
+    assert not (tmp_path / "o").exists()
