@@ -126,7 +126,7 @@ def render_markdown(res: BenchResults) -> str:
                   "| variant | " + " | ".join(f"round {i + 1}" for i in range(len(timed[0].rounds["p50_ms"])))
                   + " | median | sweep p50 | speed-up per round (min – max) |",
                   "|---|" + "---|" * (len(timed[0].rounds["p50_ms"]) + 3)]
-        ref_rounds = ref.rounds["p50_ms"] if ref is not None and ref.rounds else None
+        ref_rounds = (ref.rounds or {}).get("p50_ms") if ref is not None else None
         for v in timed:
             lat = v.shape(b, s)
             per_round = _per_round(ref_rounds or [], v.rounds["p50_ms"])

@@ -560,9 +560,10 @@ def _interleaved_rounds(plans: list[_Plan], results: list[VariantResult], cfg: B
 
         broken: dict[tuple[str, str], str] = {}  # (variant, what) -> why it stopped
 
-        def guarded(v: VariantResult, what: str, fn):
+        def guarded(v: VariantResult, what: str, fn, release=None):
             """One timer of the rounds; a failure drops that measurement from the later rounds
-            (the variant keeps its sweep figure, with a note) instead of ending the bench."""
+            (the variant keeps its sweep figure, with a note) instead of ending the bench, and
+            `release` frees what the broken measurement held (a traffic server's session)."""
             def once():
                 if (v.id, what) in broken:
                     return None
@@ -572,6 +573,8 @@ def _interleaved_rounds(plans: list[_Plan], results: list[VariantResult], cfg: B
                     raise
                 except Exception as exc:  # noqa: BLE001 - the sweep already measured it
                     broken[v.id, what] = f"{type(exc).__name__}: {first_line(exc, 160)}"
+                    if release is not None:
+                        release()
                     return None
             return once
 
@@ -587,7 +590,9 @@ def _interleaved_rounds(plans: list[_Plan], results: list[VariantResult], cfg: B
                 t0 = time.perf_counter()
                 server.serve(texts)
                 return n / (time.perf_counter() - t0)
-            return guarded(v, "traffic", once)
+            # A server of its own (not the runner the headline still uses) is closed at once.
+            own = all(server is not r for (hv, r, _f) in heads if hv is v)
+            return guarded(v, "traffic", once, release=server.close if own else None)
 
         timers = [head_timer(*e) for e in heads] + [traffic_timer(*e) for e in traffic]
         desc = f"rounds {b}x{s}" + (" + traffic" if traffic else "")

@@ -152,6 +152,9 @@ class RecoverConfig:
         check_range(self.attention_weight, "recover.attention_weight", low=0.0)
         check_range(self.augment, "recover.augment", low=0, integer=True)
         check_range(self.augment_prob, "recover.augment_prob", low=0.0, low_inclusive=False, high=1.0)
+        if self.augment and not self.epochs:
+            raise ConfigError(f"recover.augment={self.augment} needs recovery to train on the copies: add "
+                              "--recover-epochs E (e.g. 1) or drop --recover-augment")
         check_range(self.batch_size, "recover.batch_size", low=1, integer=True)
         check_range(self.max_length, "recover.max_length", low=8, integer=True)
         if self.max_steps is not None:

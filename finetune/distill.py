@@ -18,6 +18,10 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
+#: The label of a row with no label of its own (augmented text, `finetune.augment`): the
+#: cross-entropy skips it (PyTorch's ignore_index), so it learns from the teacher alone.
+IGNORE_LABEL = -100
+
 
 def distillation_loss(
     student_logits: torch.Tensor,
@@ -28,8 +32,8 @@ def distillation_loss(
 ) -> torch.Tensor:
     """Mean over the batch. alpha=0 is plain cross-entropy; alpha=1 (or labels=None) soft targets only.
 
-    A row whose label is -100 (`augment.IGNORE_LABEL`: augmented text with no label of its own)
-    learns from the soft targets alone: its loss is the KL term at full weight."""
+    A row labelled IGNORE_LABEL (augmented text with no label of its own) learns from the soft
+    targets alone: its loss is the KL term at full weight, whatever alpha."""
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(
             f"student logits {tuple(student_logits.shape)} and teacher logits "
@@ -46,12 +50,10 @@ def distillation_loss(
     ).sum(-1) * (t * t)
     if labels is None or alpha >= 1.0:
         return kl_rows.mean()
-    labelled = labels != -100
-    ce_rows = torch.zeros_like(kl_rows)
-    if bool(labelled.any()):
-        ce_rows[labelled] = F.cross_entropy(s[labelled], labels[labelled], reduction="none")
+    labelled = labels != IGNORE_LABEL
+    # ignore_index gives 0 for unlabelled rows (no boolean indexing: no host sync on CUDA).
+    ce_rows = F.cross_entropy(s, labels, reduction="none", ignore_index=IGNORE_LABEL)
     if alpha <= 0.0:
-        # Cross-entropy only: rows without a label still learn from the teacher.
         return torch.where(labelled, ce_rows, kl_rows).mean()
     return torch.where(labelled, (1.0 - alpha) * ce_rows + alpha * kl_rows, kl_rows).mean()
 

@@ -103,7 +103,8 @@ def recover(
             from bertpress.finetune.features import Features
 
             extra, augmented = augmented_features(train, tokenizer, teacher.get_input_embeddings().weight, augment,
-                                                  max_length=max_length, prob=augment_prob, seed=seed)
+                                                  max_length=max_length, prob=augment_prob, seed=seed,
+                                                  progress=progress)
             train_f = Features(train_f.rows + extra)
             if progress:
                 info = augmented.summary()

@@ -70,7 +70,8 @@ def finetune(model: str | os.PathLike | None, config: FinetuneConfig, out: str |
         from bertpress.finetune.features import Features
 
         extra, aug = augmented_features(train, tokenizer, teacher.get_input_embeddings().weight, config.augment,
-                                        max_length=config.max_length, prob=config.augment_prob, seed=config.seed)
+                                        max_length=config.max_length, prob=config.augment_prob, seed=config.seed,
+                                        flag="--augment", progress=progress and dist.is_main_process())
         train_f = Features(train_f.rows + extra)
         augmented = {"copies": config.augment, "prob": config.augment_prob, **aug.summary()}
         if progress and dist.is_main_process():

@@ -55,11 +55,11 @@ def test_augmentation_replaces_only_words_with_candidates_and_is_reproducible():
     # prob 1: every word with a candidate (a word of the text itself) swaps to its only neighbour;
     # the rest is kept byte for byte.
     assert out.data.texts == ["the film was great , 42 times !"] * 2 + ["a good plot"] * 2 + ["quite awful , bad"] * 2
-    assert out.data.labels == [1, 1, 1, 1, 0, 0]
+    assert out.data.labels == [IGNORE_LABEL] * 6  # no label of their own: the teacher's alone
     assert out.summary()["rows"] == 6 and out.summary()["duplicates_dropped"] == 0
     again = augment_for_distillation(data, tok, emb, 2, prob=0.5, seed=11)
     assert augment_for_distillation(data, tok, emb, 2, prob=0.5, seed=11).data.texts == again.data.texts
-    # A copy in which no word was drawn equals its row and is not kept.
+    # A copy in which no word was drawn is not kept.
     assert len(again.data) + again.duplicates_dropped == 6
     assert "word substitution x2" in again.data.source
 
@@ -80,9 +80,39 @@ def test_every_tokenizer_kind_finds_candidates_in_the_models_own_embeddings(fami
     texts, labels = tiny_sentences(40)
     data = TextDataset(texts=texts, labels=labels, label_names=["negative", "positive"], source="test")
     out = augment_for_distillation(data, tok, model.get_input_embeddings().weight, 1, prob=1.0, k=3)
-    assert out.vocabulary >= 20 and out.with_neighbours > 0 and len(out.data) > 0
-    changed = [a != b for a, b in zip(texts, out.data.texts)]
-    assert any(changed)
+    assert out.vocabulary >= 20 and out.with_neighbours > 0
+    assert len(out.data) + out.duplicates_dropped == len(texts) and len(out.data) > 0
+    # every kept copy tokenizes differently from every source row (a real substitution, not a respelling)
+    ids = {tuple(x) for x in tok(texts)["input_ids"]}
+    assert not ids & {tuple(x) for x in tok(out.data.texts)["input_ids"]}
+
+
+def test_words_are_letters_and_combining_marks_with_inner_apostrophes():
+    from bertpress.finetune.augment import word_spans
+
+    def words(t):
+        return [t[a:b] for a, b in word_spans(t)]
+
+    assert words("it's 42 films, don't!") == ["it's", "films", "don't"]
+    assert words("हिन्दी भाषा") == ["हिन्दी", "भाषा"]  # vowel signs (category M) stay in the word
+    assert words("cafe\u0301 au lait") == ["cafe\u0301", "au", "lait"]  # a decomposed accent stays too
+    assert words("naïve über_alles x2") == ["naïve", "über", "alles", "x"]
+    assert words("-- 123 '' ") == []
+
+
+def test_spellings_that_share_a_token_are_one_candidate_and_unknown_words_none():
+    """An uncased vocabulary gives The and the one id: they are not each other's neighbours, the
+    candidate is written as the more frequent spelling; words that are [UNK] are never candidates."""
+    _, tok = tiny_bert()
+    emb = _embeddings(tok, [["good", "great"]])
+    unk = tok.unk_token_id
+    emb[unk] = emb[tok(" good", add_special_tokens=False)["input_ids"][0]]  # [UNK] right beside good
+    texts = ["The good film", "the great film", "GREAT great film", "ζζζ good"]
+    near, vocabulary = word_neighbours(texts, tok, emb)
+    assert tok(" ζζζ", add_special_tokens=False)["input_ids"] == [unk]
+    assert near["good"] == ["great"] and near["GREAT"] == ["good"] and near["great"] == ["good"]
+    assert "ζζζ" not in near and all("ζζζ" not in v for v in near.values())
+    assert "the" not in near.get("The", []) and vocabulary == 4  # the, good, film, great
 
 
 def test_no_replaceable_word_is_refused_in_one_line():
@@ -197,3 +227,18 @@ def test_finetune_augment_without_a_teacher_is_refused_in_one_line(tmp_path, tin
     assert ("augment=2 needs a teacher: the rewritten rows have no labels and learn from the teacher's soft "
             "targets alone; add --teacher CHECKPOINT or drop --augment") in res.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_augment_without_recovery_epochs_is_refused_in_one_line(tmp_path, tiny_data):
+    from bertpress.compress.config import RecoverConfig
+    from bertpress.errors import ConfigError
+    from tests.conftest import run_cli
+
+    with pytest.raises(ConfigError, match=r"^recover.augment=2 needs recovery to train on the copies: add "
+                                          r"--recover-epochs E \(e.g. 1\) or drop --recover-augment$"):
+        RecoverConfig(augment=2)
+    ckpt = save_tiny_checkpoint(tmp_path / "ckpt")
+    res = run_cli("compress", str(ckpt), "--out", str(tmp_path / "o"), "--prune-ffn", "0.5", "--importance",
+                  "magnitude", "--recover-augment", "1")
+    assert res.returncode == 2 and "recover.augment=1 needs recovery" in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()

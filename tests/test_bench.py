@@ -840,3 +840,31 @@ def test_a_measurement_that_fails_mid_round_is_dropped_and_the_run_goes_on(bundl
     assert onnx.ratios["p50_speedup"] == pytest.approx(ref.shape(1, 8).p50_ms / onnx.shape(1, 8).p50_ms)
     assert onnx.ratios["throughput"] == pytest.approx(onnx.traffic.sentences_per_s / ref.traffic.sentences_per_s)
     assert "device lost (test)" in (rep.path / "report.md").read_text()
+
+
+def test_the_reference_failing_mid_round_leaves_the_report_whole(bundles, tmp_path, monkeypatch):
+    """The reference's headline fails in round 1 while its traffic goes on: the report renders, the
+    reference keeps its sweep p50 (note), and every other variant's speed-up is sweep against sweep."""
+    from bertpress.bench import run as run_mod
+
+    real_time, calls = run_mod.time_callable, []
+
+    def first_round_call_fails(fn, **kw):
+        calls.append(1)
+        if len(calls) == 3:  # the sweep timed 2 variants x 1 shape; then the reference opens round 1
+            raise RuntimeError("lost (test)")
+        return real_time(fn, **kw)
+
+    monkeypatch.setattr(run_mod, "time_callable", first_round_call_fails)
+    cfg = BenchConfig(rounds=2, runtimes="pytorch,onnxruntime", eval_data=str(bundles["data"]), traffic_passes=1,
+                      **{**FAST, "batch_sizes": (1,), "seq_lens": (8,)})
+    rep = run_mod.bench([bundles["ck"], bundles["onnx"]], cfg, tmp_path / "r", progress=False)
+    ref, onnx = rep.results.variants
+    assert "p50_ms" not in ref.rounds and len(ref.rounds["sentences_per_s"]) == 2
+    assert len(onnx.rounds["p50_ms"]) == 2
+    assert any(n.startswith("the 1x8 headline failed in interleaved round 1 of 2 (RuntimeError: lost (test))")
+               for n in ref.notes)
+    assert onnx.ratios["p50_speedup"] == pytest.approx(ref.shape(1, 8).p50_ms / onnx.shape(1, 8).p50_ms)
+    assert onnx.ratios["throughput"] == pytest.approx(onnx.sentences_per_s() / ref.sentences_per_s())
+    md = (rep.path / "report.md").read_text()
+    assert "## Interleaved rounds (batch 1 × 8" in md and "| `onnx:onnxruntime@cpu` |" in md
