@@ -73,6 +73,8 @@ def _words(text: str) -> list[str]:
 @dataclasses.dataclass
 class Augmented:
     data: TextDataset  # the new rows only, every label IGNORE_LABEL
+    copies: int
+    prob: float
     vocabulary: int  # distinct token ids of the text's single-token words (special tokens and [UNK] left out)
     with_neighbours: int  # distinct words that have candidates
     words_seen: int  # word occurrences in the source text
@@ -80,9 +82,17 @@ class Augmented:
     duplicates_dropped: int  # copies in which no word was replaced, not kept
 
     def summary(self) -> dict[str, Any]:
-        return {"rows": len(self.data), "vocabulary": self.vocabulary, "with_neighbours": self.with_neighbours,
+        """What the manifests record (compress details.recovery.metrics.augmented, finetune
+        details.distillation.augmented)."""
+        return {"copies": self.copies, "prob": self.prob, "rows": len(self.data), "vocabulary": self.vocabulary, "with_neighbours": self.with_neighbours,
                 "coverage": round(self.words_replaceable / self.words_seen, 4) if self.words_seen else 0.0,
                 "duplicates_dropped": self.duplicates_dropped}
+
+    def describe(self) -> str:
+        """The one line the stages print."""
+        share = 100 * self.words_replaceable / self.words_seen if self.words_seen else 0.0
+        return (f"{len(self.data)} augmented rows ({self.copies} per row, p={self.prob}; {share:.0f}% of the "
+                "words have candidates), taught by the teacher alone")
 
 
 def word_neighbours(texts: list[str], tokenizer, embeddings, k: int = 15, min_similarity: float = MIN_SIMILARITY,
@@ -184,7 +194,7 @@ def augment_for_distillation(data: TextDataset, tokenizer, embeddings, copies: i
                 pairs.append(new_pair)
     out = dataclasses.replace(data, texts=texts, labels=[IGNORE_LABEL] * len(texts), text_pairs=pairs, skipped=0,
                               source=f"{data.source} (word substitution x{copies}, p={prob}, seed {seed})")
-    return Augmented(out, vocabulary, len(near), seen, replaceable, dropped)
+    return Augmented(out, copies, prob, vocabulary, len(near), seen, replaceable, dropped)
 
 
 def augmented_features(data: TextDataset, tokenizer, embeddings, copies: int, *, max_length: int,

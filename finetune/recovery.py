@@ -107,9 +107,7 @@ def recover(
                                                   progress=progress)
             train_f = Features(train_f.rows + extra)
             if progress:
-                info = augmented.summary()
-                print(f"recover: {info['rows']} augmented rows ({augment} per row, p={augment_prob}; "
-                      f"{100 * info['coverage']:.0f}% of the words have candidates)")
+                print(f"recover: {augmented.describe()}")
         eval_f = tokenize(eval_data, tokenizer, max_length) if eval_data is not None else None
         args = training_arguments(
             output_dir=str(work),
@@ -149,7 +147,7 @@ def recover(
         metrics["steps"] = int(trainer.state.global_step)
         metrics["train_runtime_s"] = float(result.metrics.get("train_runtime", 0.0))
         if augmented is not None:
-            metrics["augmented"] = {"copies": augment, "prob": augment_prob, **augmented.summary()}
+            metrics["augmented"] = augmented.summary()
         if eval_f is not None:
             metrics["accuracy_after"] = trainer.evaluate()["eval_accuracy"]
             if progress:

@@ -73,10 +73,9 @@ def finetune(model: str | os.PathLike | None, config: FinetuneConfig, out: str |
                                         max_length=config.max_length, prob=config.augment_prob, seed=config.seed,
                                         flag="--augment", progress=progress and dist.is_main_process())
         train_f = Features(train_f.rows + extra)
-        augmented = {"copies": config.augment, "prob": config.augment_prob, **aug.summary()}
+        augmented = aug.summary()
         if progress and dist.is_main_process():
-            print(f"finetune: {augmented['rows']} augmented rows ({config.augment} per row, p={config.augment_prob}), "
-                  "taught by the teacher alone", file=sys.stderr)
+            print(f"finetune: {aug.describe()}", file=sys.stderr)
     dev_f = tokenize(dev, tokenizer, config.max_length)
     work = partial_dir(out)
     resume_from = _resume_checkpoint(config, work) if config.resume else None
