@@ -143,14 +143,11 @@ def test_rows_without_a_label_learn_from_the_teacher_alone():
                           torch.nn.functional.cross_entropy(s, labelled))
 
 
-def test_recover_trains_on_the_augmented_rows_with_soft_targets_only(monkeypatch):
+def _trained_labels(monkeypatch) -> dict:
+    """{"rows": the label of every row the DistillationTrainer is given}, filled when it is built."""
     from bertpress.finetune import distill
 
-    teacher, tok = tiny_bert(seed=1)
-    student, _ = tiny_bert(intermediate_size=20, seed=3)
-    texts, labels = tiny_sentences(24)
-    train = TextDataset(texts=texts, labels=labels, label_names=["negative", "positive"], source="test")
-    seen = {}
+    seen: dict = {}
     real_init = distill.DistillationTrainer.__init__
 
     def spy(self, *args, **kwargs):
@@ -158,6 +155,15 @@ def test_recover_trains_on_the_augmented_rows_with_soft_targets_only(monkeypatch
         real_init(self, *args, **kwargs)
 
     monkeypatch.setattr(distill.DistillationTrainer, "__init__", spy)
+    return seen
+
+
+def test_recover_trains_on_the_augmented_rows_with_soft_targets_only(monkeypatch):
+    teacher, tok = tiny_bert(seed=1)
+    student, _ = tiny_bert(intermediate_size=20, seed=3)
+    texts, labels = tiny_sentences(24)
+    train = TextDataset(texts=texts, labels=labels, label_names=["negative", "positive"], source="test")
+    seen = _trained_labels(monkeypatch)
     recover(student, teacher, tok, train, max_steps=2, batch_size=8, augment=2, augment_prob=0.5, progress=False)
     info = student.recover_metrics["augmented"]
     assert info["copies"] == 2 and info["prob"] == 0.5 and info["rows"] > 0
@@ -197,23 +203,15 @@ def test_bad_augmentation_values_are_refused_in_one_line(tmp_path, tiny_data, fl
 
 def test_finetune_with_a_teacher_trains_on_augmented_rows_too(tmp_path, tiny_data, monkeypatch):
     from bertpress.finetune import FinetuneConfig, finetune
-    from bertpress.finetune import distill
 
-    seen = {}
-    real_init = distill.DistillationTrainer.__init__
-
-    def spy(self, *args, **kwargs):
-        seen["labels"] = [row["labels"] for row in kwargs["train_dataset"].rows]
-        real_init(self, *args, **kwargs)
-
-    monkeypatch.setattr(distill.DistillationTrainer, "__init__", spy)
+    seen = _trained_labels(monkeypatch)
     student, teacher = save_tiny_checkpoint(tmp_path / "s"), save_tiny_checkpoint(tmp_path / "t", seed=5)
     cfg = FinetuneConfig(model=str(student), data=str(tiny_data), teacher=str(teacher), augment=1, augment_prob=1.0,
                          epochs=1.0, batch_size=32, max_length=32)
     art = finetune(None, cfg, tmp_path / "kd", progress=False)
     aug = art.manifest.details["distillation"]["augmented"]
     assert aug["copies"] == 1 and aug["prob"] == 1.0 and aug["rows"] == 96  # every tiny sentence has candidates
-    assert seen["labels"].count(IGNORE_LABEL) == 96 and len(seen["labels"]) == 192
+    assert seen["rows"].count(IGNORE_LABEL) == 96 and len(seen["rows"]) == 192
     assert art.manifest.recipe["_data"]["augment"] == 1  # the recipe reproduces it
 
 
