@@ -84,7 +84,8 @@ class Augmented:
     def summary(self) -> dict[str, Any]:
         """What the manifests record (compress details.recovery.metrics.augmented, finetune
         details.distillation.augmented)."""
-        return {"copies": self.copies, "prob": self.prob, "rows": len(self.data), "vocabulary": self.vocabulary, "with_neighbours": self.with_neighbours,
+        return {"copies": self.copies, "prob": self.prob, "rows": len(self.data), "vocabulary": self.vocabulary,
+                "with_neighbours": self.with_neighbours,
                 "coverage": round(self.words_replaceable / self.words_seen, 4) if self.words_seen else 0.0,
                 "duplicates_dropped": self.duplicates_dropped}
 
