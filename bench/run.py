@@ -515,7 +515,7 @@ def _interleaved_rounds(plans: list[_Plan], results: list[VariantResult], cfg: B
     work_dir = Path(tempfile.mkdtemp(prefix="bertpress-rounds-"))
     runners: list[Any] = []
     heads: list[tuple[VariantResult, Any, Any]] = []
-    traffic: list[tuple[VariantResult, Any, list]] = []
+    traffic: list[tuple[VariantResult, Any, list, bool]] = []  # (variant, server, texts, server is its own)
 
     try:
         for p in plans:
@@ -556,7 +556,7 @@ def _interleaved_rounds(plans: list[_Plan], results: list[VariantResult], cfg: B
                 heads.append((v, runner, runner.fixed_call(b, s, np.random.default_rng(cfg.seed))))
             if server is not None:
                 v.rounds["sentences_per_s"] = []
-                traffic.append((v, server, texts))
+                traffic.append((v, server, texts, server is not runner))
 
         broken: dict[tuple[str, str], str] = {}  # (variant, what) -> why it stopped
 
@@ -583,7 +583,7 @@ def _interleaved_rounds(plans: list[_Plan], results: list[VariantResult], cfg: B
                 fn, warmup=cfg.warmup, min_iters=cfg.min_iters, min_seconds=cfg.min_seconds, items_per_call=b,
                 cuda=runner.cuda_events))
 
-        def traffic_timer(v, server, texts):
+        def traffic_timer(v, server, texts, own):
             n = sum(len(t) for t in texts)
 
             def once() -> float:
@@ -591,7 +591,6 @@ def _interleaved_rounds(plans: list[_Plan], results: list[VariantResult], cfg: B
                 server.serve(texts)
                 return n / (time.perf_counter() - t0)
             # A server of its own (not the runner the headline still uses) is closed at once.
-            own = all(server is not r for (hv, r, _f) in heads if hv is v)
             return guarded(v, "traffic", once, release=server.close if own else None)
 
         timers = [head_timer(*e) for e in heads] + [traffic_timer(*e) for e in traffic]
@@ -600,7 +599,7 @@ def _interleaved_rounds(plans: list[_Plan], results: list[VariantResult], cfg: B
         for what, key, entries, results_of, fmt in (
                 ("headline", "p50_ms", heads, runs[:len(heads)], lambda st: round(st.p50_ms, 4)),
                 ("traffic", "sentences_per_s", traffic, runs[len(heads):], lambda x: round(x, 2))):
-            for (v, _r, _x), got in zip(entries, results_of):
+            for (v, *_), got in zip(entries, results_of):
                 why = broken.get((v.id, what))
                 if why is None:
                     v.rounds[key] = [fmt(x) for x in got]

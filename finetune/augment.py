@@ -106,10 +106,15 @@ def word_neighbours(texts: list[str], tokenizer, embeddings, k: int = 15, min_si
     vocabulary, café / cafe where accents are stripped) are one candidate, written as the most
     frequent spelling, and never each other's neighbours; special tokens ([UNK], [CLS], ...) are
     never candidates. Returns (neighbours, number of distinct candidate ids)."""
+    return _nearest(Counter(w for t in texts for w in _words(t)), tokenizer, embeddings, k, min_similarity, progress)
+
+
+def _nearest(counts: Counter, tokenizer, embeddings, k: int, min_similarity: float,
+             progress: bool) -> tuple[dict[str, list[str]], int]:
+    """word_neighbours from the words' counts (augment_for_distillation has them from its spans)."""
     import torch
     from tqdm.auto import tqdm
 
-    counts = Counter(w for t in texts for w in _words(t))
     words = sorted(counts)
     if not words:
         return {}, 0
@@ -160,14 +165,15 @@ def augment_for_distillation(data: TextDataset, tokenizer, embeddings, copies: i
     if not isinstance(k, int) or k < 1:
         raise ConfigError(f"augment: k={k!r} must be an integer >= 1")
     sources = list(data.texts) + (list(data.text_pairs) if data.text_pairs is not None else [])
-    near, vocabulary = word_neighbours(sources, tokenizer, embeddings, k=k, progress=progress)
+    spans = {t: word_spans(t) for t in sources}
+    counts = Counter(t[a:b] for t in sources for a, b in spans[t])
+    near, vocabulary = _nearest(counts, tokenizer, embeddings, k, MIN_SIMILARITY, progress)
     if not near:
         why = ("the tokenizer keeps none of its words as one token" if not vocabulary else
                f"none of its {vocabulary} single-token words has a neighbour with cosine >= {MIN_SIMILARITY}")
         raise InputError(f"augment: no word of the training text can be replaced ({why}); drop {flag}")
-    spans = {t: word_spans(t) for t in sources}
-    seen = sum(len(spans[t]) for t in sources)
-    replaceable = sum(t[a:b] in near for t in sources for a, b in spans[t])
+    seen = sum(counts.values())
+    replaceable = sum(c for w, c in counts.items() if w in near)
     rng = random.Random(seed)
 
     def rewrite(text: str) -> tuple[str, bool]:
@@ -198,14 +204,16 @@ def augment_for_distillation(data: TextDataset, tokenizer, embeddings, copies: i
     return Augmented(out, copies, prob, vocabulary, len(near), seen, replaceable, dropped)
 
 
-def augmented_features(data: TextDataset, tokenizer, embeddings, copies: int, *, max_length: int,
+def augmented_features(base, data: TextDataset, tokenizer, teacher, copies: int, *, max_length: int,
                        prob: float = 0.4, seed: int = 0, flag: str = "--recover-augment",
-                       progress: bool = False) -> tuple[list[dict[str, Any]], Augmented]:
-    """`augment_for_distillation`, tokenised for the Trainer (`features.tokenize`; every label
-    IGNORE_LABEL): what recover(augment=N) and finetune --augment append to the training rows."""
-    from bertpress.finetune.features import tokenize
+                       progress: bool = False):
+    """The Trainer's rows `base` (`features.tokenize(data, ...)`) followed by
+    `augment_for_distillation(data, ...)` with the teacher's input embeddings, tokenised the same
+    way (every label IGNORE_LABEL): what recover(augment=N) and finetune --augment train on.
+    Returns (Features, Augmented)."""
+    from bertpress.finetune.features import Features, tokenize
 
-    augmented = augment_for_distillation(data, tokenizer, embeddings, copies, prob=prob, seed=seed, flag=flag,
-                                         progress=progress)
+    augmented = augment_for_distillation(data, tokenizer, teacher.get_input_embeddings().weight, copies, prob=prob,
+                                         seed=seed, flag=flag, progress=progress)
     rows = tokenize(augmented.data, tokenizer, max_length).rows if len(augmented.data) else []
-    return rows, augmented
+    return Features(base.rows + rows), augmented

@@ -100,12 +100,9 @@ def recover(
         augmented = None
         if augment:
             from bertpress.finetune.augment import augmented_features
-            from bertpress.finetune.features import Features
 
-            extra, augmented = augmented_features(train, tokenizer, teacher.get_input_embeddings().weight, augment,
-                                                  max_length=max_length, prob=augment_prob, seed=seed,
-                                                  progress=progress)
-            train_f = Features(train_f.rows + extra)
+            train_f, augmented = augmented_features(train_f, train, tokenizer, teacher, augment, max_length=max_length,
+                                                    prob=augment_prob, seed=seed, progress=progress)
             if progress:
                 print(f"recover: {augmented.describe()}")
         eval_f = tokenize(eval_data, tokenizer, max_length) if eval_data is not None else None

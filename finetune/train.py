@@ -67,12 +67,10 @@ def finetune(model: str | os.PathLike | None, config: FinetuneConfig, out: str |
     augmented = None
     if config.augment:
         from bertpress.finetune.augment import augmented_features
-        from bertpress.finetune.features import Features
 
-        extra, aug = augmented_features(train, tokenizer, teacher.get_input_embeddings().weight, config.augment,
-                                        max_length=config.max_length, prob=config.augment_prob, seed=config.seed,
-                                        flag="--augment", progress=progress and dist.is_main_process())
-        train_f = Features(train_f.rows + extra)
+        train_f, aug = augmented_features(train_f, train, tokenizer, teacher, config.augment,
+                                          max_length=config.max_length, prob=config.augment_prob, seed=config.seed,
+                                          flag="--augment", progress=progress and dist.is_main_process())
         augmented = aug.summary()
         if progress and dist.is_main_process():
             print(f"finetune: {aug.describe()}", file=sys.stderr)

@@ -240,3 +240,35 @@ def test_augment_without_recovery_epochs_is_refused_in_one_line(tmp_path, tiny_d
                   "magnitude", "--recover-augment", "1")
     assert res.returncode == 2 and "recover.augment=1 needs recovery" in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
+def test_bad_augmentation_arguments_are_refused_in_one_line():
+    from bertpress.errors import ConfigError
+    from bertpress.finetune import FinetuneConfig
+
+    teacher, tok = tiny_bert(seed=1)
+    texts, labels = tiny_sentences(8)
+    data = TextDataset(texts=texts, labels=labels, label_names=["negative", "positive"], source="test")
+    emb = teacher.get_input_embeddings().weight
+    for kwargs, message in [({"copies": 0}, r"^augment: copies=0 must be an integer >= 1$"),
+                            ({"copies": 1, "prob": 0.0}, r"^augment: prob=0.0 must be in \(0, 1\]$"),
+                            ({"copies": 1, "k": 0}, r"^augment: k=0 must be an integer >= 1$")]:
+        copies = kwargs.pop("copies")
+        with pytest.raises(ConfigError, match=message):
+            augment_for_distillation(data, tok, emb, copies, **kwargs)
+    with pytest.raises(ConfigError, match=r"^recover: augment=-1 must be an integer >= 0$"):
+        recover(teacher, teacher, tok, data, augment=-1, progress=False)
+    with pytest.raises(ConfigError, match=r"^recover: augment_prob=1.5 must be in \(0, 1\]$"):
+        recover(teacher, teacher, tok, data, augment=1, augment_prob=1.5, progress=False)
+    with pytest.raises(ConfigError, match=r"augment_prob"):
+        FinetuneConfig(teacher="t", augment=1, augment_prob=0.0)
+
+
+def test_words_with_no_near_neighbour_are_refused_in_one_line():
+    """Every token orthogonal to every other: single-token words exist, none has a neighbour."""
+    _, tok = tiny_bert()
+    texts, labels = tiny_sentences(8)
+    data = TextDataset(texts=texts, labels=labels, label_names=["negative", "positive"], source="test")
+    with pytest.raises(InputError, match=r"^augment: no word of the training text can be replaced \(none of its \d+ "
+                                         r"single-token words has a neighbour with cosine >= 0.3\); drop --augment$"):
+        augment_for_distillation(data, tok, torch.eye(len(tok)), 1, flag="--augment")
