@@ -74,6 +74,17 @@ class ExportTwin:
         feed = {k: v for k, v in encode(tokenizer, [LATENCY_TEXT], seq_len, pad_to_max=True).items() if k in names}
         return lambda: time_callable(lambda: call(feed), warmup=5, min_iters=20, min_seconds=min_seconds)
 
+    def traffic_timer(self, tokenizer, chunks, *, max_length: int, threads: int | None,
+                      min_seconds: float) -> Callable[[], Any]:
+        """time() -> LatencyStats of passes over `chunks` (compress's traffic objective), one batch
+        at a time in this runtime: the same pass as the eager candidates' (evaluate.traffic_timer)."""
+        import torch
+
+        from bertpress.compress.evaluate import traffic_timer
+
+        call, names = self.session_call(threads or torch.get_num_threads())
+        return traffic_timer(call, tokenizer, chunks, max_length=max_length, names=names, min_seconds=min_seconds)
+
 
 @SEARCH_RUNTIMES.register("onnxruntime")
 class OnnxTwin(ExportTwin):

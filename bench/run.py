@@ -153,16 +153,13 @@ def _load(plan: _Plan, threads: int, work_dir: Path, seed: int):
 
 
 def _traffic_batches(runner, ds, cfg: BenchConfig) -> tuple[list[int], list[np.ndarray], list[list]]:
-    """The real-traffic batches: token lengths, the eval rows' indices sorted by length and cut
-    into `cfg.traffic_batch_size`, and those rows' texts (or (text, text_pair) pairs)."""
-    from bertpress.signature import tokenize
+    """The real-traffic batches (`bertpress.signature.traffic_batches`): token lengths, the eval
+    rows' indices sorted by length and cut into `cfg.traffic_batch_size`, and those rows' texts
+    (or (text, text_pair) pairs)."""
+    from bertpress.signature import traffic_batches
 
     examples = ds.examples  # texts, or (text, text_pair) pairs: tokenized as the model was trained
-    lengths = [len(ids) for ids in tokenize(runner.tokenizer, examples, truncation=True,
-                                            max_length=runner.max_length)["input_ids"]]
-    order = np.argsort(np.asarray(lengths), kind="stable")
-    bs = cfg.traffic_batch_size
-    batches = [order[i:i + bs] for i in range(0, len(order), bs)]
+    lengths, batches = traffic_batches(runner.tokenizer, examples, runner.max_length, cfg.traffic_batch_size)
     return lengths, batches, [[examples[j] for j in b] for b in batches]
 
 

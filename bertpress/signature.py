@@ -119,6 +119,19 @@ def encode(tokenizer, texts: Sequence[Any], max_length: int | None, pad_to_max: 
     return out
 
 
+def traffic_batches(tokenizer, examples: Sequence[Any], max_length: int | None,
+                    batch_size: int) -> tuple[list[int], list[np.ndarray]]:
+    """Real traffic as a serving batcher forms it: every example's token length (truncated at
+    max_length) and the examples' indices sorted by that length (stable) and cut into batches
+    of `batch_size`, so that dynamic padding pads each batch to nearly its own length. The one
+    definition of the scenario for bench's real traffic and compress's `--search-objective traffic`."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be at least 1")
+    lengths = [len(ids) for ids in tokenize(tokenizer, examples, truncation=True, max_length=max_length)["input_ids"]]
+    order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
+    return lengths, [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
 def script_input_names(module) -> tuple[str, ...]:
     """The input names of a traced TorchScript module (its forward's arguments, as traced)."""
     import re

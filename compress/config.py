@@ -190,6 +190,7 @@ def schedule_ratios(item) -> tuple[float, float, float]:
 
 SEARCH_RUNTIMES = ("pytorch", "onnxruntime", "openvino")
 LATENCY_STATISTICS = ("p50", "min")
+SEARCH_OBJECTIVES = ("latency", "traffic")  # what "fastest" means: see SearchConfig.objective
 
 
 @register_config()
@@ -215,6 +216,13 @@ class SearchConfig:
     # accuracy and latency rank it) or "openvino" (the same with `--format openvino`: NNCF int8,
     # OpenVINO's default precision). Speed-ups are always against the fp32 model in PyTorch eager.
     runtime: str = "pytorch"
+    # What "fastest" means: "latency" = one call at batch 1 x latency_seq_len (padded), the
+    # interactive case; "traffic" = a pass over the eval set's own texts in length-sorted
+    # batches of traffic_batch_size, dynamic padding, tokenization included (bench's real
+    # traffic), ranked by time per sentence: the server case, where per-layer work that is not
+    # a GEMM weighs more on short texts and the ranking can differ (docs/results/layers.md §11).
+    objective: str = "latency"
+    traffic_batch_size: int = 32
 
     def __post_init__(self) -> None:
         check_range(self.max_accuracy_drop, "search.max_accuracy_drop", low=0.0, high=100.0)
@@ -235,6 +243,10 @@ class SearchConfig:
                               f"{' or '.join(LATENCY_STATISTICS)}")
         if self.eval_samples is not None:
             check_range(self.eval_samples, "search.eval_samples", low=1, integer=True)
+        if self.objective not in SEARCH_OBJECTIVES:
+            raise ConfigError(f"search.objective={self.objective!r} is not valid; choose "
+                              f"{' or '.join(SEARCH_OBJECTIVES)}")
+        check_range(self.traffic_batch_size, "search.traffic_batch_size", low=1, high=4096, integer=True)
         if self.runtime not in SEARCH_RUNTIMES:
             raise ConfigError(f"search.runtime={self.runtime!r} is not valid; choose {' or '.join(SEARCH_RUNTIMES)}")
         if self.runtime == "pytorch" and not any(any(schedule_ratios(r)) or s is not Scheme.NONE

@@ -1,4 +1,5 @@
-"""What the compress stage measures: accuracy on labelled data, batch-1 latency, size."""
+"""What the compress stage measures: accuracy on labelled data, batch-1 latency, real-traffic
+throughput, size."""
 
 from __future__ import annotations
 
@@ -77,6 +78,30 @@ def latency(model: nn.Module, tokenizer, *, seq_len: int = 128, threads: int | N
     model.eval()
     with torch_threads(threads), torch.inference_mode():
         return time_callable(lambda: model(**enc), warmup=warmup, min_iters=min_iters, min_seconds=min_seconds)
+
+
+def traffic_timer(run, tokenizer, chunks: Sequence[Sequence], *, max_length: int, names: Sequence[str],
+                  threads: int | None = None, min_seconds: float = 1.0):
+    """time() -> LatencyStats of passes over `chunks` (batches of texts or pairs, as
+    `bertpress.signature.traffic_batches` cuts them): one call is one pass, every batch tokenized
+    with dynamic padding and run by `run` (a feed of `names` -> logits), end to end as bench's
+    real traffic. The first pass is a warm-up (new shapes compile and allocate); items_per_call
+    is the sentences per pass, so `throughput` is sentences/s. For PyTorch and deployed runtimes alike."""
+    from bertpress.signature import encode
+    from bertpress.timing import time_callable
+
+    wanted = set(names)
+    n = sum(len(c) for c in chunks)
+
+    def one_pass() -> None:
+        for chunk in chunks:
+            run({k: v for k, v in encode(tokenizer, chunk, max_length).items() if k in wanted})
+
+    def time_it():
+        with torch_threads(threads):
+            return time_callable(one_pass, warmup=1, min_iters=1, min_seconds=min_seconds, items_per_call=n)
+
+    return time_it
 
 
 def state_size(model: nn.Module) -> int:

@@ -47,8 +47,9 @@ def select(rows: list[dict[str, Any]], max_drop: float) -> tuple[int, bool]:
     return min(cands, key=lambda ir: (-ir[1]["accuracy"], ir[1]["latency_ms"]))[0], False
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    head = ("| heads | ffn | layers | scheme | runtime | accuracy | drop | latency ms | p50 / min ms | speed-up "
+def format_table(rows: list[dict[str, Any]], unit: str = "latency ms") -> str:
+    """The search table in markdown; `unit` heads the ranking column ("ms/sentence" for traffic)."""
+    head = (f"| heads | ffn | layers | scheme | runtime | accuracy | drop | {unit} | p50 / min | speed-up "
             "| size MB | shapes | |")
     lines = [head, "|" + "---|" * 13]
 
@@ -89,9 +90,29 @@ def run_search(work, cfg: CompressConfig, say: Callable[[str], None], max_length
     ml = max_length  # the artifact's own max length, as in the non-search path
     twin_factory = SEARCH_RUNTIMES.get(s.runtime)
 
-    def eager(model) -> Callable[[], Any]:
-        return lambda: latency(model, work.tokenizer, seq_len=s.latency_seq_len, threads=s.latency_threads,
-                               min_seconds=s.latency_min_seconds)
+    if s.objective == "traffic":  # the eval texts, length-sorted batches: cut once, timed per candidate
+        from bertpress.compress.evaluate import traffic_timer
+        from bertpress.signature import input_names, torch_runner, traffic_batches
+
+        examples = work.eval_data.examples
+        _, order = traffic_batches(work.tokenizer, examples, ml, s.traffic_batch_size)
+        chunks = [[examples[j] for j in b] for b in order]
+
+        def eager(model) -> Callable[[], Any]:
+            return traffic_timer(torch_runner(model), work.tokenizer, chunks, max_length=ml, names=input_names(model),
+                                 threads=s.latency_threads, min_seconds=s.latency_min_seconds)
+
+        def deployed(twin) -> Callable[[], Any]:
+            return twin.traffic_timer(work.tokenizer, chunks, max_length=ml, threads=s.latency_threads,
+                                      min_seconds=s.latency_min_seconds)
+    else:
+        def eager(model) -> Callable[[], Any]:
+            return lambda: latency(model, work.tokenizer, seq_len=s.latency_seq_len, threads=s.latency_threads,
+                                   min_seconds=s.latency_min_seconds)
+
+        def deployed(twin) -> Callable[[], Any]:
+            return twin.timer(work.tokenizer, seq_len=s.latency_seq_len, threads=s.latency_threads,
+                              min_seconds=s.latency_min_seconds)
 
     base_acc = accuracy(work.teacher, work.tokenizer, work.eval_data, max_length=ml)
     base_size = state_size(work.teacher)
@@ -109,7 +130,7 @@ def run_search(work, cfg: CompressConfig, say: Callable[[str], None], max_length
     made: list[tuple[Any, CompressConfig]] = [(None, cfg)]  # (work, recipe) of each row
     twin_root = Path(tempfile.mkdtemp(prefix="bertpress-search-")) if twin_factory else None
     try:
-        _walk(work, cfg, ml, base_acc, rows, timers, made, say, twin_factory, twin_root, eager)
+        _walk(work, cfg, ml, base_acc, rows, timers, made, say, twin_factory, twin_root, eager, deployed)
         return _rank(work, cfg, rows, timers, made, base_acc, base_size, say)
     finally:
         if twin_root is not None:
@@ -117,9 +138,9 @@ def run_search(work, cfg: CompressConfig, say: Callable[[str], None], max_length
 
 
 def _walk(work, cfg: CompressConfig, ml: int, base_acc: float, rows: list, timers: list, made: list,
-          say: Callable[[str], None], twin_factory, twin_root: Path | None, eager) -> None:
+          say: Callable[[str], None], twin_factory, twin_root: Path | None, eager, deployed) -> None:
     """Make, score (and, for a deploy runtime, export and gate) every candidate; appends to rows,
-    timers and made."""
+    timers and made. `eager(model)` / `deployed(twin)` build a candidate's timer for the objective."""
     from tqdm.auto import tqdm
 
     from bertpress.compress.api import HANDLERS, Work
@@ -157,7 +178,7 @@ def _walk(work, cfg: CompressConfig, ml: int, base_acc: float, rows: list, timer
                        "num_layers": len(layer_shapes(pw.model))}
                 quant_facts = qw.details["quantization"]  # the candidate's QuantizationRecord
                 row["calibration"] = quant_facts.calibration.method if quant_facts.calibration else None
-                timer = eager(qw.final)
+                timer = None if deploy else eager(qw.final)
                 if deploy:
                     row["accuracy_pytorch"] = acc
                     try:
@@ -175,8 +196,7 @@ def _walk(work, cfg: CompressConfig, ml: int, base_acc: float, rows: list, timer
                         if not twin.report["passed"]:
                             row["error"], timer = "parity gate: " + "; ".join(twin.report["failures"][:2]), None
                         else:
-                            timer = twin.timer(work.tokenizer, seq_len=s.latency_seq_len, threads=s.latency_threads,
-                                               min_seconds=s.latency_min_seconds)
+                            timer = deployed(twin)
                 row["within_budget"] = not row.get("error") and row["accuracy_drop_points"] <= s.max_accuracy_drop + 1e-9
                 rows.append(row)
                 timers.append(timer)
@@ -197,16 +217,23 @@ def _rank(work, cfg: CompressConfig, rows: list, timers: list, made: list, base_
     s = cfg.search
     # Timing, interleaved: round r times rows 0..n in order, so every candidate sees the same
     # mix of quiet and busy moments. p50 = median of the rounds' p50s, min = the best call.
+    # For the traffic objective a timed call is a pass over the eval texts: its figures are
+    # divided by the sentences per pass (items_per_call; 1 for the latency objective), so
+    # latency_ms ranks by ms per sentence and the speed-up is a throughput ratio.
     samples = interleaved(timers, s.latency_rounds, progress=work.progress, desc="timing candidates")
+    traffic = s.objective == "traffic"
     for row, runs in zip(rows, samples):
         if not runs:
             row.update(latency_p50_ms=None, latency_min_ms=None, latency_p90_ms=None, latency_rounds_p50_ms=[],
                        latency_ms=None, speedup=None)
             continue
-        row.update(latency_p50_ms=statistics.median(r.p50_ms for r in runs), latency_min_ms=min(r.min_ms for r in runs),
-                   latency_p90_ms=statistics.median(r.p90_ms for r in runs),
-                   latency_rounds_p50_ms=[r.p50_ms for r in runs])
+        row.update(latency_p50_ms=statistics.median(r.p50_ms / r.items_per_call for r in runs),
+                   latency_min_ms=min(r.min_ms / r.items_per_call for r in runs),
+                   latency_p90_ms=statistics.median(r.p90_ms / r.items_per_call for r in runs),
+                   latency_rounds_p50_ms=[r.p50_ms / r.items_per_call for r in runs])
         row["latency_ms"] = row["latency_p50_ms"] if s.latency_statistic == "p50" else row["latency_min_ms"]
+        if traffic:
+            row["sentences_per_s"] = 1000.0 / row["latency_ms"]
     base_lat = rows[0]["latency_ms"]
     for row in rows:
         if row["latency_ms"] is not None:
@@ -225,8 +252,12 @@ def _rank(work, cfg: CompressConfig, rows: list, timers: list, made: list, base_
         "max_accuracy_drop": s.max_accuracy_drop, "met_budget": met,
         "baseline": {"accuracy": base_acc, "latency_ms": base_lat, "size_bytes": base_size,
                      "runtime": "PyTorch eager (fp32)"},
-        "latency": {"batch": 1, "seq_len": s.latency_seq_len, "threads": s.latency_threads,
-                    "runtime": runtime, "statistic": s.latency_statistic,
+        "latency": {"objective": s.objective, **({
+                        "batch": s.traffic_batch_size, "sentences": len(work.eval_data),
+                        "scenario": "the eval texts in length-sorted batches, dynamic padding, tokenization "
+                                    "included, one batch at a time", "unit": "ms per sentence"}
+                        if traffic else {"batch": 1, "seq_len": s.latency_seq_len, "unit": "ms per call"}),
+                    "threads": s.latency_threads, "runtime": runtime, "statistic": s.latency_statistic,
                     "rounds": s.latency_rounds, "timing": "interleaved over all candidates after the walk"},
         "eval_data": work.eval_data.source, "eval_samples": len(work.eval_data),
         "table": rows, "winner": {k: r[k] for k in ("heads", "ffn", "scheme", "runtime")},
@@ -237,15 +268,18 @@ def _rank(work, cfg: CompressConfig, rows: list, timers: list, made: list, base_
                            "latency_p50_ms": r["latency_p50_ms"], "latency_min_ms": r["latency_min_ms"],
                            "runtime": s.runtime, "speedup_vs_fp32_pytorch_eager": r["speedup"],
                            "met_budget": met, "eval_data": work.eval_data.source,
-                           "eval_samples": len(work.eval_data)},
+                           "eval_samples": len(work.eval_data), "objective": s.objective},
     }
+    if traffic:
+        facts["winner_metrics"].update(sentences_per_s=r.get("sentences_per_s"),
+                                       sentences_per_s_uncompressed=rows[0].get("sentences_per_s"))
     if s.runtime == "pytorch":
         facts["winner_metrics"]["speedup_pytorch_eager"] = r["speedup"]
     else:
         facts["winner_metrics"]["accuracy_pytorch"] = r.get("accuracy_pytorch")
         facts["export_hint"] = ("the ranked model is the ONNX export of this artifact: run `bertpress export` "
                                 "on it (default settings) to write it")
-    say(format_table(rows))
+    say(format_table(rows, unit="ms/sentence" if traffic else "latency ms"))
     if not met:
         say(f"no candidate was within {s.max_accuracy_drop} points; saved the most accurate one")
     return winner_work, facts

@@ -60,6 +60,7 @@ CHOICE_FIELDS = {
     ("compress", "importance"): ("bertpress.compress.config:CompressConfig", "prune.importance"),
     ("compress", "latency_statistic"): ("bertpress.compress.config:SearchConfig", "latency_statistic"),
     ("compress", "search_runtime"): ("bertpress.compress.config:SearchConfig", "runtime"),
+    ("compress", "search_objective"): ("bertpress.compress.config:SearchConfig", "objective"),
     ("export", "format"): ("bertpress.export.config:ExportConfig", "format"),
     ("export", "optimize"): ("bertpress.export.config:ExportConfig", "optimize"),
     ("export", "quantize"): ("bertpress.export.config:ExportConfig", "quantize"),
@@ -96,6 +97,8 @@ def test_flag_choices_are_the_config_values(stage):
             allowed = SEARCH_RUNTIMES
         elif key == ("compress", "latency_statistic"):
             from bertpress.compress.config import LATENCY_STATISTICS as allowed
+        elif key == ("compress", "search_objective"):
+            from bertpress.compress.config import SEARCH_OBJECTIVES as allowed
         else:
             pytest.fail(f"{key}: field type {typ} has no value list")
         assert set(choices) == set(allowed), (key, choices, allowed)

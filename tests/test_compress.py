@@ -580,7 +580,17 @@ def test_cli_dynamic_json(ckpt, tmp_path, capsys):
     (["--max-accuracy-drop", "1"], "--eval-data"),
     (["--max-accuracy-drop", "1", "--eval-data", "x", "--search-schemes", "none,dynamic", "--importance",
       "magnitude", "--search-schedule", "0:0,0.95:0"], "would remove all 4 heads"),
-], ids=["ratio", "zero-heads", "taylor-no-data", "static-no-data", "search-no-eval", "search-zero-heads"])
+    (["--quantize", "dynamic", "--search-runtime", "openvino"],
+     "--search-runtime only applies to the search; add --max-accuracy-drop POINTS (and --eval-data) to search, "
+     "or drop --search-runtime"),
+    (["--quantize", "dynamic", "--search-objective", "traffic"], "--search-objective only applies to the search"),
+    (["--max-accuracy-drop", "1", "--eval-data", "x", "--search-batch-size", "8"],
+     "--search-batch-size sizes the traffic objective's batches; add --search-objective traffic or drop "
+     "--search-batch-size"),
+    (["--max-accuracy-drop", "1", "--eval-data", "x", "--search-objective", "traffic", "--search-batch-size", "0"],
+     "search.traffic_batch_size=0 is out of range"),
+], ids=["ratio", "zero-heads", "taylor-no-data", "static-no-data", "search-no-eval", "search-zero-heads",
+        "search-flag-without-search", "objective-without-search", "batch-size-without-traffic", "batch-size-0"])
 def test_cli_bad_input_one_line_exit_2(ckpt, tmp_path, args, needle, capsys):
     from bertpress.app.cli import main  # in-process: the fresh-process CLI run is test_cli_dynamic_json
 
@@ -656,6 +666,90 @@ def test_minilm_prune_reload_and_int8(tmp_path):
         # PyTorch's 7-bit default (equal figures would mean DynamicInt8LinearFull was not applied).
         seven_bit, _ = Q.quantize_dynamic(model, QuantizeConfig(), {**formats, "reduce_range": True})
         assert chosen > sqnr(ref, last_hidden(seven_bit)) + 1.0
+
+
+def test_search_traffic_objective_ranks_by_time_per_sentence(ckpt, tiny_data, tmp_path, monkeypatch, capsys):
+    """--search-objective traffic: every candidate (and the baseline) is timed on passes over the
+    eval texts, length-sorted batches of traffic_batch_size with dynamic padding, tokenization
+    included; latency_ms is the pass time per sentence, the speed-up a throughput ratio; the CLI
+    prints the winner's sentences/s."""
+    from bertpress.compress import evaluate
+    from bertpress.signature import tokenize
+
+    passes: list[list[list]] = []  # the chunks of every timed traffic pass, by timer
+    real = evaluate.traffic_timer
+
+    def spy(run, tokenizer, chunks, **kw):
+        passes.append(chunks)
+        return real(run, tokenizer, chunks, **kw)
+
+    monkeypatch.setattr(evaluate, "traffic_timer", spy)
+    monkeypatch.setattr(evaluate, "latency", lambda *a, **kw: pytest.fail("the latency objective's timer ran"))
+    cfg = _search_cfg(tiny_data, 100.0)
+    cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, objective="traffic", traffic_batch_size=8,
+                                                              schemes=(Scheme.NONE, Scheme.DYNAMIC)))
+    art = A.compress(ckpt, cfg, tmp_path / "s", progress=False)
+    s = art.manifest.details["search"]
+    rows = s["table"]
+    assert len(passes) == len(rows) == 1 + 3  # the baseline and every candidate
+    from bertpress.data import load_text_classification
+
+    data = load_text_classification(tiny_data, "dev")
+    tok = A.load_compressed(art.path)[1]
+    for chunks in passes:
+        assert sorted(t for c in chunks for t in c) == sorted(data.examples)
+        assert all(len(c) == 8 for c in chunks[:-1])
+        lengths = [max(len(ids) for ids in tokenize(tok, c)["input_ids"]) for c in chunks]
+        assert lengths == sorted(lengths)
+    assert s["latency"]["objective"] == "traffic" and s["latency"]["unit"] == "ms per sentence"
+    assert s["latency"]["batch"] == 8 and s["latency"]["sentences"] == len(data)
+    for r in rows:
+        assert r["sentences_per_s"] == pytest.approx(1000.0 / r["latency_ms"])
+    win = next(r for r in rows if r.get("winner"))
+    assert win["latency_ms"] == min(r["latency_ms"] for r in rows[1:])
+    w = s["winner_metrics"]
+    assert w["objective"] == "traffic" and w["sentences_per_s"] == win["sentences_per_s"]
+    assert w["speedup_vs_fp32_pytorch_eager"] == pytest.approx(win["sentences_per_s"] / rows[0]["sentences_per_s"])
+    from bertpress.compress.search import format_table
+
+    assert "| ms/sentence | p50 / min |" in format_table(rows, unit="ms/sentence")
+    from bertpress.app.cli import main
+
+    code = main(["compress", str(ckpt), "--out", str(tmp_path / "cli"), "--max-accuracy-drop", "100", "--eval-data",
+                 str(tiny_data), "--search-schedule", "0:0", "--search-schemes", "none,dynamic", "--search-objective",
+                 "traffic", "--search-batch-size", "4", "--latency-rounds", "1", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    w = json.loads((tmp_path / "cli" / "bertpress.json").read_text())["details"]["search"]["winner_metrics"]
+    assert f"traffic: {w['sentences_per_s']:.1f} sentences/s on the eval texts" in out
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_search_traffic_objective_in_a_deploy_runtime_serves_the_export(ckpt, tiny_data, tmp_path, monkeypatch,
+                                                                        runtime):
+    """The traffic objective with --search-runtime: the exported candidate serves the same passes
+    through its own session (the twin's feed -> logits call), the baseline stays PyTorch eager."""
+    import bertpress.app  # noqa: F401 - registers the export-backed runtimes
+    from bertpress.compress import evaluate
+
+    runs: list[tuple[str, int]] = []  # (who ran the pass, batches per pass)
+    real = evaluate.traffic_timer
+
+    def spy(run, tokenizer, chunks, **kw):
+        runs.append((getattr(run, "__module__", "") or "", len(chunks)))
+        return real(run, tokenizer, chunks, **kw)
+
+    monkeypatch.setattr(evaluate, "traffic_timer", spy)
+    cfg = _search_cfg(tiny_data, 100.0)
+    cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, objective="traffic", traffic_batch_size=16,
+                                                              runtime=runtime, schedule=((0.0, 0.0),),
+                                                              schemes=(Scheme.NONE,)))
+    art = A.compress(ckpt, cfg, tmp_path / "s", progress=False)
+    rows = art.manifest.details["search"]["table"]
+    assert [r["runtime"] for r in rows] == ["pytorch", runtime]
+    assert all(r["sentences_per_s"] > 0 for r in rows) and rows[1].get("winner")
+    assert len(runs) == 2 and runs[0][0] == "bertpress.signature" and runs[1][0] != "bertpress.signature"
+    assert runs[0][1] == runs[1][1] > 1  # the same batches for both
 
 
 def test_search_without_any_candidate_is_a_config_error():
