@@ -72,31 +72,37 @@ def register(sub, common, formatter) -> None:
                    help="accuracy points you accept to lose; turns on the search over --search-schedule x "
                         "--search-schemes (needs --eval-data)")
     g.add_argument("--eval-data", default=None, help="labelled eval data (its dev split) for metrics and search")
-    g.add_argument("--eval-samples", type=int, default=None, help="random subset of the eval data in the search")
-    g.add_argument("--search-schedule", type=_ratio_pairs, default=_SEARCH_DEFAULTS["search_schedule"],
-                   help="comma-separated heads:ffn[:layers] pruning ratios (e.g. 0:0.25,0:0:0.5)")
-    g.add_argument("--search-schemes", default=_SEARCH_DEFAULTS["search_schemes"],
-                   help="comma-separated quantization schemes to try")
-    g.add_argument("--latency-statistic", choices=["p50", "min"], default=_SEARCH_DEFAULTS["latency_statistic"],
-                   help="per-call latency statistic that ranks candidates (min resists noise from other jobs)")
-    g.add_argument("--latency-rounds", type=int, default=_SEARCH_DEFAULTS["latency_rounds"],
-                   help="interleaved timing rounds over all candidates after the walk (median p50, best min)")
-    g.add_argument("--latency-threads", type=int, default=None,
-                   help="torch threads while timing (default: torch's setting)")
-    g.add_argument("--search-runtime", choices=["pytorch", "onnxruntime", "openvino"],
-                   default=_SEARCH_DEFAULTS["search_runtime"],
+    # Search-only flags default to SUPPRESS: absent from the namespace unless given, so that one
+    # given without --max-accuracy-drop is refused (it would change nothing) and an omitted one
+    # takes SearchConfig's own default (the "(default: ...)" in each help is checked against it).
+    none = argparse.SUPPRESS
+    g.add_argument("--eval-samples", type=int, default=none,
+                   help="random subset of the eval data in the search (default: all)")
+    g.add_argument("--search-schedule", type=_ratio_pairs, default=none,
+                   help="comma-separated heads:ffn[:layers] pruning ratios, e.g. 0:0.25,0:0:0.5 "
+                        "(default: 0:0,0.25:0.25,0.5:0.5)")
+    g.add_argument("--search-schemes", default=none,
+                   help="comma-separated quantization schemes to try (default: none,dynamic,static)")
+    g.add_argument("--latency-statistic", choices=["p50", "min"], default=none,
+                   help="per-call statistic that ranks candidates; min resists noise from other jobs (default: p50)")
+    g.add_argument("--latency-rounds", type=int, default=none,
+                   help="interleaved timing rounds over all candidates after the walk; median p50, best min "
+                        "(default: 3)")
+    g.add_argument("--latency-threads", type=int, default=none,
+                   help="threads while timing: torch's, and the deploy runtime's sessions (default: torch's setting)")
+    g.add_argument("--search-runtime", choices=["pytorch", "onnxruntime", "openvino"], default=none,
                    help="score and time each candidate in PyTorch eager, or in the runtime you deploy: as "
                         "the ONNX Runtime model `bertpress export` makes of it, or the OpenVINO IR of "
                         "`bertpress export --format openvino` (exported per candidate; its accuracy and latency "
                         "in that runtime rank it; a candidate that fails to export is listed, not chosen). "
-                        "Speed-ups are against the fp32 model in PyTorch eager either way")
-    g.add_argument("--search-objective", choices=["latency", "traffic"], default=_SEARCH_DEFAULTS["search_objective"],
+                        "Speed-ups are against the fp32 model in PyTorch eager either way (default: pytorch)")
+    g.add_argument("--search-objective", choices=["latency", "traffic"], default=none,
                    help="what fastest means: latency = one call at batch 1 x 128 tokens (interactive use); "
                         "traffic = passes over the --eval-data texts in length-sorted batches of "
                         "--search-batch-size, dynamic padding, tokenization included (a server's load, as bench's "
-                        "real traffic), ranked by time per sentence")
-    g.add_argument("--search-batch-size", type=int, default=None, metavar="N",
-                   help="batch size of the traffic objective (default: 32, bench's --traffic-batch-size)")
+                        "real traffic), ranked by time per sentence (default: latency)")
+    g.add_argument("--search-batch-size", type=int, default=none, metavar="N",
+                   help="batch size of the traffic objective, as bench's --traffic-batch-size (default: 32)")
     from bertpress.data import add_column_flags
 
     add_column_flags(p.add_argument_group("data columns (of --eval-data and --calibration-data)"),
@@ -108,16 +114,16 @@ def register(sub, common, formatter) -> None:
     p.set_defaults(handler=_run)
 
 
-# Flags that only the search reads, (flag, dest), with their argparse defaults: one given without
-# --max-accuracy-drop would be silently ignored, so it is refused instead.
-_SEARCH_ONLY = (("--eval-samples", "eval_samples"), ("--search-schedule", "search_schedule"),
-                ("--search-schemes", "search_schemes"), ("--latency-statistic", "latency_statistic"),
-                ("--latency-rounds", "latency_rounds"), ("--latency-threads", "latency_threads"),
-                ("--search-runtime", "search_runtime"), ("--search-objective", "search_objective"),
-                ("--search-batch-size", "search_batch_size"))
-_SEARCH_DEFAULTS = {"search_schedule": ["0:0", "0.25:0.25", "0.5:0.5"], "search_schemes": "none,dynamic,static",
-                    "latency_statistic": "p50", "latency_rounds": 3, "search_runtime": "pytorch",
-                    "search_objective": "latency"}
+# The search-only flags: (flag, argparse dest, SearchConfig field).
+SEARCH_FLAGS = (("--eval-samples", "eval_samples", "eval_samples"),
+                ("--search-schedule", "search_schedule", "schedule"),
+                ("--search-schemes", "search_schemes", "schemes"),
+                ("--latency-statistic", "latency_statistic", "latency_statistic"),
+                ("--latency-rounds", "latency_rounds", "latency_rounds"),
+                ("--latency-threads", "latency_threads", "latency_threads"),
+                ("--search-runtime", "search_runtime", "runtime"),
+                ("--search-objective", "search_objective", "objective"),
+                ("--search-batch-size", "search_batch_size", "traffic_batch_size"))
 
 
 def config_from_args(args: argparse.Namespace):
@@ -126,23 +132,19 @@ def config_from_args(args: argparse.Namespace):
 
     from bertpress.errors import ConfigError
 
+    given = {field: getattr(args, dest) for _, dest, field in SEARCH_FLAGS if hasattr(args, dest)}
     search = None
     if args.max_accuracy_drop is None:
-        given = [flag for flag, dest in _SEARCH_ONLY if getattr(args, dest) != _SEARCH_DEFAULTS.get(dest)]
         if given:
-            raise ConfigError(f"{given[0]} only applies to the search; add --max-accuracy-drop POINTS "
-                              f"(and --eval-data) to search, or drop {given[0]}")
+            flag = next(f for f, dest, _ in SEARCH_FLAGS if hasattr(args, dest))
+            raise ConfigError(f"{flag} only applies to the search; add --max-accuracy-drop POINTS "
+                              f"(and --eval-data) to search, or drop {flag}")
     else:
-        if args.search_batch_size is not None and args.search_objective != "traffic":
-            raise ConfigError("--search-batch-size sizes the traffic objective's batches; add --search-objective "
-                              "traffic or drop --search-batch-size")
-        search = SearchConfig(max_accuracy_drop=args.max_accuracy_drop, schedule=tuple(args.search_schedule),
-                              schemes=tuple(s.strip() for s in args.search_schemes.split(",") if s.strip()),
-                              latency_threads=args.latency_threads, eval_samples=args.eval_samples,
-                              latency_statistic=args.latency_statistic, latency_rounds=args.latency_rounds,
-                              runtime=args.search_runtime, objective=args.search_objective,
-                              **({"traffic_batch_size": args.search_batch_size}
-                                 if args.search_batch_size is not None else {}))
+        if "schedule" in given:
+            given["schedule"] = tuple(given["schedule"])
+        if "schemes" in given:
+            given["schemes"] = tuple(x.strip() for x in given["schemes"].split(",") if x.strip())
+        search = SearchConfig(max_accuracy_drop=args.max_accuracy_drop, **given)
     return CompressConfig(
         quantize=QuantizeConfig(scheme=args.quantize, calibration_data=args.calibration_data,
                                 calibration_samples=args.calibration_samples,

@@ -222,7 +222,12 @@ class SearchConfig:
     # traffic), ranked by time per sentence: the server case, where per-layer work that is not
     # a GEMM weighs more on short texts and the ranking can differ (docs/results/layers.md §11).
     objective: str = "latency"
-    traffic_batch_size: int = 32
+    traffic_batch_size: Optional[int] = None  # None = 32 (bench's traffic_batch_size); only with "traffic"
+
+    @property
+    def traffic_batch(self) -> int:
+        """The traffic objective's batch size (traffic_batch_size, else 32)."""
+        return self.traffic_batch_size or 32
 
     def __post_init__(self) -> None:
         check_range(self.max_accuracy_drop, "search.max_accuracy_drop", low=0.0, high=100.0)
@@ -246,7 +251,11 @@ class SearchConfig:
         if self.objective not in SEARCH_OBJECTIVES:
             raise ConfigError(f"search.objective={self.objective!r} is not valid; choose "
                               f"{' or '.join(SEARCH_OBJECTIVES)}")
-        check_range(self.traffic_batch_size, "search.traffic_batch_size", low=1, high=4096, integer=True)
+        if self.traffic_batch_size is not None:
+            check_range(self.traffic_batch_size, "search.traffic_batch_size", low=1, high=4096, integer=True)
+            if self.objective != "traffic":
+                raise ConfigError(f"search.traffic_batch_size={self.traffic_batch_size} sizes the traffic objective's "
+                                  "batches; set search.objective: traffic (--search-objective traffic) or drop it")
         if self.runtime not in SEARCH_RUNTIMES:
             raise ConfigError(f"search.runtime={self.runtime!r} is not valid; choose {' or '.join(SEARCH_RUNTIMES)}")
         if self.runtime == "pytorch" and not any(any(schedule_ratios(r)) or s is not Scheme.NONE

@@ -1,7 +1,8 @@
 """Accuracy-aware search: pruning ratios x quantization schemes, fastest within the budget.
 
 Each (heads, ffn[, layers]) ratio is pruned (and recovered) once, then every scheme is applied to that
-fp32 model; each candidate is scored on the eval set as it is made. Latency (batch 1, PyTorch
+fp32 model; each candidate is scored on the eval set as it is made. Speed (`objective`: batch-1
+latency, or time per sentence on passes over the eval texts in length-sorted batches; PyTorch
 eager) is measured once the walk is over, every candidate and the baseline interleaved over
 `latency_rounds` rounds, so that load from other jobs during the (long) walk cannot favour the
 candidates that happened to be timed in a quiet moment.
@@ -53,7 +54,7 @@ def format_table(rows: list[dict[str, Any]], unit: str = "latency ms") -> str:
             "| size MB | shapes | |")
     lines = [head, "|" + "---|" * 13]
 
-    def num(x, fmt="{:.2f}"):
+    def num(x, fmt="{:.3f}" if unit == "ms/sentence" else "{:.2f}"):  # a sentence's share is sub-ms
         return "–" if x is None else fmt.format(x)
 
     for r in rows:
@@ -74,9 +75,11 @@ def format_table(rows: list[dict[str, Any]], unit: str = "latency ms") -> str:
 # Search runtimes: name -> factory of a candidate's deploy-runtime twin, or None (PyTorch eager
 # only). A factory is called as factory(model, tokenizer, scheme=, quant_facts=, labels=,
 # max_length=, out=, eval_data=, shared=, calib_cache=) and returns an object with `.accuracy`
-# (percent), `.size_bytes`, `.report` (export's parity report: "passed", "failures") and
-# `.timer(tokenizer, seq_len=, threads=, min_seconds=)`. Runtimes that export candidates need
-# the export stage, so they are registered by the composition root (bertpress.app.search_runtimes).
+# (percent), `.size_bytes`, `.report` (export's parity report: "passed", "failures"),
+# `.timer(tokenizer, seq_len=, threads=, min_seconds=)` (the latency objective) and
+# `.traffic_timer(tokenizer, chunks, max_length=, threads=, min_seconds=)` (the traffic objective).
+# Runtimes that export candidates need the export stage, so they are registered by the
+# composition root (bertpress.app.search_runtimes).
 SEARCH_RUNTIMES: Registry = Registry(
     "search runtime", hint="; runtimes that export candidates are provided by bertpress.app: `import bertpress.app` "
                            "first (the CLI and recipes do)")
@@ -95,7 +98,7 @@ def run_search(work, cfg: CompressConfig, say: Callable[[str], None], max_length
         from bertpress.signature import input_names, torch_runner, traffic_batches
 
         examples = work.eval_data.examples
-        _, order = traffic_batches(work.tokenizer, examples, ml, s.traffic_batch_size)
+        _, order = traffic_batches(work.tokenizer, examples, ml, s.traffic_batch)
         chunks = [[examples[j] for j in b] for b in order]
 
         def eager(model) -> Callable[[], Any]:
@@ -253,14 +256,14 @@ def _rank(work, cfg: CompressConfig, rows: list, timers: list, made: list, base_
         "baseline": {"accuracy": base_acc, "latency_ms": base_lat, "size_bytes": base_size,
                      "runtime": "PyTorch eager (fp32)"},
         "latency": {"objective": s.objective, **({
-                        "batch": s.traffic_batch_size, "sentences": len(work.eval_data),
+                        "batch": s.traffic_batch, "sentences": len(work.eval_data),
                         "scenario": "the eval texts in length-sorted batches, dynamic padding, tokenization "
                                     "included, one batch at a time", "unit": "ms per sentence"}
                         if traffic else {"batch": 1, "seq_len": s.latency_seq_len, "unit": "ms per call"}),
                     "threads": s.latency_threads, "runtime": runtime, "statistic": s.latency_statistic,
                     "rounds": s.latency_rounds, "timing": "interleaved over all candidates after the walk"},
         "eval_data": work.eval_data.source, "eval_samples": len(work.eval_data),
-        "table": rows, "winner": {k: r[k] for k in ("heads", "ffn", "scheme", "runtime")},
+        "table": rows, "winner": {k: r[k] for k in ("heads", "ffn", "layers", "scheme", "runtime")},
         "winner_recipe": to_tagged(winner_cfg),
         "winner_metrics": {"eval_accuracy": r["accuracy"], "eval_accuracy_uncompressed": base_acc,
                            "accuracy_drop_points": r["accuracy_drop_points"], "latency_ms": r["latency_ms"],
@@ -268,7 +271,8 @@ def _rank(work, cfg: CompressConfig, rows: list, timers: list, made: list, base_
                            "latency_p50_ms": r["latency_p50_ms"], "latency_min_ms": r["latency_min_ms"],
                            "runtime": s.runtime, "speedup_vs_fp32_pytorch_eager": r["speedup"],
                            "met_budget": met, "eval_data": work.eval_data.source,
-                           "eval_samples": len(work.eval_data), "objective": s.objective},
+                           "eval_samples": len(work.eval_data), "objective": s.objective,
+                           "latency_unit": "ms per sentence" if traffic else "ms per call"},
     }
     if traffic:
         facts["winner_metrics"].update(sentences_per_s=r.get("sentences_per_s"),

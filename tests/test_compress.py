@@ -585,12 +585,14 @@ def test_cli_dynamic_json(ckpt, tmp_path, capsys):
      "or drop --search-runtime"),
     (["--quantize", "dynamic", "--search-objective", "traffic"], "--search-objective only applies to the search"),
     (["--max-accuracy-drop", "1", "--eval-data", "x", "--search-batch-size", "8"],
-     "--search-batch-size sizes the traffic objective's batches; add --search-objective traffic or drop "
-     "--search-batch-size"),
+     "search.traffic_batch_size=8 sizes the traffic objective's batches; set search.objective: traffic "
+     "(--search-objective traffic) or drop it"),
+    (["--latency-rounds", "3"], "--latency-rounds only applies to the search"),  # given, even at its default
     (["--max-accuracy-drop", "1", "--eval-data", "x", "--search-objective", "traffic", "--search-batch-size", "0"],
      "search.traffic_batch_size=0 is out of range"),
 ], ids=["ratio", "zero-heads", "taylor-no-data", "static-no-data", "search-no-eval", "search-zero-heads",
-        "search-flag-without-search", "objective-without-search", "batch-size-without-traffic", "batch-size-0"])
+        "search-flag-without-search", "objective-without-search", "batch-size-without-traffic", "batch-size-0",
+        "default-value-without-search"])
 def test_cli_bad_input_one_line_exit_2(ckpt, tmp_path, args, needle, capsys):
     from bertpress.app.cli import main  # in-process: the fresh-process CLI run is test_cli_dynamic_json
 
@@ -677,11 +679,14 @@ def test_search_traffic_objective_ranks_by_time_per_sentence(ckpt, tiny_data, tm
     from bertpress.signature import tokenize
 
     passes: list[list[list]] = []  # the chunks of every timed traffic pass, by timer
+    stats: list[list] = []  # what each timer returned, round by round
     real = evaluate.traffic_timer
 
     def spy(run, tokenizer, chunks, **kw):
         passes.append(chunks)
-        return real(run, tokenizer, chunks, **kw)
+        timer, mine = real(run, tokenizer, chunks, **kw), []
+        stats.append(mine)
+        return lambda: mine.append(timer()) or mine[-1]
 
     monkeypatch.setattr(evaluate, "traffic_timer", spy)
     monkeypatch.setattr(evaluate, "latency", lambda *a, **kw: pytest.fail("the latency objective's timer ran"))
@@ -703,12 +708,16 @@ def test_search_traffic_objective_ranks_by_time_per_sentence(ckpt, tiny_data, tm
         assert lengths == sorted(lengths)
     assert s["latency"]["objective"] == "traffic" and s["latency"]["unit"] == "ms per sentence"
     assert s["latency"]["batch"] == 8 and s["latency"]["sentences"] == len(data)
-    for r in rows:
+    for r, rounds in zip(rows, stats):  # a timed call is a pass: its figures are divided by the sentences in it
+        assert len(rounds) == 3 and all(st.items_per_call == len(data) for st in rounds)
+        assert r["latency_rounds_p50_ms"] == pytest.approx([st.p50_ms / len(data) for st in rounds])
+        assert r["latency_min_ms"] == pytest.approx(min(st.min_ms for st in rounds) / len(data))
         assert r["sentences_per_s"] == pytest.approx(1000.0 / r["latency_ms"])
     win = next(r for r in rows if r.get("winner"))
     assert win["latency_ms"] == min(r["latency_ms"] for r in rows[1:])
     w = s["winner_metrics"]
     assert w["objective"] == "traffic" and w["sentences_per_s"] == win["sentences_per_s"]
+    assert w["latency_unit"] == "ms per sentence"
     assert w["speedup_vs_fp32_pytorch_eager"] == pytest.approx(win["sentences_per_s"] / rows[0]["sentences_per_s"])
     from bertpress.compress.search import format_table
 
@@ -750,6 +759,23 @@ def test_search_traffic_objective_in_a_deploy_runtime_serves_the_export(ckpt, ti
     assert all(r["sentences_per_s"] > 0 for r in rows) and rows[1].get("winner")
     assert len(runs) == 2 and runs[0][0] == "bertpress.signature" and runs[1][0] != "bertpress.signature"
     assert runs[0][1] == runs[1][1] > 1  # the same batches for both
+
+
+def test_search_flag_help_states_the_config_defaults():
+    """The search-only flags have no argparse default (so that one given without the search is
+    refused); their help states SearchConfig's default instead, which must be the real one."""
+    from bertpress.app.cli import build_parser
+    from bertpress.compress.cli import SEARCH_FLAGS
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    helps = {a.dest: a.help for a in sub.choices["compress"]._actions}
+    d = SearchConfig()
+    shown = {"schedule": ",".join(":".join(f"{x:g}" for x in r[:2]) for r in d.schedule),
+             "schemes": ",".join(x.value for x in d.schemes), "eval_samples": "all",
+             "latency_threads": "torch's setting", "traffic_batch_size": str(d.traffic_batch)}
+    for flag, dest, field in SEARCH_FLAGS:
+        want = shown.get(field, str(getattr(d, field)))
+        assert helps[dest].endswith(f"(default: {want})"), (flag, helps[dest], want)
 
 
 def test_search_without_any_candidate_is_a_config_error():
