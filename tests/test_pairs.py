@@ -254,6 +254,39 @@ def test_compress_static_int8_calibrates_and_evaluates_on_pairs(pair_ckpt, work,
     assert {"eval_f1", "eval_f1_uncompressed"} <= set(m.metrics)
 
 
+def test_search_traffic_objective_serves_pairs(pair_ckpt, work, monkeypatch):
+    """--search-objective traffic on a pair model: the passes' batches are (text, text_pair)
+    tuples, length-sorted by the pair's tokens and encoded with both texts (token types 0 then 1)."""
+    import bertpress.signature as signature
+    from bertpress.compress import CompressConfig, PruneConfig, QuantizeConfig, SearchConfig, compress
+
+    fed = []
+    real = signature.encode
+
+    def spy(tokenizer, texts, max_length, **kw):
+        out = real(tokenizer, texts, max_length, **kw)
+        fed.append((list(texts), out))
+        return out
+
+    monkeypatch.setattr(signature, "encode", spy)
+    cfg = CompressConfig(quantize=QuantizeConfig(), prune=PruneConfig(importance="magnitude", round_to=8),
+                         search=SearchConfig(max_accuracy_drop=100.0, schedule=["0:0"], schemes=["dynamic"],
+                                             latency_min_seconds=0.0, latency_rounds=1, objective="traffic",
+                                             traffic_batch_size=16),
+                         eval_data=str(work / "pairs"))
+    art = compress(pair_ckpt.path, cfg, work / "traffic", progress=False)
+    rows = art.manifest.details["search"]["table"]
+    assert len(rows) == 2 and all(r["sentences_per_s"] > 0 for r in rows)
+    batches = [(texts, enc) for texts, enc in fed if len(texts) == 16]  # the traffic passes' batches
+    assert len(batches) >= 2 * 4  # baseline and candidate, 64 dev pairs in batches of 16, warm-up pass too
+    for texts, enc in batches:
+        assert all(isinstance(t, tuple) and len(t) == 2 for t in texts)
+        assert enc["token_type_ids"].max() == 1
+    for i in range(0, len(batches), 4):  # each pass: 4 batches, padded lengths in sorted order
+        widths = [enc["input_ids"].shape[1] for _, enc in batches[i:i + 4]]
+        assert widths == sorted(widths)
+
+
 @pytest.fixture(scope="module")
 def pair_onnx(pair_ckpt, work):
     from bertpress.export import ExportConfig, export
