@@ -692,11 +692,11 @@ def test_search_traffic_objective_ranks_by_time_per_sentence(ckpt, tiny_data, tm
     monkeypatch.setattr(evaluate, "latency", lambda *a, **kw: pytest.fail("the latency objective's timer ran"))
     cfg = _search_cfg(tiny_data, 100.0)
     cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, objective="traffic", traffic_batch_size=8,
-                                                              schemes=(Scheme.NONE, Scheme.DYNAMIC)))
+                                                              schedule=((0.0, 0.0), (0.5, 0.5))))
     art = A.compress(ckpt, cfg, tmp_path / "s", progress=False)
     s = art.manifest.details["search"]
     rows = s["table"]
-    assert len(passes) == len(rows) == 1 + 3  # the baseline and every candidate
+    assert len(passes) == len(rows) == 1 + 5  # the baseline and every candidate (static int8 in torch too)
     from bertpress.data import load_text_classification
 
     data = load_text_classification(tiny_data, "dev")
