@@ -9,6 +9,7 @@ from typing import Any
 
 from bertpress.config import as_enum, check_columns, check_range, register_config, set_frozen
 from bertpress.errors import ConfigError
+from bertpress.signature import TRAFFIC_BATCH_SIZE
 
 
 class Runtime(str, enum.Enum):
@@ -99,7 +100,7 @@ class BenchConfig:
     eval_data: str | None = None
     eval_split: str = "dev"
     eval_limit: int | None = None
-    traffic_batch_size: int = 32
+    traffic_batch_size: int = TRAFFIC_BATCH_SIZE
     traffic_passes: int = 1
     traffic_mode: str = "latency"
     baselines: tuple[Baseline, ...] = ()

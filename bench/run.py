@@ -158,9 +158,8 @@ def _traffic_batches(runner, ds, cfg: BenchConfig) -> tuple[list[int], list[np.n
     (or (text, text_pair) pairs)."""
     from bertpress.signature import traffic_batches
 
-    examples = ds.examples  # texts, or (text, text_pair) pairs: tokenized as the model was trained
-    lengths, batches = traffic_batches(runner.tokenizer, examples, runner.max_length, cfg.traffic_batch_size)
-    return lengths, batches, [[examples[j] for j in b] for b in batches]
+    # texts, or (text, text_pair) pairs: tokenized as the model was trained
+    return traffic_batches(runner.tokenizer, ds.examples, runner.max_length, cfg.traffic_batch_size)
 
 
 def _measure_traffic(runner, ds, cfg: BenchConfig) -> tuple[TrafficResult, np.ndarray]:

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")  # every input any family takes
+TRAFFIC_BATCH_SIZE = 32  # real traffic's default batch: bench's traffic_batch_size, the search's traffic objective
 OUTPUT_NAMES = ("logits",)
 
 
@@ -120,16 +121,18 @@ def encode(tokenizer, texts: Sequence[Any], max_length: int | None, pad_to_max: 
 
 
 def traffic_batches(tokenizer, examples: Sequence[Any], max_length: int | None,
-                    batch_size: int) -> tuple[list[int], list[np.ndarray]]:
+                    batch_size: int) -> tuple[list[int], list[np.ndarray], list[list]]:
     """Real traffic as a serving batcher forms it: every example's token length (truncated at
-    max_length) and the examples' indices sorted by that length (stable) and cut into batches
-    of `batch_size`, so that dynamic padding pads each batch to nearly its own length. The one
-    definition of the scenario for bench's real traffic and compress's `--search-objective traffic`."""
+    max_length), the examples' indices sorted by that length (stable) and cut into batches of
+    `batch_size`, so that dynamic padding pads each batch to nearly its own length, and those
+    batches' examples (texts or (text, text_pair) pairs). The one definition of the scenario for
+    bench's real traffic and compress's `--search-objective traffic`."""
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be at least 1")
     lengths = [len(ids) for ids in tokenize(tokenizer, examples, truncation=True, max_length=max_length)["input_ids"]]
     order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
-    return lengths, [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return lengths, batches, [[examples[j] for j in b] for b in batches]
 
 
 def script_input_names(module) -> tuple[str, ...]:

@@ -75,33 +75,33 @@ def register(sub, common, formatter) -> None:
     # Search-only flags default to SUPPRESS: absent from the namespace unless given, so that one
     # given without --max-accuracy-drop is refused (it would change nothing) and an omitted one
     # takes SearchConfig's own default (the "(default: ...)" in each help is checked against it).
-    none = argparse.SUPPRESS
-    g.add_argument("--eval-samples", type=int, default=none,
+    unset = argparse.SUPPRESS
+    g.add_argument("--eval-samples", type=int, default=unset,
                    help="random subset of the eval data in the search (default: all)")
-    g.add_argument("--search-schedule", type=_ratio_pairs, default=none,
+    g.add_argument("--search-schedule", type=_ratio_pairs, default=unset,
                    help="comma-separated heads:ffn[:layers] pruning ratios, e.g. 0:0.25,0:0:0.5 "
                         "(default: 0:0,0.25:0.25,0.5:0.5)")
-    g.add_argument("--search-schemes", default=none,
+    g.add_argument("--search-schemes", default=unset,
                    help="comma-separated quantization schemes to try (default: none,dynamic,static)")
-    g.add_argument("--latency-statistic", choices=["p50", "min"], default=none,
+    g.add_argument("--latency-statistic", choices=["p50", "min"], default=unset,
                    help="per-call statistic that ranks candidates; min resists noise from other jobs (default: p50)")
-    g.add_argument("--latency-rounds", type=int, default=none,
+    g.add_argument("--latency-rounds", type=int, default=unset,
                    help="interleaved timing rounds over all candidates after the walk; median p50, best min "
                         "(default: 3)")
-    g.add_argument("--latency-threads", type=int, default=none,
+    g.add_argument("--latency-threads", type=int, default=unset,
                    help="threads while timing: torch's, and the deploy runtime's sessions (default: torch's setting)")
-    g.add_argument("--search-runtime", choices=["pytorch", "onnxruntime", "openvino"], default=none,
+    g.add_argument("--search-runtime", choices=["pytorch", "onnxruntime", "openvino"], default=unset,
                    help="score and time each candidate in PyTorch eager, or in the runtime you deploy: as "
                         "the ONNX Runtime model `bertpress export` makes of it, or the OpenVINO IR of "
                         "`bertpress export --format openvino` (exported per candidate; its accuracy and latency "
                         "in that runtime rank it; a candidate that fails to export is listed, not chosen). "
                         "Speed-ups are against the fp32 model in PyTorch eager either way (default: pytorch)")
-    g.add_argument("--search-objective", choices=["latency", "traffic"], default=none,
+    g.add_argument("--search-objective", choices=["latency", "traffic"], default=unset,
                    help="what fastest means: latency = one call at batch 1 x 128 tokens (interactive use); "
                         "traffic = passes over the --eval-data texts in length-sorted batches of "
                         "--search-batch-size, dynamic padding, tokenization included (a server's load, as bench's "
                         "real traffic), ranked by time per sentence (default: latency)")
-    g.add_argument("--search-batch-size", type=int, default=none, metavar="N",
+    g.add_argument("--search-batch-size", type=int, default=unset, metavar="N",
                    help="batch size of the traffic objective, as bench's --traffic-batch-size (default: 32)")
     from bertpress.data import add_column_flags
 

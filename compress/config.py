@@ -222,12 +222,14 @@ class SearchConfig:
     # traffic), ranked by time per sentence: the server case, where per-layer work that is not
     # a GEMM weighs more on short texts and the ranking can differ (docs/results/layers.md §11).
     objective: str = "latency"
-    traffic_batch_size: Optional[int] = None  # None = 32 (bench's traffic_batch_size); only with "traffic"
+    traffic_batch_size: Optional[int] = None  # None = bench's default (TRAFFIC_BATCH_SIZE); only with "traffic"
 
     @property
     def traffic_batch(self) -> int:
-        """The traffic objective's batch size (traffic_batch_size, else 32)."""
-        return self.traffic_batch_size or 32
+        """The traffic objective's batch size (traffic_batch_size, else signature.TRAFFIC_BATCH_SIZE)."""
+        from bertpress.signature import TRAFFIC_BATCH_SIZE
+
+        return self.traffic_batch_size or TRAFFIC_BATCH_SIZE
 
     def __post_init__(self) -> None:
         check_range(self.max_accuracy_drop, "search.max_accuracy_drop", low=0.0, high=100.0)

@@ -99,13 +99,14 @@ def traffic_timer(run, tokenizer, chunks: Sequence[Sequence], *, max_length: int
         for chunk in chunks:
             run({k: v for k, v in encode(tokenizer, chunk, max_length).items() if k in wanted})
 
-    warm = [False]
+    warm = False
 
     def time_it():
+        nonlocal warm
         with torch_threads(threads):
-            stats = time_callable(one_pass, warmup=0 if warm[0] else 1, min_iters=1, min_seconds=min_seconds,
+            stats = time_callable(one_pass, warmup=0 if warm else 1, min_iters=1, min_seconds=min_seconds,
                                   items_per_call=n)
-        warm[0] = True
+        warm = True
         return stats
 
     return time_it

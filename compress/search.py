@@ -97,9 +97,7 @@ def run_search(work, cfg: CompressConfig, say: Callable[[str], None], max_length
         from bertpress.compress.evaluate import traffic_timer
         from bertpress.signature import input_names, torch_runner, traffic_batches
 
-        examples = work.eval_data.examples
-        _, order = traffic_batches(work.tokenizer, examples, ml, s.traffic_batch)
-        chunks = [[examples[j] for j in b] for b in order]
+        chunks = traffic_batches(work.tokenizer, work.eval_data.examples, ml, s.traffic_batch)[2]
 
         def eager(model) -> Callable[[], Any]:
             return traffic_timer(torch_runner(model), work.tokenizer, chunks, max_length=ml, names=input_names(model),

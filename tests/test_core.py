@@ -355,3 +355,26 @@ def test_mistyped_local_path_is_named_as_such(tmp_path, monkeypatch):
     with pytest.raises(InputError, match=r"runs/typo: no such local directory, and not loadable as a Hugging "
                                          r"Face hub id .*runs/ exists locally but has no typo"):
         load_config("runs/typo")
+
+
+def test_traffic_batches_sort_by_token_length_and_keep_every_example():
+    """signature.traffic_batches (bench's real traffic, compress's traffic objective): stable sort
+    by truncated token length, batches of batch_size with a short last one, texts and pairs alike."""
+    from bertpress.signature import tokenize, traffic_batches
+    from bertpress.testing import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    texts = ["good good good good", "bad", "good bad", "bad bad", "good good good good good good good good"]
+    lengths, batches, chunks = traffic_batches(tok, texts, 6, 2)
+    assert lengths == [len(ids) for ids in tokenize(tok, texts, truncation=True, max_length=6)["input_ids"]]
+    assert max(lengths) == 6  # truncated at max_length
+    order = [int(i) for b in batches for i in b]
+    assert sorted(order) == list(range(len(texts))) and [len(b) for b in batches] == [2, 2, 1]
+    assert [lengths[i] for i in order] == sorted(lengths)
+    assert order == sorted(range(len(texts)), key=lambda i: lengths[i])  # stable: ties keep their order
+    assert chunks == [[texts[i] for i in b] for b in batches]
+    pairs = [(t, "bad") for t in texts]
+    _, pair_batches, pair_chunks = traffic_batches(tok, pairs, 128, 4)
+    assert all(isinstance(p, tuple) for c in pair_chunks for p in c) and len(pair_batches) == 2
+    with pytest.raises(ValueError, match="batch_size=0 must be at least 1"):
+        traffic_batches(tok, texts, 6, 0)

@@ -19,8 +19,7 @@ from bertpress.signature import encode, traffic_batches
 folder, extra = sys.argv[1], json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
 tok = load_tokenizer(folder)
 texts = load_text_classification("../shared/data/sst2", "dev").examples
-_, order = traffic_batches(tok, texts, 128, 32)
-feeds = [encode(tok, [texts[j] for j in b], 128) for b in order]
+feeds = [encode(tok, chunk, 128) for chunk in traffic_batches(tok, texts, 128, 32)[2]]
 passes = 3
 
 
