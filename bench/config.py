@@ -7,7 +7,7 @@ import enum
 import re
 from typing import Any
 
-from bertpress.config import as_enum, check_columns, check_range, register_config, set_frozen
+from bertpress.config import as_enum, check_columns, check_range, flag, register_config, set_frozen
 from bertpress.errors import ConfigError
 from bertpress.signature import TRAFFIC_BATCH_SIZE
 
@@ -93,23 +93,45 @@ class BenchConfig:
     shifts every variant alike instead of one of them.
     """
 
-    devices: tuple[str, ...] = ("cpu",)
-    batch_sizes: tuple[int, ...] = (1, 8, 32)
-    seq_lens: tuple[int, ...] = (16, 64, 128)
-    threads: int | None = None
-    eval_data: str | None = None
-    eval_split: str = "dev"
-    eval_limit: int | None = None
-    traffic_batch_size: int = TRAFFIC_BATCH_SIZE
-    traffic_passes: int = 1
-    traffic_mode: str = "latency"
-    baselines: tuple[Baseline, ...] = ()
-    runtimes: tuple[Runtime, ...] = ()
-    warmup: int = 5
-    min_iters: int = 20
-    min_seconds: float = 1.0
-    headline: tuple[int, int] | None = None
-    rounds: int = 1
+    # The flags of the list fields take (and show) the comma-separated strings __post_init__ parses.
+    devices: tuple[str, ...] = flag(("cpu",), name="--device", help="comma-separated devices: cpu, cuda, cuda:N")
+    batch_sizes: tuple[int, ...] = flag((1, 8, 32), help="comma-separated batch sizes of the fixed-shape sweep")
+    seq_lens: tuple[int, ...] = flag((16, 64, 128), help="comma-separated sequence lengths of the sweep")
+    threads: int | None = flag(None, help="intra-op threads for torch and ONNX Runtime (inter-op is 1); default: all "
+                                          "usable cores")
+    eval_data: str | None = flag(
+        None, help="labeled data for accuracy and real traffic: a TSV/CSV/JSONL file, a directory with dev.* files, "
+                   "or a datasets id (e.g. glue/sst2, needs network); none = latency only")
+    eval_split: str = flag("dev", help="split of --eval-data to use")
+    eval_limit: int | None = flag(None, help="use a random subset of this many eval rows")
+    traffic_batch_size: int = flag(TRAFFIC_BATCH_SIZE, help="batch size of the real-traffic scenario")
+    traffic_passes: int = flag(1, help="timed passes over the eval set in the real-traffic scenario, after one "
+                                       "warm-up pass (every batch shape new; reported on its own as the cold figure)")
+    traffic_mode: str = flag(
+        "latency", choices=TRAFFIC_MODES,
+        help="how the real-traffic scenario is served: latency = one batch at a time, each timed end to end; "
+             "throughput = as a server with several batches in flight where the runtime has such a mode (OpenVINO: "
+             "PERFORMANCE_HINT=THROUGHPUT; ONNX Runtime on the CPU with 2+ threads: one batch per thread, concurrent "
+             "runs of one intra-op thread each; the next batch tokenized while earlier ones run; the Optimum anchors "
+             "get the same); PyTorch and the pipeline serve one batch at a time either way, and their notes say so")
+    baselines: tuple[Baseline, ...] = flag(
+        (), help="anchor baselines on the fp32 checkpoint: hf-pipeline, optimum (Optimum-ONNX int8), optimum-intel "
+                 "(Optimum-Intel OpenVINO int8; needs --eval-data for calibration). The two Optimum anchors are built "
+                 "in their own environments (`make anchors`; or set BERTPRESS_OPTIMUM_ENV / "
+                 "BERTPRESS_OPTIMUM_INTEL_ENV) and timed here like our variants")
+    runtimes: tuple[Runtime, ...] = flag(
+        (), help="only these runtimes (default: all that apply): pytorch, pytorch-int8-dynamic, pytorch-fp16, "
+                 "pytorch-bf16, torchscript, onnxruntime, openvino. pytorch-bf16 runs on the CPU only when named "
+                 "here, and only where bf16 is native (AVX512-BF16/AMX)")
+    warmup: int = flag(5, help="untimed warm-up calls per shape")
+    min_iters: int = flag(20, help="at least this many timed calls per shape")
+    min_seconds: float = flag(1.0, help="and at least this many seconds per shape")
+    headline: tuple[int, int] | None = flag(
+        None, help="BATCHxSEQ of the summary table and accuracy plot (default: smallest batch x longest seq)")
+    rounds: int = flag(
+        1, help="after the sweep, re-time the headline shape and (with --eval-data) one real-traffic pass in this "
+                "many interleaved rounds (every variant once per round) and report the medians: ratios that survive "
+                "a VM whose speed drifts during the run (1 = off)")
     seed: int = 0
     # Columns of eval_data; None: the ones each model was trained on (its manifest) where the data
     # has them, else detected (bertpress.data) - a sentence-pair model is fed pairs.

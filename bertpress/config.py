@@ -9,6 +9,7 @@ newer versions and unknown keys — a recipe written by a newer bertpress fails 
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import enum
 import hashlib
@@ -277,3 +278,184 @@ def check_columns(text_column: Any, text_pair_column: Any, label_column: Any = N
         raise ConfigError(f"text_column={text_column!r}, text_pair_column={text_pair_column!r} and "
                           f"label_column={label_column!r} must name different columns; pass --text-column, "
                           "--text-pair-column and --label-column with three different names")
+
+
+# ---- command-line flags generated from config fields ---------------------------------------
+#
+# A setting is written once: the config field carries its default and, in its metadata, how it
+# appears on the command line (help, spelling, choices, group). `add_config_flags` adds the
+# argparse arguments, `flag_values` reads them back as the nested dict `build_config` takes.
+
+
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    """How one config field appears on the command line (see `flag`)."""
+
+    help: str = ""  # may be left out by a field that shares another field's flag (same `name`)
+    name: str | None = None  # full spelling ("--quantize"); default: --PREFIX-FIELD-NAME
+    choices: tuple | None = None  # default: an enum field's values
+    metavar: str | None = None
+    type: Callable[[str], Any] | None = None  # default: int / float / str from the field's type
+    group: str | None = None  # argument group title; default: the nested config's group
+    # unset: argparse default SUPPRESS, so the flag is absent from the namespace unless given
+    # (the caller can refuse it out of context); the help then states the field's default itself
+    # (`shown` where the value alone would not read well, e.g. None).
+    unset: bool = False
+    shown: str | None = None
+    cli_default: Any = None  # the argparse default where it differs from the field's (with has_cli_default)
+    has_cli_default: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Nested:
+    """A nested config whose fields carry flags: the group they go in and their name prefix."""
+
+    group: str | None = None
+    prefix: str = ""
+
+
+def flag(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
+         help: str = "", **spec: Any) -> Any:  # noqa: A002 - argparse's own word
+    """A config field that is also a command-line flag; `spec` takes the fields of `Flag`
+    (cli_default=X: the argparse default is X, not the field's)."""
+    if "cli_default" in spec:
+        spec["has_cli_default"] = True
+    return dataclasses.field(default=default, default_factory=default_factory,
+                             metadata={"flag": Flag(help=help, **spec)})
+
+
+def nested(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
+           group: str | None = None, prefix: str = "") -> Any:
+    """A nested config field whose own fields' flags are added with `group` and `prefix`."""
+    return dataclasses.field(default=default, default_factory=default_factory,
+                             metadata={"flags": Nested(group=group, prefix=prefix)})
+
+
+def comma_list(text: str) -> list[str]:
+    """A comma-separated flag value as its non-empty, stripped items."""
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+@dataclasses.dataclass(frozen=True)
+class FlagSpec:
+    """One flag of a config class: its spelling, dest, the field paths it sets, argparse kwargs."""
+
+    option: str
+    dest: str
+    paths: tuple[tuple[str, ...], ...]
+    group: str | None
+    kwargs: dict
+
+
+def _shown(value: Any, inner: bool = False) -> str:
+    """A default as a user types it: enum values, a list comma-separated, the tuples inside it
+    with ':' (pruning ratios: 0:0,0.25:0.25)."""
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return (":" if inner else ",").join(_shown(v, inner=True) for v in value)
+    return str(value)
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def config_flags(cls: type, prefix: str = "", group: str | None = None) -> list[FlagSpec]:
+    """The flags of `cls` and its nested configs, in field order; a spelling named by two fields
+    (e.g. one --calibration-data for quantize and prune) is one flag setting both."""
+    specs: dict[str, FlagSpec] = {}
+    _collect(cls, prefix, group, (), specs)
+    return list(specs.values())
+
+
+def _collect(cls: type, prefix: str, group: str | None, path: tuple[str, ...], specs: dict[str, FlagSpec]) -> None:
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if "flags" in f.metadata:
+            sub: Nested = f.metadata["flags"]
+            _collect(_dataclass_hint(hints[f.name]), prefix + sub.prefix, sub.group or group, path + (f.name,), specs)
+            continue
+        meta: Flag | None = f.metadata.get("flag")
+        if meta is None:
+            continue
+        option = meta.name or "--" + (prefix + f.name).replace("_", "-")
+        if option in specs:
+            old = specs[option]
+            specs[option] = dataclasses.replace(old, paths=old.paths + (path + (f.name,),))
+            continue
+        specs[option] = FlagSpec(option, option.lstrip("-").replace("-", "_"), (path + (f.name,),),
+                                 meta.group or group, _argparse_kwargs(f, hints[f.name], meta))
+
+
+def _argparse_kwargs(f: dataclasses.Field, hint: Any, meta: Flag) -> dict:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    base = args[0] if len(args) == 1 else hint
+    default = _field_default(f)
+    help_text = meta.help
+    kwargs: dict[str, Any] = {}
+    if base is bool and not meta.type:
+        kwargs["action"] = "store_false" if default else "store_true"
+    else:
+        if meta.type is not None:
+            kwargs["type"] = meta.type
+        elif base in (int, float):
+            kwargs["type"] = base
+        choices = meta.choices
+        if choices is None and isinstance(base, type) and issubclass(base, enum.Enum):
+            choices = tuple(m.value for m in base)
+        if choices is not None:
+            kwargs["choices"] = tuple(choices)
+        if meta.metavar is not None:
+            kwargs["metavar"] = meta.metavar
+    if meta.unset:
+        kwargs["default"] = argparse.SUPPRESS
+        help_text += f" (default: {meta.shown if meta.shown is not None else _shown(default)})"
+    else:
+        value = meta.cli_default if meta.has_cli_default else default
+        # an enum as its value; a list as the comma-separated string its config parses (what a user types)
+        kwargs["default"] = _shown(value) if isinstance(value, (enum.Enum, list, tuple)) else value
+    kwargs["help"] = help_text
+    return kwargs
+
+
+def add_config_flags(parser: Any, cls: type, *, prefix: str = "", group: str | None = None,
+                     groups: dict[str, Any] | None = None) -> list[FlagSpec]:
+    """Add the flags of config class `cls` to an argparse parser (or group); each titled group is
+    created once, in order of first use (pass `groups` to share them with other flags)."""
+    groups = {} if groups is None else groups
+    specs = config_flags(cls, prefix, group)
+    for spec in specs:
+        target = parser
+        if spec.group is not None:
+            if spec.group not in groups:
+                groups[spec.group] = parser.add_argument_group(spec.group)
+            target = groups[spec.group]
+        target.add_argument(spec.option, **spec.kwargs)
+    return specs
+
+
+def flag_values(args: Any, cls: type, *, prefix: str = "", group: str | None = None) -> dict[str, Any]:
+    """The flags of `cls` in an argparse namespace as the nested dict `build_config(cls, ...)`
+    takes; a flag absent from the namespace (an unset one not given) is left out."""
+    values: dict[str, Any] = {}
+    for spec in config_flags(cls, prefix, group):
+        if not hasattr(args, spec.dest):
+            continue
+        for path in spec.paths:
+            node = values
+            for key in path[:-1]:
+                node = node.setdefault(key, {})
+            node[path[-1]] = getattr(args, spec.dest)
+    return values
+
+
+def config_from_namespace(args: Any, cls: type[T], *, extra: dict[str, Any] | None = None, **kw: Any) -> T:
+    """Build `cls` from its flags in an argparse namespace (plus `extra` fields set elsewhere)."""
+    return build_config(cls, {**flag_values(args, cls, **kw), **(extra or {})})

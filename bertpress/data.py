@@ -70,6 +70,12 @@ def add_column_flags(parser, *, label: bool = False, recorded: bool = False) -> 
                             help="label column" + (" (default: the model's, else label)" if recorded else ""))
 
 
+def column_values(args) -> dict[str, str | None]:
+    """The column flags `add_column_flags` added, read back as config fields (text_column, ...)."""
+    return {name: getattr(args, name) for name in ("text_column", "text_pair_column", "label_column")
+            if hasattr(args, name)}
+
+
 def note(message: str) -> None:
     """Tell the user about a reading decision (stderr: stdout stays clean for --json)."""
     print(f"note: {message}", file=sys.stderr)

@@ -121,13 +121,8 @@ def apply_recover(work: Work, cfg: RecoverConfig) -> Work:
     record = work.details["pruning"]
     kept = list(record.layers_kept) or None  # student layer j came from teacher layer kept[j]
     try:
-        work.model = recover(work.model, work.teacher, work.tokenizer, train, eval_data=eval_data,
-                             epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, max_length=cfg.max_length,
-                             alpha=cfg.alpha, temperature=cfg.temperature, hidden_weight=cfg.hidden_weight,
-                             attention_weight=cfg.attention_weight, layer_map=kept,
-                             head_map=record.heads_kept(), seed=cfg.seed,
-                             max_steps=cfg.max_steps, augment=cfg.augment, augment_prob=cfg.augment_prob,
-                             work_dir=tmp, progress=work.progress)
+        work.model = recover(work.model, work.teacher, work.tokenizer, train, cfg, eval_data=eval_data,
+                             layer_map=kept, head_map=record.heads_kept(), work_dir=tmp, progress=work.progress)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     work.model.eval()

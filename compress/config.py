@@ -10,8 +10,12 @@ import dataclasses
 import enum
 from typing import Optional
 
-from bertpress.config import as_enum, check_columns, check_range, register_config, set_frozen
+from bertpress.config import (as_enum, check_columns, check_range, comma_list, flag, nested, register_config,
+                              set_frozen)
 from bertpress.errors import ConfigError
+# RecoverConfig configures finetune.recover and lives with it; importable here too (recipes, tagged JSON).
+from bertpress.finetune.config import RecoverConfig  # noqa: F401 - re-exported
+from bertpress.signature import TRAFFIC_BATCH_SIZE
 
 
 class Scheme(str, enum.Enum):
@@ -47,12 +51,16 @@ def _check_optional_str(value, field: str) -> None:
 class QuantizeConfig:
     """int8 quantization of nn.Linear layers (x86: u8 activations x s8 per-channel weights)."""
 
-    scheme: Scheme = Scheme.DYNAMIC
-    calibration_data: Optional[str] = None  # needed by `static`
-    calibration_samples: int = 128
-    calibration_method: CalibrationMethod = CalibrationMethod.MINMAX
+    scheme: Scheme = flag(Scheme.DYNAMIC, name="--quantize", help="int8 scheme for the Linear layers")
+    calibration_data: Optional[str] = flag(  # needed by `static`
+        None, help="labelled data (file, directory with train/dev, or datasets id) for static calibration, Taylor "
+                   "importance and recovery; its train split is used")
+    calibration_samples: int = flag(128, help="samples for static calibration")
+    calibration_method: CalibrationMethod = flag(
+        CalibrationMethod.MINMAX, help="activation range method; auto tries all three and keeps the best on --eval-data")
     percentile: float = 99.99  # used by `percentile` calibration
-    scope: LinearScope = LinearScope.ENCODER
+    scope: LinearScope = flag(LinearScope.ENCODER, name="--quantize-scope",
+                              help="which Linear layers: the encoder's, or also pooler + classifier")
     per_channel: bool = True
     batch_size: int = 16
     max_length: int = 128
@@ -80,12 +88,16 @@ class QuantizeConfig:
 class PruneConfig:
     """Structured pruning of attention heads and FFN channels (torch-pruning dependency groups)."""
 
-    heads: float = 0.0  # fraction of heads removed in every layer
-    ffn: float = 0.0  # fraction of FFN intermediate channels removed in every layer
-    layers: float = 0.0  # fraction of whole encoder layers removed (evenly spread, the last kept)
-    importance: Importance = Importance.TAYLOR
-    round_to: int = 64  # FFN width kept a multiple of this (int8 GEMM kernels like it)
-    calibration_data: Optional[str] = None  # labelled data for Taylor importance
+    heads: float = flag(0.0, help="fraction of attention heads removed per layer")
+    ffn: float = flag(0.0, help="fraction of FFN channels removed per layer")
+    layers: float = flag(0.0, help="fraction of whole encoder layers removed, spread evenly, the last kept (6 layers, "
+                                   "0.5: keeps 1, 3, 5); pair with --recover-epochs and --recover-hidden-weight")
+    importance: Importance = flag(Importance.TAYLOR, name="--importance",
+                                  help="channel importance: taylor needs --calibration-data, magnitude is data-free")
+    # FFN width kept a multiple of this (int8 GEMM kernels like it)
+    round_to: int = flag(64, name="--round-to", help="FFN width kept a multiple of this")
+    # labelled data for Taylor importance: the same --calibration-data as quantize's (one flag sets both)
+    calibration_data: Optional[str] = flag(None, name="--calibration-data")
     calibration_batches: int = 8
     batch_size: int = 16
     max_length: int = 128
@@ -111,59 +123,6 @@ class PruneConfig:
     def scores_channels(self) -> bool:
         """Whether heads or FFN channels are chosen by importance (whole layers are not scored)."""
         return self.heads > 0 or self.ffn > 0
-
-
-@register_config()
-@dataclasses.dataclass(frozen=True)
-class RecoverConfig:
-    """Distillation fine-tune of the pruned student from the unpruned teacher (finetune.recover)."""
-
-    epochs: float = 0.0  # 0 = no recovery
-    data: Optional[str] = None  # training data; defaults to the calibration data
-    samples: Optional[int] = None  # random subset of the training data (None = all)
-    lr: float = 5e-5
-    alpha: float = 0.5
-    temperature: float = 2.0
-    # Weight of the intermediate-layer loss: MSE between each student layer's hidden states and
-    # those of the teacher layer it came from (0 = logits only); meant for layer removal.
-    hidden_weight: float = 0.0
-    # Weight of the attention term: KL between the teacher's and the student's attention maps of
-    # the same layers, over the heads the student kept (PruningRecord.heads_kept); meant for layer
-    # and head removal.
-    attention_weight: float = 0.0
-    # Rewritten copies of every training row (finetune.augment: words swapped for their nearest
-    # words in the teacher's embeddings with probability augment_prob), taught by the teacher alone.
-    augment: int = 0
-    augment_prob: float = 0.4
-    batch_size: int = 32
-    max_length: int = 128
-    max_steps: Optional[int] = None
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        check_range(self.epochs, "recover.epochs", low=0.0)
-        _check_optional_str(self.data, "recover.data")
-        if self.samples is not None:
-            check_range(self.samples, "recover.samples", low=1, integer=True)
-        check_range(self.lr, "recover.lr", low=0.0, low_inclusive=False, high=1.0)
-        check_range(self.alpha, "recover.alpha", low=0.0, high=1.0)
-        check_range(self.temperature, "recover.temperature", low=0.0, low_inclusive=False)
-        check_range(self.hidden_weight, "recover.hidden_weight", low=0.0)
-        check_range(self.attention_weight, "recover.attention_weight", low=0.0)
-        check_range(self.augment, "recover.augment", low=0, integer=True)
-        check_range(self.augment_prob, "recover.augment_prob", low=0.0, low_inclusive=False, high=1.0)
-        if self.augment and not self.epochs:
-            raise ConfigError(f"recover.augment={self.augment} needs recovery to train on the copies: add "
-                              "--recover-epochs E (e.g. 1) or drop --recover-augment")
-        check_range(self.batch_size, "recover.batch_size", low=1, integer=True)
-        check_range(self.max_length, "recover.max_length", low=8, integer=True)
-        if self.max_steps is not None:
-            check_range(self.max_steps, "recover.max_steps", low=1, integer=True)
-        check_range(self.seed, "recover.seed", low=0, integer=True)
-
-    @property
-    def active(self) -> bool:
-        return self.epochs > 0
 
 
 def _parse_ratio_pair(item, i: int) -> tuple[float, ...]:
@@ -198,37 +157,60 @@ SEARCH_OBJECTIVES = ("latency", "traffic")  # what "fastest" means: see SearchCo
 class SearchConfig:
     """Walk pruning ratios x quantization schemes; keep the fastest within the accuracy budget."""
 
-    max_accuracy_drop: float = 1.0  # accuracy points (0-100 scale) below the uncompressed model
-    schedule: tuple = ((0.0, 0.0), (0.25, 0.25), (0.5, 0.5))  # (heads, ffn) pruning ratios
-    schemes: tuple = (Scheme.NONE, Scheme.DYNAMIC, Scheme.STATIC)
+    # The command line's flags: --max-accuracy-drop turns the search on (no default there); the
+    # others are `unset` (absent unless given: compress.cli refuses one without the search) and
+    # their help states the default below.
+    max_accuracy_drop: float = flag(  # accuracy points (0-100 scale) below the uncompressed model
+        1.0, cli_default=None, help="accuracy points you accept to lose; turns on the search over --search-schedule x "
+                                    "--search-schemes (needs --eval-data)")
+    eval_samples: Optional[int] = flag(None, unset=True, shown="all",  # subset of the eval set (None = all)
+                                       help="random subset of the eval data in the search")
+    schedule: tuple = flag(  # (heads, ffn) pruning ratios
+        ((0.0, 0.0), (0.25, 0.25), (0.5, 0.5)), name="--search-schedule", type=comma_list, unset=True,
+        help="comma-separated heads:ffn[:layers] pruning ratios, e.g. 0:0.25,0:0:0.5")
+    schemes: tuple = flag((Scheme.NONE, Scheme.DYNAMIC, Scheme.STATIC), name="--search-schemes", type=comma_list,
+                          unset=True, help="comma-separated quantization schemes to try")
     latency_seq_len: int = 128
-    latency_threads: Optional[int] = None  # None = torch's current setting
     latency_min_seconds: float = 1.0
     # Which per-call statistic ranks candidates: p50, or min (robust on a CPU shared with other
     # jobs, where preemption inflates the median; both are always recorded).
-    latency_statistic: str = "p50"
+    latency_statistic: str = flag("p50", choices=LATENCY_STATISTICS, unset=True,
+                                  help="per-call statistic that ranks candidates; min resists noise from other jobs")
     # Candidates are timed after the walk, interleaved (baseline, c1, c2, ... repeated this many
     # rounds): a burst of load on a shared machine then hits every candidate alike.
-    latency_rounds: int = 3
-    eval_samples: Optional[int] = None  # subset of the eval set (None = all)
+    latency_rounds: int = flag(3, unset=True, help="interleaved timing rounds over all candidates after the walk; "
+                                                  "median p50, best min")
+    latency_threads: Optional[int] = flag(  # None = torch's current setting
+        None, unset=True, shown="torch's setting",
+        help="threads while timing: torch's, and the deploy runtime's sessions")
     # Where candidates are scored and timed: "pytorch" (eager, the compressed model as saved) or
     # "onnxruntime" (each candidate exported as `bertpress export` would, int8 in ORT; its ORT
     # accuracy and latency rank it) or "openvino" (the same with `--format openvino`: NNCF int8,
     # OpenVINO's default precision). Speed-ups are always against the fp32 model in PyTorch eager.
-    runtime: str = "pytorch"
+    runtime: str = flag(
+        "pytorch", name="--search-runtime", choices=SEARCH_RUNTIMES, unset=True,
+        help="score and time each candidate in PyTorch eager, or in the runtime you deploy: as the ONNX Runtime "
+             "model `bertpress export` makes of it, or the OpenVINO IR of `bertpress export --format openvino` "
+             "(exported per candidate; its accuracy and latency in that runtime rank it; a candidate that fails to "
+             "export is listed, not chosen). Speed-ups are against the fp32 model in PyTorch eager either way")
     # What "fastest" means: "latency" = one call at batch 1 x latency_seq_len (padded), the
     # interactive case; "traffic" = a pass over the eval set's own texts in length-sorted
     # batches of traffic_batch_size, dynamic padding, tokenization included (bench's real
     # traffic), ranked by time per sentence: the server case, where per-layer work that is not
     # a GEMM weighs more on short texts and the ranking can differ (docs/results/layers.md §11).
-    objective: str = "latency"
-    traffic_batch_size: Optional[int] = None  # None = bench's default (TRAFFIC_BATCH_SIZE); only with "traffic"
+    objective: str = flag(
+        "latency", name="--search-objective", choices=SEARCH_OBJECTIVES, unset=True,
+        help="what fastest means: latency = one call at batch 1 x 128 tokens (interactive use); traffic = passes "
+             "over the --eval-data texts in length-sorted batches of --search-batch-size, dynamic padding, "
+             "tokenization included (a server's load, as bench's real traffic), ranked by time per sentence")
+    # None = bench's default (TRAFFIC_BATCH_SIZE); only with "traffic"
+    traffic_batch_size: Optional[int] = flag(
+        None, name="--search-batch-size", metavar="N", unset=True, shown=str(TRAFFIC_BATCH_SIZE),
+        help="batch size of the traffic objective, as bench's --traffic-batch-size")
 
     @property
     def traffic_batch(self) -> int:
         """The traffic objective's batch size (traffic_batch_size, else signature.TRAFFIC_BATCH_SIZE)."""
-        from bertpress.signature import TRAFFIC_BATCH_SIZE
-
         return self.traffic_batch_size or TRAFFIC_BATCH_SIZE
 
     def __post_init__(self) -> None:
@@ -271,13 +253,14 @@ class SearchConfig:
 class CompressConfig:
     """What `compress` does: prune -> recover -> quantize, or a search over those (if `search`)."""
 
-    quantize: QuantizeConfig = dataclasses.field(default_factory=QuantizeConfig)
-    prune: PruneConfig = dataclasses.field(default_factory=PruneConfig)
-    recover: RecoverConfig = dataclasses.field(default_factory=RecoverConfig)
-    search: Optional[SearchConfig] = None
-    eval_data: Optional[str] = None  # labelled; used for metrics, `auto` calibration and search
+    quantize: QuantizeConfig = nested(default_factory=QuantizeConfig, group="quantization")
+    prune: PruneConfig = nested(default_factory=PruneConfig, group="pruning", prefix="prune-")
+    recover: RecoverConfig = nested(default_factory=RecoverConfig, group="recovery", prefix="recover-")
+    search: Optional[SearchConfig] = nested(None, group="search")
+    eval_data: Optional[str] = flag(None, group="search",  # labelled; used for metrics, `auto` calibration and search
+                                    help="labelled eval data (its dev split) for metrics and search")
     eval_split: str = "dev"
-    seed: int = 0
+    seed: int = flag(0, help="random seed for subsets")
     # Columns of the eval/calibration/recovery data; None: the ones the checkpoint was trained on
     # (its manifest) where the data has them, else detected (bertpress.data).
     text_column: Optional[str] = None

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from bertpress.config import add_config_flags, config_from_namespace
+from bertpress.export.config import ExportConfig
+
+PER_CHANNEL = {"follow": None, "yes": True, "no": False}  # --per-channel -> ExportConfig.per_channel
+
 DESCRIPTION = """\
 Export a checkpoint, a compressed artifact or a plain Hugging Face model directory to ONNX,
 TorchScript and/or OpenVINO IR, or to a static web page that classifies in the browser. ONNX
@@ -27,49 +32,16 @@ def register(sub, common, formatter) -> None:
                        help="export to ONNX (fused, int8, .ort), TorchScript and/or OpenVINO IR, validated, bundled")
     p.add_argument("artifact", help="checkpoint or compressed artifact, or a Hugging Face model directory")
     p.add_argument("--out", required=True, help="output directory (must not exist, be empty, or use --overwrite)")
-    p.add_argument("--format", choices=["onnx", "torchscript", "openvino", "all", "web"], default="onnx",
-                   help="what to write; 'all' writes OUT/onnx, OUT/torchscript and OUT/openvino, each a "
-                        "finished artifact; "
-                        "'web' a static folder that classifies in the browser (transformers.js, local wasm)")
-    p.add_argument("--web-runtime", default=None,
-                   help="for --format web: the node_modules folder holding @huggingface/transformers 4.x "
-                        "(default: $BERTPRESS_WEB_RUNTIME, ./node_modules, then the repo's js/node_modules from `make js`)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (14 to the exporter's maximum)")
-    p.add_argument("--optimize", choices=["none", "basic", "full"], default="full",
-                   help="ONNX graph optimization: none; basic = ORT transformer fusions; full = ORT basic "
-                        "graph optimizations then the fusions")
-    p.add_argument("--quantize", choices=["follow", "none", "dynamic", "static"], default="follow",
-                   help="int8 scheme; follow = the scheme recorded in the input's manifest (fp32 if none)")
-    p.add_argument("--weight-type", choices=["s8", "u8"], default="s8", help="int8 weight type for ONNX")
-    p.add_argument("--per-channel", choices=["follow", "yes", "no"], default="follow",
-                   help="per-channel int8 weights (follow = the recipe, else yes)")
-    p.add_argument("--calibration-data", default=None,
-                   help="texts for static int8 calibration (default: what compress recorded)")
-    p.add_argument("--calibration-samples", type=int, default=None,
-                   help="calibration rows (default: what compress recorded, else 128)")
-    p.add_argument("--calibration-method", choices=["follow", "minmax", "entropy", "percentile"], default="follow",
-                   help="calibration method for static int8")
-    p.add_argument("--ort-format", action="store_true", help="also write model.ort (ONNX Runtime format for mobile)")
-    p.add_argument("--fuse-skip-layernorm", action="store_true",
-                   help="keep ONNX Runtime's SkipLayerNormalization fusion. Off by default: on ORT 1.31 CPU its "
-                        "kernel measured 3-5x slower than the Add + LayerNormalization it replaces, so the model records "
-                        "'disabled_optimizers=SkipLayerNormFusion' in its metadata for loaders to pass to "
-                        "InferenceSession (bertpress, the bundled predict.py)")
-    p.add_argument("--max-length", type=int, default=None,
-                   help="maximum sequence length (default: the input's, at most its position embeddings)")
-    p.add_argument("--eval-data", default=None,
-                   help="labeled texts (file or directory; dev split) for int8 argmax agreement and accuracy")
-    p.add_argument("--eval-samples", type=int, default=512, help="rows of --eval-data to use")
+    groups: dict = {}
+    add_config_flags(p, ExportConfig, groups=groups)  # every setting but --per-channel, from the config's fields
+    # Hand-written: three words for per_channel's None / True / False (argparse checks choices
+    # after `type`, so a field's flag cannot map them).
+    groups["int8"].add_argument("--per-channel", choices=list(PER_CHANNEL), default="follow",
+                                help="per-channel int8 weights (follow = the recipe, else yes)")
     from bertpress.data import add_column_flags
 
     add_column_flags(p.add_argument_group("data columns (of --eval-data and --calibration-data)"),
                      label=True, recorded=True)
-    p.add_argument("--fp32-atol", type=float, default=1e-4, help="max |dlogit| allowed for fp32 exports")
-    p.add_argument("--int8-atol", type=float, default=1.0, help="max |dlogit| allowed for int8 exports vs fp32")
-    p.add_argument("--min-agreement", type=float, default=0.97,
-                   help="minimum int8 vs fp32 argmax agreement on the eval texts")
-    p.add_argument("--allow-mismatch", action="store_true",
-                   help="publish even when the parity gate fails (the differences are still recorded)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -77,19 +49,10 @@ def register(sub, common, formatter) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    from bertpress.export.config import ExportConfig
+    from bertpress.data import column_values
 
-    return ExportConfig(
-        format=args.format, opset=args.opset, optimize=args.optimize, quantize=args.quantize,
-        weight_type=args.weight_type, per_channel={"follow": None, "yes": True, "no": False}[args.per_channel],
-        ort_format=args.ort_format, fuse_skip_layernorm=args.fuse_skip_layernorm, max_length=args.max_length,
-        eval_data=args.eval_data,
-        eval_samples=args.eval_samples, calibration_data=args.calibration_data,
-        calibration_samples=args.calibration_samples, calibration_method=args.calibration_method,
-        fp32_atol=args.fp32_atol, int8_atol=args.int8_atol, min_agreement=args.min_agreement,
-        allow_mismatch=args.allow_mismatch, web_runtime=args.web_runtime, text_column=args.text_column,
-        text_pair_column=args.text_pair_column, label_column=args.label_column,
-    )
+    return config_from_namespace(args, ExportConfig,
+                                 extra={"per_channel": PER_CHANNEL[args.per_channel], **column_values(args)})
 
 
 def _summary(art) -> dict:

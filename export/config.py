@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 
-from bertpress.config import as_enum, check_columns, check_range, register_config, set_frozen
+from bertpress.config import as_enum, check_columns, check_range, flag, register_config, set_frozen
 from bertpress.errors import ConfigError
 
 
@@ -63,35 +63,58 @@ def _int_tuple(value, field: str, low: int) -> tuple[int, ...]:
 class ExportConfig:
     """Export settings. Defaults give a fused ONNX graph that follows the input's int8 recipe."""
 
-    format: ExportFormat = ExportFormat.ONNX
-    opset: int = 17
-    optimize: Optimize = Optimize.FULL
-    quantize: Quantize = Quantize.FOLLOW
-    weight_type: WeightType = WeightType.S8
-    per_channel: bool | None = None  # None: follow the recipe (default True)
-    ort_format: bool = False  # also write model.ort (ONNX Runtime's mobile/edge format)
+    format: ExportFormat = flag(
+        ExportFormat.ONNX, help="what to write; 'all' writes OUT/onnx, OUT/torchscript and OUT/openvino, each a "
+                                "finished artifact; 'web' a static folder that classifies in the browser "
+                                "(transformers.js, local wasm)")
+    opset: int = flag(17, help="ONNX opset (14 to the exporter's maximum)")
+    optimize: Optimize = flag(Optimize.FULL, help="ONNX graph optimization: none; basic = ORT transformer fusions; "
+                                                  "full = ORT basic graph optimizations then the fusions")
+    quantize: Quantize = flag(Quantize.FOLLOW, group="int8", help="int8 scheme; follow = the scheme recorded in the "
+                                                                  "input's manifest (fp32 if none)")
+    weight_type: WeightType = flag(WeightType.S8, group="int8", help="int8 weight type for ONNX")
+    # None: follow the recipe (default True); its flag is export.cli's --per-channel follow|yes|no
+    per_channel: bool | None = None
+    # also write model.ort (ONNX Runtime's mobile/edge format)
+    ort_format: bool = flag(False, help="also write model.ort (ONNX Runtime format for mobile)")
     # Keep ORT's SkipLayerNormalization fusion (off by default: its CPU kernel measured 3-5x slower
     # than the Add + LayerNormalization it replaces on ORT 1.31; docs/results/export.md).
-    fuse_skip_layernorm: bool = False
-    max_length: int | None = None  # None: the input's max_length (capped by position embeddings)
+    fuse_skip_layernorm: bool = flag(
+        False, help="keep ONNX Runtime's SkipLayerNormalization fusion. Off by default: on ORT 1.31 CPU its kernel "
+                    "measured 3-5x slower than the Add + LayerNormalization it replaces, so the model records "
+                    "'disabled_optimizers=SkipLayerNormFusion' in its metadata for loaders to pass to "
+                    "InferenceSession (bertpress, the bundled predict.py)")
+    max_length: int | None = flag(  # None: the input's max_length (capped by position embeddings)
+        None, help="maximum sequence length (default: the input's, at most its position embeddings)")
     # Parity gate: grid of batch sizes x sequence lengths (the max length is always added);
     # the tracing shape below is never part of the grid.
     batch_sizes: tuple[int, ...] = (1, 3, 8)
     seq_lengths: tuple[int, ...] = (8, 33, 128)
     trace_batch: int = 2
     trace_seq: int = 16
-    fp32_atol: float = 1e-4  # max |dlogit| for fp32 exports
-    int8_atol: float = 1.0  # max |dlogit| for int8 exports, against the fp32 source
-    min_agreement: float = 0.97  # int8 argmax agreement with the fp32 source on the eval set
-    eval_data: str | None = None  # TSV/CSV/JSONL or split directory (dev split) for int8 agreement
-    eval_samples: int = 512
-    calibration_data: str | None = None  # None: the calibration data compress recorded
-    calibration_samples: int | None = None  # None: follow the recipe (or 128)
-    calibration_method: CalibrationMethod = CalibrationMethod.FOLLOW
-    allow_mismatch: bool = False  # publish even if the parity gate fails (differences still recorded)
+    fp32_atol: float = flag(1e-4, group="parity gate", help="max |dlogit| allowed for fp32 exports")
+    # max |dlogit| for int8 exports, against the fp32 source
+    int8_atol: float = flag(1.0, group="parity gate", help="max |dlogit| allowed for int8 exports vs fp32")
+    min_agreement: float = flag(0.97, group="parity gate",  # against the fp32 source on the eval set
+                                help="minimum int8 vs fp32 argmax agreement on the eval texts")
+    eval_data: str | None = flag(  # TSV/CSV/JSONL or split directory (dev split) for int8 agreement
+        None, group="parity gate",
+        help="labeled texts (file or directory; dev split) for int8 argmax agreement and accuracy")
+    eval_samples: int = flag(512, group="parity gate", help="rows of --eval-data to use")
+    calibration_data: str | None = flag(None, group="int8",  # None: the calibration data compress recorded
+                                        help="texts for static int8 calibration (default: what compress recorded)")
+    calibration_samples: int | None = flag(None, group="int8",  # None: follow the recipe (or 128)
+                                           help="calibration rows (default: what compress recorded, else 128)")
+    calibration_method: CalibrationMethod = flag(CalibrationMethod.FOLLOW, group="int8",
+                                                 help="calibration method for static int8")
+    allow_mismatch: bool = flag(  # differences still recorded
+        False, group="parity gate",
+        help="publish even when the parity gate fails (the differences are still recorded)")
     # format=web: an npm install holding @huggingface/transformers (its node_modules folder or the
     # package itself); None: $BERTPRESS_WEB_RUNTIME, ./node_modules, then the repo's js/node_modules.
-    web_runtime: str | None = None
+    web_runtime: str | None = flag(
+        None, help="for --format web: the node_modules folder holding @huggingface/transformers 4.x (default: "
+                   "$BERTPRESS_WEB_RUNTIME, ./node_modules, then the repo's js/node_modules from `make js`)")
     seed: int = 0
     # Columns of --eval-data / --calibration-data; None: the ones the input was trained on (its
     # manifest) where the data has them, else detected (bertpress.data).

@@ -11,6 +11,7 @@ from bertpress.lazy import lazy_exports
 _EXPORTS = {
     "FinetuneConfig": "bertpress.finetune.config",
     "Precision": "bertpress.finetune.config",
+    "RecoverConfig": "bertpress.finetune.config",
     "finetune": "bertpress.finetune.train",
     "distillation_loss": "bertpress.finetune.distill",
     "DistillationTrainer": "bertpress.finetune.distill",

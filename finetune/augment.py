@@ -16,7 +16,7 @@ a non-English model; what is left is a nearest-neighbour lookup in one embedding
 
 `augment_for_distillation(data, tokenizer, embeddings, copies)` returns only the new rows, labelled
 `IGNORE_LABEL` (no label of their own); `augmented_features` tokenises them for the Trainer, so
-`recover(..., augment=N)` (compress --recover-augment) and `finetune --teacher --augment N` train
+`recover(..., RecoverConfig(augment=N))` (compress --recover-augment) and `finetune --teacher --augment N` train
 on them with the teacher's soft targets alone.
 """
 
@@ -209,7 +209,7 @@ def augmented_features(base, data: TextDataset, tokenizer, teacher, copies: int,
                        progress: bool = False):
     """The Trainer's rows `base` (`features.tokenize(data, ...)`) followed by
     `augment_for_distillation(data, ...)` with the teacher's input embeddings, tokenised the same
-    way (every label IGNORE_LABEL): what recover(augment=N) and finetune --augment train on.
+    way (every label IGNORE_LABEL): what recover (RecoverConfig.augment=N) and finetune --augment train on.
     Returns (Features, Augmented)."""
     from bertpress.finetune.features import Features, tokenize
 

@@ -1,4 +1,4 @@
-"""`recover(student, teacher, tokenizer, train, ...)`: distil a (pruned) student back toward its
+"""`recover(student, teacher, tokenizer, train, RecoverConfig)`: distil a (pruned) student back toward its
 teacher, in memory. The compress stage calls this after pruning.
 
 The student may have other shapes than the teacher (fewer heads, narrower FFN): only the
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bertpress.data import TextDataset
 from bertpress.errors import ConfigError, InputError
+from bertpress.finetune.config import RecoverConfig
 
 
 def recover(
@@ -21,29 +22,19 @@ def recover(
     teacher,
     tokenizer,
     train: TextDataset,
+    cfg: RecoverConfig,
     *,
     eval_data: TextDataset | None = None,
-    epochs: float = 1.0,
-    lr: float = 5e-5,
-    batch_size: int = 32,
-    max_length: int = 128,
-    alpha: float = 0.5,
-    temperature: float = 2.0,
-    hidden_weight: float = 0.0,
-    attention_weight: float = 0.0,
     layer_map=None,
     head_map=None,
-    seed: int = 0,
-    max_steps: int | None = None,
-    augment: int = 0,
-    augment_prob: float = 0.4,
     work_dir: str | Path | None = None,
     progress: bool = True,
 ):
-    """Train `student` in place against the frozen `teacher`; return it in eval mode.
+    """Train `student` in place against the frozen `teacher` as `cfg` says; return it in eval mode.
 
-    alpha weighs the soft-target (KL at `temperature`) loss against cross-entropy on `train`'s
-    labels. hidden_weight > 0 adds intermediate-layer distillation: student layer j's hidden states
+    cfg (validated when built) sets epochs, lr, batch_size, max_length, seed, max_steps and the
+    losses; its data and samples are for the caller that loads `train` (compress). alpha weighs
+    the soft-target (KL at `temperature`) loss against cross-entropy on `train`'s labels. hidden_weight > 0 adds intermediate-layer distillation: student layer j's hidden states
     are matched (MSE) to those of teacher layer layer_map[j] (identity when None; compress passes
     the layers it kept). attention_weight > 0 adds attention distillation: KL from teacher layer
     layer_map[j]'s attention distributions to student layer j's, head by head: head_map[j] lists
@@ -68,58 +59,47 @@ def recover(
     if not isinstance(train, TextDataset) or len(train) == 0:
         raise InputError("recover: train must be a non-empty TextDataset; load one with "
                          "bertpress.data.load_text_classification")
-    if not 0.0 <= alpha <= 1.0:
-        raise ConfigError(f"recover: alpha={alpha!r} must be in [0, 1]")
-    if hidden_weight < 0:
-        raise ConfigError(f"recover: hidden_weight={hidden_weight!r} must be >= 0")
-    if attention_weight < 0:
-        raise ConfigError(f"recover: attention_weight={attention_weight!r} must be >= 0")
-    if temperature <= 0:
-        raise ConfigError(f"recover: temperature={temperature!r} must be > 0")
-    if max_steps is not None and max_steps < 1:
-        raise ConfigError(f"recover: max_steps={max_steps!r} must be >= 1 or None")
-    if not isinstance(augment, int) or augment < 0:
-        raise ConfigError(f"recover: augment={augment!r} must be an integer >= 0")
-    if not 0.0 < augment_prob <= 1.0:
-        raise ConfigError(f"recover: augment_prob={augment_prob!r} must be in (0, 1]")
-    if epochs <= 0 or batch_size < 1 or lr <= 0:
-        raise ConfigError(f"recover: epochs={epochs!r}, batch_size={batch_size!r} and lr={lr!r} must be positive")
+    if not isinstance(cfg, RecoverConfig):
+        raise ConfigError(f"recover: cfg must be a RecoverConfig, got {type(cfg).__name__}")
+    if not cfg.active:  # the config's own checks cover every other value
+        raise ConfigError(f"recover: epochs={cfg.epochs!r} trains nothing; give RecoverConfig(epochs=...) > 0")
     n_s, n_t = student.config.num_labels, teacher.config.num_labels
     if n_s != n_t:
         raise InputError(f"recover: the student has {n_s} labels but the teacher has {n_t}; they must match")
     if max(train.labels) >= n_s:
         raise InputError(f"recover: train labels go up to {max(train.labels)} but the models have {n_s} classes")
 
-    restore = _attention_maps_on(student, teacher, tokenizer, train, layer_map, head_map) if attention_weight > 0 else None
+    restore = _attention_maps_on(student, teacher, tokenizer, train, layer_map, head_map) if cfg.attention_weight > 0 else None
     silence = quiet()
     silence.__enter__()
     owned = work_dir is None
     work = Path(tempfile.mkdtemp(prefix="bertpress-recover-")) if owned else Path(work_dir)
     try:
-        train_f = tokenize(train, tokenizer, max_length)
+        train_f = tokenize(train, tokenizer, cfg.max_length)
         augmented = None
-        if augment:
+        if cfg.augment:
             from bertpress.finetune.augment import augmented_features
 
-            train_f, augmented = augmented_features(train_f, train, tokenizer, teacher, augment, max_length=max_length,
-                                                    prob=augment_prob, seed=seed, progress=progress)
+            train_f, augmented = augmented_features(train_f, train, tokenizer, teacher, cfg.augment,
+                                                    max_length=cfg.max_length, prob=cfg.augment_prob, seed=cfg.seed,
+                                                    progress=progress)
             if progress:
                 print(f"recover: {augmented.describe()}")
-        eval_f = tokenize(eval_data, tokenizer, max_length) if eval_data is not None else None
+        eval_f = tokenize(eval_data, tokenizer, cfg.max_length) if eval_data is not None else None
         args = training_arguments(
             output_dir=str(work),
-            num_train_epochs=epochs,
-            max_steps=max_steps if max_steps is not None else -1,
-            learning_rate=lr,
-            per_device_train_batch_size=batch_size,
-            per_device_eval_batch_size=batch_size * 2,
+            num_train_epochs=cfg.epochs,
+            max_steps=cfg.max_steps if cfg.max_steps is not None else -1,
+            learning_rate=cfg.lr,
+            per_device_train_batch_size=cfg.batch_size,
+            per_device_eval_batch_size=cfg.batch_size * 2,
             warmup_ratio=0.06,
             weight_decay=0.01,
-            seed=seed,
-            data_seed=seed,
+            seed=cfg.seed,
+            data_seed=cfg.seed,
             eval_strategy="no",
             save_strategy="no",
-            logging_steps=max(1, min(50, math.ceil(len(train_f) / batch_size) // 4 or 1)),
+            logging_steps=max(1, min(50, math.ceil(len(train_f) / cfg.batch_size) // 4 or 1)),
             group_by_length=True,
             use_cpu=not torch.cuda.is_available(),
             report_to="none",
@@ -129,8 +109,8 @@ def recover(
         trainer = DistillationTrainer(
             model=student, args=args, train_dataset=train_f, eval_dataset=eval_f,
             data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=metrics_for(n_s),
-            teacher=teacher, alpha=alpha, temperature=temperature, hidden_weight=hidden_weight,
-            attention_weight=attention_weight, layer_map=layer_map, head_map=head_map,
+            teacher=teacher, alpha=cfg.alpha, temperature=cfg.temperature, hidden_weight=cfg.hidden_weight,
+            attention_weight=cfg.attention_weight, layer_map=layer_map, head_map=head_map,
         )
         if not progress:
             from transformers.trainer_callback import PrinterCallback

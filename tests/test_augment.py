@@ -9,7 +9,7 @@ import torch
 
 from bertpress.data import TextDataset
 from bertpress.errors import InputError
-from bertpress.finetune import distillation_loss, recover
+from bertpress.finetune import RecoverConfig, distillation_loss, recover
 from bertpress.finetune.augment import IGNORE_LABEL, augment_for_distillation, word_neighbours
 from bertpress.testing import save_tiny_checkpoint, tiny_bert, tiny_model, tiny_sentences
 
@@ -164,7 +164,8 @@ def test_recover_trains_on_the_augmented_rows_with_soft_targets_only(monkeypatch
     texts, labels = tiny_sentences(24)
     train = TextDataset(texts=texts, labels=labels, label_names=["negative", "positive"], source="test")
     seen = _trained_labels(monkeypatch)
-    recover(student, teacher, tok, train, max_steps=2, batch_size=8, augment=2, augment_prob=0.5, progress=False)
+    recover(student, teacher, tok, train, RecoverConfig(epochs=1.0, max_steps=2, batch_size=8, augment=2, augment_prob=0.5),
+            progress=False)
     info = student.recover_metrics["augmented"]
     assert info["copies"] == 2 and info["prob"] == 0.5 and info["rows"] > 0
     assert len(seen["rows"]) == 24 + info["rows"]
@@ -256,10 +257,14 @@ def test_bad_augmentation_arguments_are_refused_in_one_line():
         copies = kwargs.pop("copies")
         with pytest.raises(ConfigError, match=message):
             augment_for_distillation(data, tok, emb, copies, **kwargs)
-    with pytest.raises(ConfigError, match=r"^recover: augment=-1 must be an integer >= 0$"):
-        recover(teacher, teacher, tok, data, augment=-1, progress=False)
-    with pytest.raises(ConfigError, match=r"^recover: augment_prob=1.5 must be in \(0, 1\]$"):
-        recover(teacher, teacher, tok, data, augment=1, augment_prob=1.5, progress=False)
+    # recover takes a RecoverConfig: bad settings are refused when it is built, a config that
+    # trains nothing by recover itself.
+    with pytest.raises(ConfigError, match=r"^recover.augment=-1 is out of range; it must be in \[0, inf\)$"):
+        RecoverConfig(epochs=1.0, augment=-1)
+    with pytest.raises(ConfigError, match=r"^recover.augment_prob=1.5 is out of range; it must be in \(0.0, 1.0\]$"):
+        RecoverConfig(epochs=1.0, augment=1, augment_prob=1.5)
+    with pytest.raises(ConfigError, match=r"^recover: epochs=0.0 trains nothing"):
+        recover(teacher, teacher, tok, data, RecoverConfig(), progress=False)
     with pytest.raises(ConfigError, match=r"augment_prob"):
         FinetuneConfig(teacher="t", augment=1, augment_prob=0.0)
 

@@ -18,7 +18,7 @@ from bertpress.artifact import Artifact, partial_dir
 from bertpress.app.cli import main as cli_main
 from bertpress.config import from_tagged, to_tagged
 from bertpress.errors import ConfigError
-from bertpress.finetune import FinetuneConfig, distillation_loss, finetune, recover
+from bertpress.finetune import FinetuneConfig, RecoverConfig, distillation_loss, finetune, recover
 from bertpress.testing import save_tiny_checkpoint, tiny_bert, write_tiny_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -271,14 +271,14 @@ def test_recover_pruned_student_moves_toward_teacher(work, trained):
 
     before = gap()
     teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    out = recover(student, teacher, tok, train, eval_data=dev, epochs=4, lr=5e-3, batch_size=16,
-                  alpha=1.0, temperature=1.0, progress=False)
+    out = recover(student, teacher, tok, train, RecoverConfig(epochs=4, lr=5e-3, batch_size=16, alpha=1.0,
+                                                              temperature=1.0), eval_data=dev, progress=False)
     assert out is student and not student.training
     assert gap() < before * 0.5
     assert student.recover_metrics["accuracy_after"] > student.recover_metrics["accuracy_before"]
     assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in teacher_before.items())  # frozen
     # max_steps caps the work.
-    recover(student, teacher, tok, train, max_steps=3, progress=False)
+    recover(student, teacher, tok, train, RecoverConfig(epochs=1.0, max_steps=3), progress=False)
     assert student.recover_metrics["steps"] == 3
 
 
@@ -290,7 +290,7 @@ def test_recover_rejects_label_mismatch(work):
     teacher, _ = tiny_bert(num_labels=3)
     train = load_text_classification(work / "data", "train")
     with pytest.raises(InputError, match="2 labels but the teacher has 3"):
-        recover(student, teacher, tok, train, progress=False)
+        recover(student, teacher, tok, train, RecoverConfig(epochs=1.0), progress=False)
 
 
 # ---- bad input: one line, exit 2, nothing written ------------------------------------------

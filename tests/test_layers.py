@@ -214,8 +214,9 @@ def test_recovery_distils_attention_maps_and_restores_the_models(family, tmp_pat
     train = TextDataset(texts=TEXTS * 8, labels=[0, 1, 1] * 8, label_names=["neg", "pos"], source="test")
     dev = TextDataset(texts=["x y"] * 4 + ["a much longer text than the first one"] * 2, labels=[0, 1] * 3,
                       label_names=["neg", "pos"], source="test")  # two eval batches of different lengths
-    recover(student, teacher, tok, train, eval_data=dev, epochs=1.0, max_steps=2, batch_size=2, max_length=32,
-            attention_weight=1.0, hidden_weight=1.0, layer_map=[1, 3], progress=False)
+    recover(student, teacher, tok, train, RecoverConfig(epochs=1.0, max_steps=2, batch_size=2, max_length=32,
+                                                        attention_weight=1.0, hidden_weight=1.0),
+            eval_data=dev, layer_map=[1, 3], progress=False)
     assert set(student.recover_metrics) >= {"accuracy_before", "accuracy_after"}
     # Evaluation gets logits only: the Trainer concatenates what it returns across batches, and
     # [batch, heads, len, len] maps of batches of different lengths do not concatenate.
@@ -244,8 +245,8 @@ def test_attention_distillation_with_pruned_heads_and_no_head_map_is_refused_in_
                                          r"head; .*\(pass head_map when heads were pruned\); drop "
                                          r"--recover-attention-weight \(--recover-hidden-weight works for every "
                                          r"family\)$"):
-        recover(student, teacher, tok, TextDataset(texts=TEXTS, labels=[0, 1, 1], label_names=["neg", "pos"], source="test"), max_steps=1,
-                attention_weight=1.0, progress=False)
+        recover(student, teacher, tok, TextDataset(texts=TEXTS, labels=[0, 1, 1], label_names=["neg", "pos"], source="test"),
+                RecoverConfig(epochs=1.0, max_steps=1, attention_weight=1.0), progress=False)
     assert student.config._attn_implementation == impl
 
 
@@ -425,5 +426,6 @@ def test_attention_dropout_left_on_is_refused_in_one_line(monkeypatch):
     with pytest.raises(InputError, match=r"^recover: the attention dropout of bert could not be switched off; "
                                          r"drop --recover-attention-weight"):
         recover(student, teacher, tok, TextDataset(texts=TEXTS * 4, labels=[0, 1, 1] * 4, label_names=["neg", "pos"],
-                                                   source="test"), max_steps=1, attention_weight=1.0, progress=False)
+                                                   source="test"), RecoverConfig(epochs=1.0, max_steps=1,
+                                                                                 attention_weight=1.0), progress=False)
     assert student.config._attn_implementation == impl
