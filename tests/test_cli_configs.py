@@ -102,3 +102,37 @@ def test_flag_choices_are_the_config_values(stage):
         else:
             pytest.fail(f"{key}: field type {typ} has no value list")
         assert set(choices) == set(allowed), (key, choices, allowed)
+
+
+def test_flags_set_their_fields_through_build_config():
+    """A generated flag reaches its (nested) field; one spelling shared by two fields sets both;
+    list fields take the comma-separated form their config parses."""
+    from bertpress.bench.cli import config_from_args as bench_cfg
+    from bertpress.compress.cli import config_from_args as compress_cfg
+    from bertpress.finetune.cli import config_from_args as finetune_cfg
+
+    c = compress_cfg(_parse(["compress", "ckpt", "--out", "o", "--calibration-data", "d", "--prune-heads", "0.5",
+                             "--recover-epochs", "1", "--recover-augment", "2", "--quantize", "static",
+                             "--max-accuracy-drop", "2", "--eval-data", "e", "--search-schemes", "none,static",
+                             "--search-schedule", "0:0.5,0.25:0:0.5", "--seed", "3"]))
+    assert c.quantize.calibration_data == c.prune.calibration_data == "d" and c.prune.heads == 0.5
+    assert (c.recover.epochs, c.recover.augment, c.quantize.scheme.value, c.seed) == (1.0, 2, "static", 3)
+    assert c.search.max_accuracy_drop == 2.0 and [s.value for s in c.search.schemes] == ["none", "static"]
+    assert c.search.schedule == ((0.0, 0.5), (0.25, 0.0, 0.5)) and c.search.latency_rounds == 3
+    b = bench_cfg(_parse(["bench", "a", "--batch-sizes", "2,4", "--seq-lens", "16", "--headline", "2x16",
+                          "--baselines", "hf-pipeline", "--device", "cpu"]))
+    assert (b.batch_sizes, b.seq_lens, b.headline, [x.value for x in b.baselines]) == ((2, 4), (16,), (2, 16),
+                                                                                        ["hf-pipeline"])
+    f = finetune_cfg(_parse(["finetune", "--labels", "neg,pos", "--resume", "--teacher", "t", "--augment", "1"]))
+    assert (f.labels, f.resume, f.teacher, f.augment) == (("neg", "pos"), True, "t", 1)
+
+
+def test_help_shows_defaults_as_typed():
+    from bertpress.app.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    bench = sub.choices["bench"].format_help()
+    assert "(default: 1,8,32)" in " ".join(bench.split())
+    compress = " ".join(sub.choices["compress"].format_help().split())
+    assert "--quantize {none,dynamic,static} int8 scheme for the Linear layers (default: dynamic)" in compress
+    assert "--recover-augment N" in compress and "recovery:" in compress and "pruning:" in compress
