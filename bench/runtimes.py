@@ -577,7 +577,7 @@ class RuntimeSpec:
     opt_in: tuple[str, ...] = ()
 
 
-RUNTIMES: Registry = Registry("bench runtime")
+RUNTIMES: Registry = Registry("bench runtime", names=Runtime)
 _torch = lambda source, runtime, device, threads: load_torch(source, runtime, device)  # noqa: E731
 RUNTIMES.register(Runtime.PYTORCH.value)(RuntimeSpec(_torch, ("checkpoint", "compressed")))
 RUNTIMES.register(Runtime.PYTORCH_INT8.value)(RuntimeSpec(_torch, ("checkpoint",), ("cpu",)))

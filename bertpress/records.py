@@ -4,7 +4,7 @@ compress writes what it did (`details.quantization`, `details.pruning`); export,
 loaders read it. Each record is a frozen dataclass serialised with the tagged-config mechanism
 (`{"_type": "QuantizationRecord", "_version": 1, "_data": {...}}`) and validated when it is read,
 so a reader never guesses at keys: a manifest that does not hold a valid record is refused in
-one line. `SCHEMES` and `CALIBRATION_METHODS` are the one spelling of those names.
+one line. Scheme and calibration-method names come from `bertpress.names` (their one spelling).
 
 Units: accuracies in records and manifests' `metrics` are fractions in [0, 1] (key `accuracy`);
 a difference of accuracies is in percentage points and its key ends in `_points`.
@@ -17,9 +17,8 @@ from typing import Any, Mapping
 
 from bertpress.config import build_config, from_tagged, register_config, to_tagged
 from bertpress.errors import ArtifactError, BertpressError, ConfigError
+from bertpress.names import CALIBRATION_METHODS, SCHEMES
 
-SCHEMES = ("none", "dynamic", "static")
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 SCOPES = ("encoder", "all")
 
 

@@ -15,20 +15,11 @@ from bertpress.config import (as_enum, check_columns, check_range, comma_list, f
 from bertpress.errors import ConfigError
 # RecoverConfig configures finetune.recover and lives with it; importable here too (recipes, tagged JSON).
 from bertpress.finetune.config import RecoverConfig  # noqa: F401 - re-exported
+from bertpress.names import CALIBRATION_METHODS, SEARCH_RUNTIMES, Scheme, str_enum
 from bertpress.signature import TRAFFIC_BATCH_SIZE
 
-
-class Scheme(str, enum.Enum):
-    NONE = "none"
-    DYNAMIC = "dynamic"  # int8 weights, activation ranges measured per call
-    STATIC = "static"  # int8 weights, activation ranges calibrated once on real samples
-
-
-class CalibrationMethod(str, enum.Enum):
-    MINMAX = "minmax"
-    ENTROPY = "entropy"
-    PERCENTILE = "percentile"
-    AUTO = "auto"  # calibrate with every method, keep the best on the eval set
+# The recorded methods (bertpress.names) and "auto": calibrate with every method, keep the best on the eval set.
+CalibrationMethod = str_enum("CalibrationMethod", (*CALIBRATION_METHODS, "auto"), __name__)
 
 
 class Importance(str, enum.Enum):
@@ -147,7 +138,6 @@ def schedule_ratios(item) -> tuple[float, float, float]:
     return float(heads), float(ffn), float(rest[0]) if rest else 0.0
 
 
-SEARCH_RUNTIMES = ("pytorch", "onnxruntime", "openvino")
 LATENCY_STATISTICS = ("p50", "min")
 SEARCH_OBJECTIVES = ("latency", "traffic")  # what "fastest" means: see SearchConfig.objective
 

@@ -23,13 +23,13 @@ import torch
 from torch import nn
 
 from bertpress.arch import Family, FAMILIES, model_type_of
-from bertpress.compress.config import PruneConfig
+from bertpress.compress.config import Importance, PruneConfig
 from bertpress.errors import InputError
 from bertpress.registry import Registry
 
 # Importance criteria: name -> factory(torch_pruning) -> scorer; `needs_data` on the factory
 # says whether labelled calibration batches must be accumulated first (gradients).
-IMPORTANCE: Registry = Registry("pruning importance")
+IMPORTANCE: Registry = Registry("pruning importance", names=Importance)
 
 
 @IMPORTANCE.register("taylor")

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from bertpress.compress.config import CalibrationMethod, LinearScope, QuantizeConfig, Scheme
+from bertpress import names
 from bertpress.errors import ArtifactError
 from bertpress.records import CalibrationRecord, QuantizationRecord
 from bertpress.registry import Registry
@@ -144,7 +145,7 @@ class PercentileObserver(torch.ao.quantization.MinMaxObserver):
 
 # Calibration methods: name -> factory(cfg, observer kwargs) -> a torch.ao observer. "auto" is
 # not a method: it calibrates with every registered one and keeps the best on the eval set.
-CALIBRATION_METHODS: Registry = Registry("calibration method")
+CALIBRATION_METHODS: Registry = Registry("calibration method", names=names.CALIBRATION_METHODS)
 
 
 @CALIBRATION_METHODS.register("minmax")
@@ -308,10 +309,10 @@ def apply_recorded(model: nn.Module, rec: QuantizationRecord, directory: Path) -
 # quantize(work, cfg, formats) -> QuantizationRecord, setting work.qmodel (and work.ranges);
 # reapply(model, record, directory) -> the model as compress produced it.
 
-SCHEMES: Registry = Registry("quantization scheme")
+SCHEMES: Registry = Registry("quantization scheme", names=names.SCHEMES)
 
 
-@SCHEMES.register("none")
+@SCHEMES.register(Scheme.NONE)
 class NoQuantization:
     def quantize(self, work, cfg: QuantizeConfig, formats: dict[str, Any]) -> QuantizationRecord:
         return QuantizationRecord(scheme="none")
@@ -326,7 +327,7 @@ def _record(cfg: QuantizeConfig, formats: dict[str, Any], names: list[str], qmod
                               num_quantized=count_quantized(qmodel), formats=dict(formats), **extra)
 
 
-@SCHEMES.register("dynamic")
+@SCHEMES.register(Scheme.DYNAMIC)
 class DynamicInt8:
     """int8 weights, activation ranges measured per call (torch.ao dynamic Linear)."""
 
@@ -342,7 +343,7 @@ class DynamicInt8:
         return qmodel
 
 
-@SCHEMES.register("static")
+@SCHEMES.register(Scheme.STATIC)
 class StaticInt8:
     """int8 weights, input ranges calibrated once on real samples (CALIBRATION_METHODS)."""
 

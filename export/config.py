@@ -7,6 +7,7 @@ import enum
 
 from bertpress.config import as_enum, check_columns, check_range, flag, register_config, set_frozen
 from bertpress.errors import ConfigError
+from bertpress.names import CALIBRATION_METHODS, SCHEMES, str_enum
 
 
 class ExportFormat(str, enum.Enum):
@@ -28,11 +29,8 @@ class Optimize(str, enum.Enum):
     FULL = "full"    # ORT basic graph optimisations (constant folding...) then the fusions
 
 
-class Quantize(str, enum.Enum):
-    FOLLOW = "follow"    # the scheme in the input's manifest ("int8 in, int8 out"); none for fp32 inputs
-    NONE = "none"
-    DYNAMIC = "dynamic"
-    STATIC = "static"
+# "follow": the scheme in the input's manifest ("int8 in, int8 out"); none for fp32 inputs; or a scheme.
+Quantize = str_enum("Quantize", ("follow", *SCHEMES), __name__)
 
 
 class WeightType(str, enum.Enum):
@@ -40,11 +38,8 @@ class WeightType(str, enum.Enum):
     U8 = "u8"
 
 
-class CalibrationMethod(str, enum.Enum):
-    FOLLOW = "follow"  # what compress recorded; minmax if nothing was recorded
-    MINMAX = "minmax"
-    ENTROPY = "entropy"
-    PERCENTILE = "percentile"
+# "follow": what compress recorded (minmax if nothing was recorded); or a calibration method.
+CalibrationChoice = str_enum("CalibrationChoice", ("follow", *CALIBRATION_METHODS), __name__)
 
 
 def _int_tuple(value, field: str, low: int) -> tuple[int, ...]:
@@ -105,7 +100,7 @@ class ExportConfig:
                                         help="texts for static int8 calibration (default: what compress recorded)")
     calibration_samples: int | None = flag(None, group="int8",  # None: follow the recipe (or 128)
                                            help="calibration rows (default: what compress recorded, else 128)")
-    calibration_method: CalibrationMethod = flag(CalibrationMethod.FOLLOW, group="int8",
+    calibration_method: CalibrationChoice = flag(CalibrationChoice.FOLLOW, group="int8",
                                                  help="calibration method for static int8")
     allow_mismatch: bool = flag(  # differences still recorded
         False, group="parity gate",
@@ -128,7 +123,7 @@ class ExportConfig:
         set_frozen(self, "quantize", as_enum(Quantize, self.quantize, "quantize"))
         set_frozen(self, "weight_type", as_enum(WeightType, self.weight_type, "weight_type"))
         set_frozen(self, "calibration_method",
-                   as_enum(CalibrationMethod, self.calibration_method, "calibration_method"))
+                   as_enum(CalibrationChoice, self.calibration_method, "calibration_method"))
         # The legacy exporter writes opsets 7..20; ORT's BERT fusions need >= 14 (LayerNorm
         # decomposition and Attention patterns); the exact upper bound is checked at export time
         # against the installed torch.
