@@ -92,7 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
         if importlib.util.find_spec(name) is None:
             continue
         importlib.import_module(name).register(sub, common, _Formatter)
+    parser.set_defaults(deploy_runtimes=_deploy_runtimes)  # what `compress` hands its search
     return parser
+
+
+def _deploy_runtimes() -> dict[str, Any]:
+    """The search's deploy runtimes (compress cannot import export; the composition root passes them)."""
+    from bertpress.app.search_runtimes import DEPLOY_RUNTIMES  # lazy: exports pull torch; --help stays light
+
+    return DEPLOY_RUNTIMES
 
 
 def run_handler(handler: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:

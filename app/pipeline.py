@@ -362,4 +362,9 @@ def _run_stage(stage: str, cfg: Any, inputs: list[Path], target: Path) -> None:
     else:
         if not inputs:
             raise InputError(f"{stage}: no input artifact; add an earlier stage or 'checkpoint'")
-        fn(inputs[0], cfg, target)
+        if stage == "compress":  # the search's deploy runtimes need the export stage: the app passes them
+            from bertpress.app.search_runtimes import DEPLOY_RUNTIMES  # lazy: exports pull torch; `run --check` stays light
+
+            fn(inputs[0], cfg, target, runtimes=DEPLOY_RUNTIMES)
+        else:
+            fn(inputs[0], cfg, target)

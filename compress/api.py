@@ -17,72 +17,31 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from bertpress.artifact import (Artifact, Manifest, check_output_dir, dir_size, lineage_of, staged_output,
                                 write_manifest)
-from bertpress.compress.config import (CalibrationMethod, CompressConfig, PruneConfig, QuantizeConfig,
-                                       RecoverConfig, Scheme, schedule_ratios)
 from bertpress import records
-from bertpress.config import to_tagged
-from bertpress.data import Columns, TextDataset, columns_of, data_spec, load_text_classification
-from bertpress.errors import ArtifactError, BertpressError, ConfigError, InputError
+from bertpress.arch import max_positions
+from bertpress.compress import quantize as Q
+from bertpress.compress.config import CompressConfig, PruneConfig, QuantizeConfig, RecoverConfig, schedule_ratios
+from bertpress.compress.evaluate import batches, scores, state_size
+from bertpress.compress.prune import check_prunable, plan_layers, plan_shapes, prune_model
+from bertpress.compress.search import run_search
+from bertpress.compress.state import HANDLERS, Work, handler
+from bertpress.config import input_paths, to_tagged
+from bertpress.data import Columns, columns_of, data_spec
+from bertpress.errors import ArtifactError, ConfigError
+from bertpress import finetune  # called as finetune.recover: looked up when the step runs
+from bertpress.metrics import prefixed
+from bertpress.models import label_names_of, layer_shapes, load_classifier, param_count, resolve_source
 from bertpress.quiet import quiet
-
-@dataclasses.dataclass
-class Work:
-    """State passed between handlers; `model` stays fp32 (it is what gets saved)."""
-
-    model: Any
-    tokenizer: Any
-    teacher: Any  # the uncompressed input model (distillation teacher, accuracy reference)
-    labels: list[str]
-    cfg: CompressConfig
-    eval_data: TextDataset | None = None
-    qmodel: Any = None  # `model` with the quantization applied (None until quantize ran)
-    ranges: dict[str, Any] | None = None  # static int8: {layer: {input, output}}
-    details: dict[str, Any] = dataclasses.field(default_factory=dict)
-    progress: bool = True
-    data_cache: dict[tuple, TextDataset] = dataclasses.field(default_factory=dict)
-    columns: Columns | None = None  # what the model was trained on (its manifest), else what the data had
-
-    @property
-    def final(self):
-        return self.qmodel if self.qmodel is not None else self.model
-
-    def load_data(self, spec: str, split: str, flag: str) -> TextDataset:
-        key = (spec, split)
-        if key not in self.data_cache:
-            try:
-                cfg = self.cfg
-                self.data_cache[key] = ds = load_text_classification(
-                    spec, split, label_names=self.labels, text_column=cfg.text_column,
-                    text_pair_column=cfg.text_pair_column, label_column=cfg.label_column, prefer=self.columns)
-            except InputError as exc:
-                raise InputError(f"{flag} {spec}: {exc}") from None
-            if self.columns is None:  # a model without a manifest: the first data read names its inputs
-                self.columns = ds.columns
-        return self.data_cache[key]
-
-
-HANDLERS: dict[type, Callable[[Work, Any], Work]] = {}
-
-
-def handler(cfg_type: type):
-    def wrap(fn):
-        HANDLERS[cfg_type] = fn
-        return fn
-    return wrap
-
 
 # ---- handlers ------------------------------------------------------------------------------
 
 
 @handler(PruneConfig)
 def apply_prune(work: Work, cfg: PruneConfig) -> Work:
-    from bertpress.compress.evaluate import batches
-    from bertpress.compress.prune import prune_model
-
     if not cfg.active:
         work.details["pruning"] = None
         return work
@@ -109,8 +68,6 @@ def apply_recover(work: Work, cfg: RecoverConfig) -> Work:
     if not work.details.get("pruning"):
         work.details["recovery"] = {"skipped": "nothing was pruned, so there is nothing to recover"}
         return work
-    from bertpress.finetune import recover
-
     spec = work.cfg.recover_data
     flag = "recover.data" if cfg.data else "--calibration-data"
     train = work.load_data(spec, "train", flag).subset(cfg.samples, seed=cfg.seed)
@@ -121,8 +78,9 @@ def apply_recover(work: Work, cfg: RecoverConfig) -> Work:
     record = work.details["pruning"]
     kept = list(record.layers_kept) or None  # student layer j came from teacher layer kept[j]
     try:
-        work.model = recover(work.model, work.teacher, work.tokenizer, train, cfg, eval_data=eval_data,
-                             layer_map=kept, head_map=record.heads_kept(), work_dir=tmp, progress=work.progress)
+        work.model = finetune.recover(work.model, work.teacher, work.tokenizer, train, cfg, eval_data=eval_data,
+                                      layer_map=kept, head_map=record.heads_kept(), work_dir=tmp,
+                                      progress=work.progress)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     work.model.eval()
@@ -142,8 +100,6 @@ def apply_recover(work: Work, cfg: RecoverConfig) -> Work:
 @handler(QuantizeConfig)
 def apply_quantize(work: Work, cfg: QuantizeConfig) -> Work:
     """Apply the scheme's registered implementation (compress.quantize.SCHEMES); record it."""
-    from bertpress.compress import quantize as Q
-
     work.qmodel, work.ranges = None, None
     work.details["quantization"] = Q.SCHEMES.get(cfg.scheme)().quantize(work, cfg, Q.int8_formats())
     return work
@@ -163,8 +119,6 @@ def _parent_max_length(checkpoint: Path, model) -> int:
         ml = Artifact.load(checkpoint).manifest.max_length
         if ml:
             return int(ml)
-    from bertpress.arch import max_positions
-
     return int(max_positions(model.config) or 512)
 
 
@@ -174,22 +128,18 @@ def _parent_columns(checkpoint: Path) -> Columns | None:
 
 
 def compress(checkpoint: str | os.PathLike, cfg: CompressConfig, out_dir: str | os.PathLike, *,
-             overwrite: bool = False, progress: bool = True, log: Callable[[str], None] | None = None) -> Artifact:
-    """Compress a checkpoint into a new `compressed` artifact at `out_dir` (input untouched)."""
-    from bertpress.compress.evaluate import scores, state_size
-    from bertpress.models import label_names_of, layer_shapes, load_classifier, param_count, resolve_source
-
+             overwrite: bool = False, progress: bool = True, log: Callable[[str], None] | None = None,
+             runtimes: Mapping[str, Callable[..., Any]] | None = None) -> Artifact:
+    """Compress a checkpoint into a new `compressed` artifact at `out_dir` (input untouched).
+    `runtimes`: the search's deploy runtimes (name -> twin factory; see `search.run_search`),
+    which need the export stage: the composition root passes `bertpress.app.search_runtimes.DEPLOY_RUNTIMES`."""
     if not isinstance(cfg, CompressConfig):
         raise ConfigError(f"cfg must be a CompressConfig, got {type(cfg).__name__}")
     src, local = resolve_source(checkpoint)
-    from bertpress.config import input_paths
-
     inputs = ((Path(src),) if local else ()) + input_paths(cfg)  # model + calibration/eval/recovery data
     out_dir = check_output_dir(Path(out_dir), overwrite=overwrite, inputs=inputs)
     model, tokenizer = load_classifier(checkpoint)
     if cfg.prune.active or cfg.search is not None:
-        from bertpress.compress.prune import check_prunable, plan_layers, plan_shapes
-
         check_prunable(model)
         ratios = cfg.search.schedule if cfg.search is not None else [(cfg.prune.heads, cfg.prune.ffn, cfg.prune.layers)]
         for heads, ffn, layers in map(schedule_ratios, ratios):  # refuse impossible shapes before any long work
@@ -211,15 +161,11 @@ def compress(checkpoint: str | os.PathLike, cfg: CompressConfig, out_dir: str | 
     metrics: dict[str, Any] = {}
     search_facts = None
     if cfg.search is not None:
-        from bertpress.compress.search import run_search
-
-        work, search_facts = run_search(work, cfg, say, max_length)
+        work, search_facts = run_search(work, cfg, say, max_length, runtimes)
         metrics.update(search_facts["winner_metrics"])
     else:
         work = run_pipeline(work)
         if work.eval_data is not None:
-            from bertpress.metrics import prefixed
-
             base = scores(work.teacher, tokenizer, work.eval_data, max_length=max_length)
             got = scores(work.final, tokenizer, work.eval_data, max_length=max_length)
             metrics.update({**prefixed(got, "eval_"),
@@ -236,9 +182,7 @@ def compress(checkpoint: str | os.PathLike, cfg: CompressConfig, out_dir: str | 
             work.model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         if work.ranges is not None:
-            from bertpress.compress.quantize import save_ranges
-
-            save_ranges(tmp, work.details["quantization"].calibration.method, work.ranges)
+            Q.save_ranges(tmp, work.details["quantization"].calibration.method, work.ranges)
         details = dict(work.details)
         for key in ("quantization", "pruning"):  # typed records, tagged in the manifest
             details[key] = records.encode(details.get(key))
@@ -259,9 +203,6 @@ def compress(checkpoint: str | os.PathLike, cfg: CompressConfig, out_dir: str | 
 
 def load_compressed(path: str | os.PathLike):
     """(model, tokenizer) of a compressed artifact, with its recorded quantization applied."""
-    from bertpress.compress.quantize import apply_recorded
-    from bertpress.models import load_classifier
-
     path = Path(path)
     art = Artifact.load(path)
     if art.kind != "compressed":
@@ -270,4 +211,4 @@ def load_compressed(path: str | os.PathLike):
     model, tokenizer = load_classifier(path)  # a pruned model is rebuilt from the manifest there
     for p in model.parameters():
         p.requires_grad_(False)
-    return (apply_recorded(model, rec, path) if rec else model).eval(), tokenizer
+    return (Q.apply_recorded(model, rec, path) if rec else model).eval(), tokenizer

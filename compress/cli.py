@@ -71,8 +71,10 @@ def _run(args: argparse.Namespace) -> int:
     # With --json, stdout carries only the JSON: training logs and progress go to stderr.
     quiet = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
     with quiet:
+        # the search's deploy runtimes, passed in by the composition root (bertpress.app.cli)
+        runtimes = args.deploy_runtimes() if getattr(args, "deploy_runtimes", None) else None
         art = compress(args.checkpoint, cfg, args.out, overwrite=args.overwrite, progress=not args.no_progress,
-                       log=log)
+                       log=log, runtimes=runtimes)
     m = art.manifest
     if args.json:
         print_json({"out": str(art.path), "metrics": m.metrics, "details": m.details})

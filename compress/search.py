@@ -28,10 +28,18 @@ import shutil
 import statistics
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
+from tqdm.auto import tqdm
+
+from bertpress.compress import evaluate  # called as evaluate.X: tests stand in for its timers
 from bertpress.compress.config import CompressConfig, PruneConfig, Scheme, schedule_ratios
-from bertpress.registry import Registry
+from bertpress.compress.state import HANDLERS, Work
+from bertpress.config import to_tagged
+from bertpress.errors import BertpressError, ConfigError, first_line
+from bertpress.models import layer_shapes
+from bertpress.signature import input_names, torch_runner, traffic_batches
+from bertpress.timing import interleaved
 
 
 def select(rows: list[dict[str, Any]], max_drop: float) -> tuple[int, bool]:
@@ -72,52 +80,57 @@ def format_table(rows: list[dict[str, Any]], unit: str = "latency ms") -> str:
     return "\n".join(lines)
 
 
-# Search runtimes: name -> factory of a candidate's deploy-runtime twin, or None (PyTorch eager
-# only). A factory is called as factory(model, tokenizer, scheme=, quant_facts=, labels=,
-# max_length=, out=, eval_data=, shared=, calib_cache=) and returns an object with `.accuracy`
-# (percent), `.size_bytes`, `.report` (export's parity report: "passed", "failures"),
+# Deploy runtimes: name -> factory of a candidate's deploy-runtime twin, passed to run_search
+# (PyTorch eager needs none). A factory is called as factory(model, tokenizer, scheme=, quant_facts=,
+# labels=, max_length=, out=, eval_data=, shared=, calib_cache=) and returns an object with
+# `.accuracy` (fraction), `.size_bytes`, `.report` (export's parity report: "passed", "failures"),
 # `.timer(tokenizer, seq_len=, threads=, min_seconds=)` (the latency objective) and
 # `.traffic_timer(tokenizer, chunks, max_length=, threads=, min_seconds=)` (the traffic objective).
-# Runtimes that export candidates need the export stage, so they are registered by the
-# composition root (bertpress.app.search_runtimes).
-SEARCH_RUNTIMES: Registry = Registry(
-    "search runtime", hint="; runtimes that export candidates are provided by bertpress.app: `import bertpress.app` "
-                           "first (the CLI and recipes do)")
-SEARCH_RUNTIMES.register("pytorch")(None)
+# They need the export stage, so the composition root passes them in
+# (bertpress.app.search_runtimes.DEPLOY_RUNTIMES; the CLI and recipes do).
 
 
-def run_search(work, cfg: CompressConfig, say: Callable[[str], None], max_length: int):
-    from bertpress.compress.evaluate import accuracy, latency, state_size
+def deploy_twin(runtime: str, runtimes: Mapping[str, Callable[..., Any]] | None):
+    """The twin factory of `runtime`, or None for PyTorch eager; a deploy runtime not passed in is
+    refused in one line naming the fix."""
+    if runtime == "pytorch":
+        return None
+    if not runtimes or runtime not in runtimes:
+        raise ConfigError(f"search runtime {runtime!r} exports every candidate, which needs the export stage: "
+                          "call compress(..., runtimes=bertpress.app.search_runtimes.DEPLOY_RUNTIMES) "
+                          "(the CLI and recipes do)")
+    return runtimes[runtime]
+
+
+def run_search(work, cfg: CompressConfig, say: Callable[[str], None], max_length: int,
+               runtimes: Mapping[str, Callable[..., Any]] | None = None):
 
     s = cfg.search
     ml = max_length  # the artifact's own max length, as in the non-search path
-    twin_factory = SEARCH_RUNTIMES.get(s.runtime)
+    twin_factory = deploy_twin(s.runtime, runtimes)
 
     if s.objective == "traffic":  # the eval texts, length-sorted batches: cut once, timed per candidate
-        from bertpress.compress.evaluate import traffic_timer
-        from bertpress.signature import input_names, torch_runner, traffic_batches
-
         chunks = traffic_batches(work.tokenizer, work.eval_data.examples, ml, s.traffic_batch)[2]
 
         def eager(model) -> Callable[[], Any]:
-            return traffic_timer(torch_runner(model), work.tokenizer, chunks, max_length=ml, names=input_names(model),
-                                 threads=s.latency_threads, min_seconds=s.latency_min_seconds)
+            return evaluate.traffic_timer(torch_runner(model), work.tokenizer, chunks, max_length=ml,
+                                          names=input_names(model), threads=s.latency_threads,
+                                          min_seconds=s.latency_min_seconds)
 
         def deployed(twin) -> Callable[[], Any]:
             return twin.traffic_timer(work.tokenizer, chunks, max_length=ml, threads=s.latency_threads,
                                       min_seconds=s.latency_min_seconds)
     else:
         def eager(model) -> Callable[[], Any]:
-            return lambda: latency(model, work.tokenizer, seq_len=s.latency_seq_len, threads=s.latency_threads,
-                                   min_seconds=s.latency_min_seconds)
+            return lambda: evaluate.latency(model, work.tokenizer, seq_len=s.latency_seq_len,
+                                            threads=s.latency_threads, min_seconds=s.latency_min_seconds)
 
         def deployed(twin) -> Callable[[], Any]:
             return twin.timer(work.tokenizer, seq_len=s.latency_seq_len, threads=s.latency_threads,
                               min_seconds=s.latency_min_seconds)
 
-    base_acc = accuracy(work.teacher, work.tokenizer, work.eval_data, max_length=ml)
-    base_size = state_size(work.teacher)
-    from bertpress.models import layer_shapes
+    base_acc = evaluate.accuracy(work.teacher, work.tokenizer, work.eval_data, max_length=ml)
+    base_size = evaluate.state_size(work.teacher)
 
     first = layer_shapes(work.teacher)[0]
     n_heads, n_ffn = first["heads"], first["ffn"]
@@ -142,13 +155,6 @@ def _walk(work, cfg: CompressConfig, ml: int, base_acc: float, rows: list, timer
           say: Callable[[str], None], twin_factory, twin_root: Path | None, eager, deployed) -> None:
     """Make, score (and, for a deploy runtime, export and gate) every candidate; appends to rows,
     timers and made. `eager(model)` / `deployed(twin)` build a candidate's timer for the objective."""
-    from tqdm.auto import tqdm
-
-    from bertpress.compress.api import HANDLERS, Work
-    from bertpress.compress.evaluate import accuracy, state_size
-    from bertpress.errors import BertpressError, first_line
-    from bertpress.models import layer_shapes
-
     s = cfg.search
     deploy = twin_factory is not None
     calib_cache: dict = {}  # static calibration texts, read once
@@ -171,10 +177,10 @@ def _walk(work, cfg: CompressConfig, ml: int, base_acc: float, rows: list, timer
                 qw = dataclasses.replace(pw, details=dict(pw.details), qmodel=None, ranges=None)
                 qcfg = dataclasses.replace(cfg.quantize, scheme=scheme)
                 qw = HANDLERS[type(qcfg)](qw, qcfg)
-                acc = accuracy(qw.final, work.tokenizer, work.eval_data, max_length=ml)
+                acc = evaluate.accuracy(qw.final, work.tokenizer, work.eval_data, max_length=ml)
                 shapes = layer_shapes(pw.model)[0]
                 row = {"heads": heads, "ffn": ffn, "layers": layers, "scheme": scheme.value, "runtime": s.runtime, "accuracy": acc,
-                       "accuracy_drop_points": 100 * (base_acc - acc), "size_bytes": state_size(qw.final),
+                       "accuracy_drop_points": 100 * (base_acc - acc), "size_bytes": evaluate.state_size(qw.final),
                        "heads_per_layer": shapes["heads"], "ffn_width": shapes["ffn"],
                        "num_layers": len(layer_shapes(pw.model))}
                 quant_facts = qw.details["quantization"]  # the candidate's QuantizationRecord
@@ -213,8 +219,6 @@ def _walk(work, cfg: CompressConfig, ml: int, base_acc: float, rows: list, timer
 
 def _rank(work, cfg: CompressConfig, rows: list, timers: list, made: list, base_acc: float, base_size: int,
           say: Callable[[str], None]):
-    from bertpress.timing import interleaved
-
     s = cfg.search
     # Timing, interleaved: round r times rows 0..n in order, so every candidate sees the same
     # mix of quiet and busy moments. p50 = median of the rounds' p50s, min = the best call.
@@ -244,8 +248,6 @@ def _rank(work, cfg: CompressConfig, rows: list, timers: list, made: list, base_
     rows[idx]["winner"] = True
     winner_work, winner_cfg = made[idx]
     r = rows[idx]
-    from bertpress.config import to_tagged
-
     runtime = {"onnxruntime": "ONNX Runtime (the candidate as `bertpress export` writes it)",
                "openvino": "OpenVINO (the candidate as `bertpress export --format openvino` writes it)"
                }.get(s.runtime, "PyTorch eager")

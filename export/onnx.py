@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from bertpress.arch import adapter_for
 from bertpress.errors import ArtifactError, ConfigError, first_line
 from bertpress.ort import fused_attention_count, mark_disabled, op_counts, session, session_options
 from bertpress.quiet import quiet
@@ -283,14 +284,14 @@ def write_ort_format(src: Path, dst: Path) -> None:
         raise ArtifactError(f"{src}: ONNX Runtime wrote no ORT-format file; drop --ort-format")
 
 
-def export_onnx(model, tokenizer, out_dir: Path, work: Path, *, opset: int, optimize: str, scheme: str,
-                weight_type: str, per_channel: bool, reduce_range: bool = False, scope: str = "encoder",
-                trace_batch: int, trace_seq: int, max_length: int,
-                calibration_texts: Sequence[str] | None = None, calibration_method: str = "minmax",
-                ort_format: bool = False, fuse_skip_layernorm: bool = False, seed: int = 0) -> dict[str, Any]:
-    """Write OUT/model.onnx (and model.ort); intermediate graphs go to `work`. Returns details."""
-    from bertpress.arch import adapter_for
-
+def export_onnx(model, tokenizer, out_dir: Path, work: Path, cfg, recipe, max_length: int,
+                calibration_texts: Sequence[str] | None = None) -> dict[str, Any]:
+    """Write OUT/model.onnx (and model.ort) for `recipe` (export.source.QuantRecipe: scheme, per-channel,
+    reduce_range, scope, calibration method) under `cfg` (ExportConfig: opset, optimize, weight type,
+    trace shape, ort_format, fuse_skip_layernorm, seed); intermediate graphs go to `work`. Returns details."""
+    opset, optimize, scheme = cfg.opset, cfg.optimize.value, recipe.scheme
+    trace_batch, trace_seq, seed = cfg.trace_batch, cfg.trace_seq, cfg.seed
+    fuse_skip_layernorm = cfg.fuse_skip_layernorm
     family = adapter_for(model, action="export")
     raw = work / "exported.onnx"
     export_graph(model, tokenizer, raw, opset=opset, trace_batch=trace_batch, trace_seq=trace_seq, seed=seed)
@@ -320,11 +321,11 @@ def export_onnx(model, tokenizer, out_dir: Path, work: Path, *, opset: int, opti
         reader = None
         if scheme == "static":
             reader = TextReader(tokenizer, list(calibration_texts or []), max_length, names=input_names(model))
-        details["quantization"] = quantize_graph(current, qfile, scheme=scheme, weight_type=weight_type,
-                                                 per_channel=per_channel, fused=optimize != "none",
-                                                 reduce_range=reduce_range, scope=scope,
+        details["quantization"] = quantize_graph(current, qfile, scheme=scheme, weight_type=cfg.weight_type.value,
+                                                 per_channel=recipe.per_channel, fused=optimize != "none",
+                                                 reduce_range=recipe.reduce_range, scope=recipe.scope,
                                                  head_markers=family.head_node_markers,
-                                                 calibration=reader, calibration_method=calibration_method)
+                                                 calibration=reader, calibration_method=recipe.calibration_method)
         current = qfile
     import onnx
 
@@ -335,7 +336,7 @@ def export_onnx(model, tokenizer, out_dir: Path, work: Path, *, opset: int, opti
     onnx.save(graph, str(final))
     details["ort_disabled_optimizers"] = disabled
     details["op_counts"] = op_counts(graph)
-    if ort_format:
+    if cfg.ort_format:
         write_ort_format(final, out_dir / ORT_FILE_NAME)
         details["ort_file"] = ORT_FILE_NAME
     return details

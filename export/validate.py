@@ -28,14 +28,12 @@ def grid_shapes(batch_sizes: Sequence[int], seq_lengths: Sequence[int], max_leng
 def check_parity(
     run_export: Runner,
     run_source: Runner,
+    cfg,
     *,
     tokenizer,
     vocab_size: int,
     num_labels: int,
     max_length: int,
-    batch_sizes: Sequence[int],
-    seq_lengths: Sequence[int],
-    trace_shape: tuple[int, int],
     atol: float,
     precision: str,
     output_names: Sequence[str] = OUTPUT_NAMES,
@@ -43,19 +41,19 @@ def check_parity(
     eval_labels: Sequence[int] | None = None,
     eval_reference: list[np.ndarray] | None = None,
     min_agreement: float | None = None,
-    seed: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Measure; return a JSON-able report with `passed` and `failures` (never raises)."""
+    """Measure; return a JSON-able report with `passed` and `failures` (never raises). `cfg` (an
+    ExportConfig) gives the grid (batch_sizes x seq_lengths), the trace shape it leaves out and the seed."""
     from tqdm.auto import tqdm
 
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(cfg.seed)
     failures: list[str] = []
     if list(output_names) != list(OUTPUT_NAMES):
         failures.append(f"output names {list(output_names)} != {list(OUTPUT_NAMES)}")
     rows, worst = [], 0.0
     agree_hits = agree_total = 0
-    shapes = grid_shapes(batch_sizes, seq_lengths, max_length, trace_shape)
+    shapes = grid_shapes(cfg.batch_sizes, cfg.seq_lengths, max_length, (cfg.trace_batch, cfg.trace_seq))
     for b, s in tqdm(shapes, desc=f"parity {precision}", leave=False, disable=None if progress else True):
         feed = synthetic_batch(vocab_size, special_ids(tokenizer), b, s, rng)
         want = run_source(feed)
@@ -79,8 +77,8 @@ def check_parity(
             failures.append(f"batch {b} x seq {s}: max |dlogit| {diff:.3g} > {atol:g}")
     report: dict[str, Any] = {
         "precision": precision, "atol": atol, "max_abs_diff": worst,
-        "grid": {"batch_sizes": list(batch_sizes), "seq_lengths": sorted({r["seq"] for r in rows}),
-                 "trace_shape": list(trace_shape), "cases": rows},
+        "grid": {"batch_sizes": list(cfg.batch_sizes), "seq_lengths": sorted({r["seq"] for r in rows}),
+                 "trace_shape": [cfg.trace_batch, cfg.trace_seq], "cases": rows},
         "output_names": list(output_names),
     }
     if eval_texts:

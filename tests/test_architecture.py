@@ -103,12 +103,134 @@ def test_the_core_imports_without_any_stage():
 
 
 def test_a_deploy_search_runtime_without_the_app_layer_says_how():
-    code = ("from bertpress.compress.search import SEARCH_RUNTIMES\n"
-            "try:\n    SEARCH_RUNTIMES.get('onnxruntime')\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
+    """compress alone cannot export candidates: the Python API without the app's deploy runtimes is
+    refused in one line naming the fix; the app passes them in explicitly (no import-time plugin)."""
+    from bertpress.compress.search import deploy_twin
+    from bertpress.errors import ConfigError
+
+    assert deploy_twin("pytorch", None) is None
+    with pytest.raises(ConfigError) as e:
+        deploy_twin("onnxruntime", None)
+    assert str(e.value) == (
+        "search runtime 'onnxruntime' exports every candidate, which needs the export stage: call "
+        "compress(..., runtimes=bertpress.app.search_runtimes.DEPLOY_RUNTIMES) (the CLI and recipes do)")
+    code = ("import bertpress.app, sys\nprint('bertpress.app.search_runtimes' in sys.modules)\n"
+            "from bertpress.app.search_runtimes import DEPLOY_RUNTIMES\nprint(sorted(DEPLOY_RUNTIMES))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.stdout.strip() == (
-        "ConfigError unknown search runtime 'onnxruntime' (known: pytorch); runtimes that export candidates are "
-        "provided by bertpress.app: `import bertpress.app` first (the CLI and recipes do)")
-    code = "import bertpress.app\nfrom bertpress.compress.search import SEARCH_RUNTIMES\nprint(list(SEARCH_RUNTIMES))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.stdout.strip() == "['pytorch', 'onnxruntime', 'openvino']", out.stderr
+    assert out.stdout.split("\n")[:2] == ["False", "['onnxruntime', 'openvino']"], out.stderr
+
+
+# ---- function-level imports and cycles -----------------------------------------------------
+
+# A project module imported inside a function must say why on that line or the line above
+# (`# lazy: ...`: it keeps torch / onnx / openvino / transformers off a light path such as
+# `--help` or a light core import). CEILING bounds their number; it only goes down.
+LAZY_MARK = "# lazy:"
+CEILING = 186
+# Files whose function-level project imports predate the rule and are not yet justified or
+# hoisted (docs/architecture.md counts them); a file leaves this list once it is done.
+NOT_YET_JUSTIFIED = {
+    "app/cli.py", "app/inspect.py", "app/pipeline.py", "app/pipeline_cli.py", "app/quickstart.py",
+    "bench/anchors/__init__.py", "bench/baselines.py", "bench/bf16_cpu.py", "bench/cli.py", "bench/families.py",
+    "bench/run.py", "bench/runtimes.py", "bench/sources.py", "bertpress/artifact.py", "bertpress/console.py",
+    "bertpress/data.py", "bertpress/hardware.py", "bertpress/models.py", "bertpress/ort.py", "bertpress/signature.py",
+    "bertpress/testing.py", "compress/cli.py", "compress/config.py", "compress/evaluate.py",
+    "compress/quantize.py", "export/cli.py", "export/measure.py",
+    "export/microbench.py", "export/openvino.py", "export/source.py", "export/torchscript.py", "export/validate.py",
+    "finetune/augment.py", "finetune/cli.py", "finetune/compare_padding.py", "finetune/features.py",
+    "finetune/recovery.py", "finetune/train.py",
+}
+
+
+def _is_project(node: ast.AST) -> bool:
+    if isinstance(node, ast.ImportFrom):
+        return bool(node.module) and node.level == 0 and node.module.split(".")[0] == "bertpress"
+    return isinstance(node, ast.Import) and any(a.name.split(".")[0] == "bertpress" for a in node.names)
+
+
+def function_level_imports(path: Path, source: str | None = None) -> list[tuple[int, bool]]:
+    """(line, justified) of every project import inside a function of `path`."""
+    text = source if source is not None else path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    found = set()
+    for fn in ast.walk(ast.parse(text)):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(fn):
+                if _is_project(node):
+                    near = lines[node.lineno - 1] + (lines[node.lineno - 2] if node.lineno > 1 else "")
+                    found.add((node.lineno, LAZY_MARK in near))
+    return sorted(found)
+
+
+def test_function_level_project_imports_are_few_and_justified():
+    counts = {f.relative_to(REPO).as_posix(): function_level_imports(f) for f in project_files()}
+    total = sum(len(v) for v in counts.values())
+    assert total <= CEILING, f"{total} function-level project imports (ceiling {CEILING}): hoist them to module level"
+    bad = [f"{f}:{line}" for f, found in counts.items() if f not in NOT_YET_JUSTIFIED
+           for line, justified in found if not justified]
+    assert not bad, (f"function-level project imports without a `{LAZY_MARK} why` comment (hoist them, or say "
+                     "which heavy library they keep off which light path):\n" + "\n".join(bad))
+
+
+@pytest.mark.parametrize("code,justified", [
+    ("def f():\n    from bertpress.export import api\n", False),
+    ("def f():\n    from bertpress.export import api  # lazy: keeps onnx off --help\n", True),
+    ("def f():\n    # lazy: keeps torch off --help\n    import bertpress.models\n", True),
+], ids=["bare", "same-line", "line-above"])
+def test_the_lazy_import_check_reads_the_comment(code, justified):
+    assert function_level_imports(REPO / "compress" / "probe.py", code) == [(code.count("\n") - 1 + 1, justified)]
+
+
+def module_level_graph() -> dict[str, set[str]]:
+    """Project module -> the project modules it imports at module level (function bodies excluded)."""
+    names = {}
+    for f in project_files():
+        rel = f.relative_to(REPO).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        names[f] = ".".join(["bertpress"] + parts[1:]) if parts[0] == "bertpress" else ".".join(["bertpress"] + parts)
+    known = set(names.values())
+    graph: dict[str, set[str]] = {}
+    for f, mod in names.items():
+        deps = set()
+        for node in ast.parse(f.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                deps.add(node.module)
+                deps |= {f"{node.module}.{a.name}" for a in node.names}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names}
+        graph[mod] = {d for d in deps if d in known and d != mod}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_no_import_cycle_among_project_modules():
+    cycle = find_cycle(module_level_graph())
+    assert cycle is None, "import cycle at module level: " + " -> ".join(cycle)
+
+
+def test_the_cycle_check_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None

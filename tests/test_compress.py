@@ -452,14 +452,14 @@ def test_search_in_openvino_ranks_the_openvino_exports(ckpt, tiny_data, tmp_path
     """--search-runtime openvino: every candidate is exported as `bertpress export --format openvino`
     writes it (NNCF int8 from its recipe), gated, and ranked by its OpenVINO accuracy and latency;
     exporting the winner to OpenVINO reproduces the accuracy the search measured."""
-    import bertpress.app  # noqa: F401 - the composition root registers the export-backed runtimes
+    from bertpress.app.search_runtimes import DEPLOY_RUNTIMES  # the composition root passes them in
     from bertpress.export import ExportConfig, export
 
     cfg = _search_cfg(tiny_data, 100.0)
     cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, runtime="openvino",
                                                               schedule=((0.0, 0.0), (0.5, 0.5)),
                                                               schemes=(Scheme.NONE, Scheme.DYNAMIC)))
-    art = A.compress(ckpt, cfg, tmp_path / "s", progress=False)
+    art = A.compress(ckpt, cfg, tmp_path / "s", progress=False, runtimes=DEPLOY_RUNTIMES)
     s = art.manifest.details["search"]
     rows = s["table"]
     cands = rows[1:]
@@ -478,7 +478,7 @@ def test_search_in_onnxruntime_ranks_the_exported_models(ckpt, tiny_data, tmp_pa
     and gated as `bertpress export` would; ORT accuracy and latency rank it; a candidate whose
     export fails stays in the table, untimed, and cannot win; exporting the winner reproduces the
     accuracy the search measured."""
-    from bertpress.app import search_runtimes as S  # registers "onnxruntime" (the composition root)
+    from bertpress.app import search_runtimes as S  # the composition root's deploy runtimes
     from bertpress.compress.search import format_table
     from bertpress.errors import ArtifactError
 
@@ -503,7 +503,7 @@ def test_search_in_onnxruntime_ranks_the_exported_models(ckpt, tiny_data, tmp_pa
     monkeypatch.setattr(export_api, "gate", pruned_fp32_misses_the_gate)
     cfg = _search_cfg(tiny_data, 100.0)
     cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, runtime="onnxruntime"))
-    art = A.compress(ckpt, cfg, tmp_path / "s", progress=False)
+    art = A.compress(ckpt, cfg, tmp_path / "s", progress=False, runtimes=S.DEPLOY_RUNTIMES)
     s = art.manifest.details["search"]
     rows = s["table"]
     assert len(rows) == 1 + 6 and rows[0]["baseline"] and rows[0]["runtime"] == "pytorch"
@@ -738,7 +738,7 @@ def test_search_traffic_objective_in_a_deploy_runtime_serves_the_export(ckpt, ti
                                                                         runtime):
     """The traffic objective with --search-runtime: the exported candidate serves the same passes
     through its own session (the twin's feed -> logits call), the baseline stays PyTorch eager."""
-    import bertpress.app  # noqa: F401 - registers the export-backed runtimes
+    from bertpress.app.search_runtimes import DEPLOY_RUNTIMES  # the composition root passes them in
     from bertpress.compress import evaluate
 
     runs: list[tuple[str, int]] = []  # (who ran the pass, batches per pass)
@@ -753,7 +753,7 @@ def test_search_traffic_objective_in_a_deploy_runtime_serves_the_export(ckpt, ti
     cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, objective="traffic", traffic_batch_size=16,
                                                               runtime=runtime, schedule=((0.0, 0.0),),
                                                               schemes=(Scheme.NONE,)))
-    art = A.compress(ckpt, cfg, tmp_path / "s", progress=False)
+    art = A.compress(ckpt, cfg, tmp_path / "s", progress=False, runtimes=DEPLOY_RUNTIMES)
     rows = art.manifest.details["search"]["table"]
     assert [r["runtime"] for r in rows] == ["pytorch", runtime]
     assert all(r["sentences_per_s"] > 0 for r in rows) and rows[1].get("winner")

@@ -364,6 +364,7 @@ def test_torchscript_grid_and_int8_ops(fp32_all, int8_all):
 
 
 def test_gate_catches_frozen_shapes_and_wrong_outputs():
+    from bertpress.export import ExportConfig
     from bertpress.export.validate import check_parity
     from bertpress.testing import tiny_tokenizer
 
@@ -377,8 +378,8 @@ def test_gate_catches_frozen_shapes_and_wrong_outputs():
             raise RuntimeError("shape mismatch: expected batch 2")
         return source(feed)
 
-    kw = dict(tokenizer=tok, vocab_size=100, num_labels=2, max_length=64, batch_sizes=(1, 3),
-              seq_lengths=(8, 33), trace_shape=(2, 16), atol=1e-4, precision="fp32")
+    grid = ExportConfig(batch_sizes=(1, 3), seq_lengths=(8, 33), trace_batch=2, trace_seq=16)
+    kw = dict(cfg=grid, tokenizer=tok, vocab_size=100, num_labels=2, max_length=64, atol=1e-4, precision="fp32")
     rep = check_parity(frozen, source, **kw)
     assert not rep["passed"] and any("failed to run" in f for f in rep["failures"])
     rep = check_parity(lambda f: source(f) + 0.01, source, **kw)
