@@ -33,10 +33,11 @@ class ExportTwin:
     format: str
 
     def __init__(self, model, tokenizer, *, scheme: str, quant_facts, labels: list[str],
-                 max_length: int, out: Path, eval_data, shared: dict, calib_cache: dict) -> None:
-        if "reference" not in shared:  # fp32 logits on the eval texts, once per pruning ratio
+                 max_length: int, out: Path, eval_data, shared: dict, calib_cache: dict, gate: bool = True) -> None:
+        """gate=False writes the file only (the automatic search times untrained candidates: their
+        accuracy is not used, and the gate would cost more than the export); report says so."""
+        if gate and "reference" not in shared:  # fp32 logits on the eval texts, once per pruning ratio
             shared["reference"] = source_eval_logits(torch_runner(model), tokenizer, eval_data.examples, max_length)
-        reference = shared["reference"]
 
         self.fmt = FORMATS.get(self.format)()
         cfg = ExportConfig()  # the defaults `bertpress export CHECKPOINT` uses
@@ -52,12 +53,20 @@ class ExportTwin:
         # progress off: the search draws its own bar; NNCF's per candidate would bury it
         self.details, _ = self.fmt.write(model, tokenizer, recipe, cfg, out, max_length, calib, progress=False)
         self.file = out / self.fmt.file
-        run, reduced = self.fmt.runner(self.file)  # as a deployment runs it
+        self.size_bytes = sum((out / f).stat().st_size for f in self.fmt.files(self.details))
+        if not gate:
+            self.report, self.accuracy = {"passed": True, "failures": [], "gated": False}, None
+            return
+        reference = shared["reference"]
+        run, reduced = self.runner()
         self.report = export_api.gate(run, torch_runner(model), model, tokenizer, recipe, cfg, max_length,
                                       model.config.num_labels, eval_data.examples, eval_data.labels, reference,
                                       reduced=reduced)
         self.accuracy = self.report["accuracy"]["export"]  # fraction, like compress's
-        self.size_bytes = sum((out / f).stat().st_size for f in self.fmt.files(self.details))
+
+    def runner(self) -> tuple[Callable, str | None]:
+        """(feed -> logits as a deployment runs the file, the reduced precision it runs in or None)."""
+        return self.fmt.runner(self.file)
 
     def session_call(self, threads: int) -> tuple[Callable[[dict], Any], set[str]]:
         """(one inference on a feed, the input names it takes) for timing."""

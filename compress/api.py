@@ -27,6 +27,7 @@ from bertpress.compress import quantize as Q
 from bertpress.compress.config import CompressConfig, PruneConfig, QuantizeConfig, RecoverConfig, schedule_ratios
 from bertpress.compress.evaluate import batches, scores, state_size
 from bertpress.compress.prune import check_prunable, plan_layers, plan_shapes, prune_model
+from bertpress.compress import autosearch
 from bertpress.compress.search import run_search
 from bertpress.compress.state import HANDLERS, Work, handler
 from bertpress.config import input_paths, to_tagged
@@ -80,7 +81,7 @@ def apply_recover(work: Work, cfg: RecoverConfig) -> Work:
     try:
         work.model = finetune.recover(work.model, work.teacher, work.tokenizer, train, cfg, eval_data=eval_data,
                                       layer_map=kept, head_map=record.heads_kept(), work_dir=tmp,
-                                      progress=work.progress)
+                                      progress=work.progress, callbacks=work.recover_callbacks)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     work.model.eval()
@@ -139,8 +140,8 @@ def compress(checkpoint: str | os.PathLike, cfg: CompressConfig, out_dir: str | 
     inputs = ((Path(src),) if local else ()) + input_paths(cfg)  # model + calibration/eval/recovery data
     out_dir = check_output_dir(Path(out_dir), overwrite=overwrite, inputs=inputs)
     model, tokenizer = load_classifier(checkpoint)
-    if cfg.prune.active or cfg.search is not None:
-        check_prunable(model)
+    if cfg.prune.active or (cfg.search is not None and not cfg.search.auto):  # (the automatic search skips
+        check_prunable(model)                                                  # the shapes a model cannot take)
         ratios = cfg.search.schedule if cfg.search is not None else [(cfg.prune.heads, cfg.prune.ffn, cfg.prune.layers)]
         for heads, ffn, layers in map(schedule_ratios, ratios):  # refuse impossible shapes before any long work
             pcfg = dataclasses.replace(cfg.prune, heads=heads, ffn=ffn, layers=layers)
@@ -161,7 +162,10 @@ def compress(checkpoint: str | os.PathLike, cfg: CompressConfig, out_dir: str | 
     metrics: dict[str, Any] = {}
     search_facts = None
     if cfg.search is not None:
-        work, search_facts = run_search(work, cfg, say, max_length, runtimes)
+        if cfg.search.auto:
+            work, search_facts = autosearch.run_auto_search(work, cfg, say, max_length, out_dir, runtimes)
+        else:
+            work, search_facts = run_search(work, cfg, say, max_length, runtimes)
         metrics.update(search_facts["winner_metrics"])
     else:
         work = run_pipeline(work)
@@ -195,6 +199,8 @@ def compress(checkpoint: str | os.PathLike, cfg: CompressConfig, out_dir: str | 
             kind="compressed", labels=labels, max_length=max_length,
             columns=work.columns.to_dict() if work.columns else None, recipe=to_tagged(cfg),
             lineage=lineage_of(src), metrics=metrics, details=details))
+    if cfg.search is not None and cfg.search.auto:  # published: the study and its students are done with
+        autosearch.remove_study(out_dir)
     return Artifact.load(out_dir)
 
 

@@ -140,49 +140,85 @@ def schedule_ratios(item) -> tuple[float, float, float]:
 
 LATENCY_STATISTICS = ("p50", "min")
 SEARCH_OBJECTIVES = ("latency", "traffic")  # what "fastest" means: see SearchConfig.objective
+WALK_SCHEDULE = ((0.0, 0.0, 0.0), (0.25, 0.25, 0.0), (0.5, 0.5, 0.0))  # the walk's ratios when none are given
 
 
 @register_config()
 @dataclasses.dataclass(frozen=True)
 class SearchConfig:
-    """Walk pruning ratios x quantization schemes; keep the fastest within the accuracy budget."""
+    """Find the fastest compressed model within an accuracy budget.
+
+    Two strategies, chosen by `schedule`:
+    - None (the default): the automatic search (compress/autosearch.py). Its space is
+      `layers` x `ffn` x `heads` pruning ratios x int8 `schemes` x deploy runtimes; every
+      candidate's speed is measured before any training, then the fastest shapes are trained
+      first (layer-wise distillation) under successive halving, and the search stops as soon as
+      the fastest candidate within the budget is known, or `time_budget` minutes are spent.
+    - a list of heads:ffn[:layers] ratios: the exhaustive walk over exactly those ratios x
+      `schemes`, each recovered with compress's `recover` settings and ranked in `runtime`
+      (compress/search.py; the expert's narrow search).
+    """
 
     # The command line's flags: --max-accuracy-drop turns the search on (no default there); the
     # others are `unset` (absent unless given: compress.cli refuses one without the search) and
     # their help states the default below.
-    max_accuracy_drop: float = flag(  # accuracy points (0-100 scale) below the uncompressed model
-        1.0, cli_default=None, help="accuracy points you accept to lose; turns on the search over --search-schedule x "
-                                    "--search-schemes (needs --eval-data)")
+    max_accuracy_drop: float = flag(  # points (0-100 scale) of the task's metric below the uncompressed model
+        1.0, cli_default=None,
+        help="points of the task's metric you accept to lose (accuracy; F1 for binary pairs; macro-F1 above two "
+             "classes); turns on the search for the fastest model within it (needs --eval-data and "
+             "--calibration-data). Without --search-schedule it is the automatic search: whole layers x FFN width "
+             "x heads x int8 schemes x the deploy runtimes on this host, every candidate timed before any "
+             "training, the fastest shapes trained first by layer-wise distillation and stopped early when they "
+             "cannot make the budget")
     eval_samples: Optional[int] = flag(None, unset=True, shown="all",  # subset of the eval set (None = all)
                                        help="random subset of the eval data in the search")
-    schedule: tuple = flag(  # (heads, ffn) pruning ratios
-        ((0.0, 0.0), (0.25, 0.25), (0.5, 0.5)), name="--search-schedule", type=comma_list, unset=True,
-        help="comma-separated heads:ffn[:layers] pruning ratios, e.g. 0:0.25,0:0:0.5")
-    schemes: tuple = flag((Scheme.NONE, Scheme.DYNAMIC, Scheme.STATIC), name="--search-schemes", type=comma_list,
-                          unset=True, help="comma-separated quantization schemes to try")
+    time_budget: Optional[float] = flag(  # minutes for the whole automatic search (None = no limit)
+        None, unset=True, shown="no limit", metavar="MINUTES",
+        help="bound the automatic search's wall time: a training that would run past it stops and the fastest "
+             "candidate within the accuracy budget found so far is kept")
+    # The automatic search's space: fractions of whole layers, of FFN channels and of heads removed.
+    layers: tuple = flag((0.0, 1 / 3, 0.5), name="--search-layers", type=comma_list, unset=True, shown="0,0.333,0.5",
+                         metavar="F,F", help="the automatic search's fractions of whole layers removed")
+    ffn: tuple = flag((0.0, 0.5, 0.75), name="--search-ffn", type=comma_list, unset=True, metavar="F,F",
+                      help="the automatic search's fractions of FFN channels removed")
+    heads: tuple = flag((0.0, 0.5), name="--search-heads", type=comma_list, unset=True, metavar="F,F",
+                        help="the automatic search's fractions of attention heads removed")
+    schedule: Optional[tuple] = flag(  # (heads, ffn[, layers]) ratios: the exhaustive walk; None = automatic
+        None, name="--search-schedule", type=comma_list, unset=True, shown="the automatic search",
+        help="comma-separated heads:ffn[:layers] pruning ratios, e.g. 0:0.25,0:0:0.5: walk exactly these (each "
+             "recovered with the --recover-* settings) instead of the automatic search")
+    schemes: Optional[tuple] = flag(  # None = dynamic,static (automatic) / none,dynamic,static (walk)
+        None, name="--search-schemes", type=comma_list, unset=True,
+        shown="dynamic,static in the automatic search; none,dynamic,static with --search-schedule",
+        help="comma-separated quantization schemes to try")
     latency_seq_len: int = 128
     latency_min_seconds: float = 1.0
     # Which per-call statistic ranks candidates: p50, or min (robust on a CPU shared with other
     # jobs, where preemption inflates the median; both are always recorded).
     latency_statistic: str = flag("p50", choices=LATENCY_STATISTICS, unset=True,
                                   help="per-call statistic that ranks candidates; min resists noise from other jobs")
-    # Candidates are timed after the walk, interleaved (baseline, c1, c2, ... repeated this many
-    # rounds): a burst of load on a shared machine then hits every candidate alike.
-    latency_rounds: int = flag(3, unset=True, help="interleaved timing rounds over all candidates after the walk; "
+    # Candidates are timed interleaved (baseline, c1, c2, ... repeated this many rounds): a burst
+    # of load on a shared machine then hits every candidate alike.
+    latency_rounds: int = flag(3, unset=True, help="interleaved timing rounds over all candidates; "
                                                   "median p50, best min")
     latency_threads: Optional[int] = flag(  # None = torch's current setting
         None, unset=True, shown="torch's setting",
         help="threads while timing: torch's, and the deploy runtime's sessions")
-    # Where candidates are scored and timed: "pytorch" (eager, the compressed model as saved) or
-    # "onnxruntime" (each candidate exported as `bertpress export` would, int8 in ORT; its ORT
-    # accuracy and latency rank it) or "openvino" (the same with `--format openvino`: NNCF int8,
-    # OpenVINO's default precision). Speed-ups are always against the fp32 model in PyTorch eager.
-    runtime: str = flag(
-        "pytorch", name="--search-runtime", choices=SEARCH_RUNTIMES, unset=True,
-        help="score and time each candidate in PyTorch eager, or in the runtime you deploy: as the ONNX Runtime "
-             "model `bertpress export` makes of it, or the OpenVINO IR of `bertpress export --format openvino` "
-             "(exported per candidate; its accuracy and latency in that runtime rank it; a candidate that fails to "
-             "export is listed, not chosen). Speed-ups are against the fp32 model in PyTorch eager either way")
+    # The walk: where candidates are scored and timed: "pytorch" (eager, the compressed model as
+    # saved) or "onnxruntime" (each candidate exported as `bertpress export` would, int8 in ORT;
+    # its ORT accuracy and latency rank it) or "openvino" (the same with `--format openvino`: NNCF
+    # int8, OpenVINO's default precision). The automatic search: the one runtime to search in
+    # (None = every deploy runtime this host has). Speed-ups are always against the fp32 model in
+    # PyTorch eager.
+    runtime: Optional[str] = flag(
+        None, name="--search-runtime", choices=SEARCH_RUNTIMES, unset=True,
+        shown="every deploy runtime this host has; pytorch with --search-schedule",
+        help="the automatic search: search in this runtime only (those this host has are all searched "
+             "otherwise). With --search-schedule: score and time each candidate in PyTorch eager, or in the "
+             "runtime you deploy: as the ONNX Runtime model `bertpress export` makes of it, or the OpenVINO IR of "
+             "`bertpress export --format openvino` (exported per candidate; its accuracy and latency in that "
+             "runtime rank it; a candidate that fails to export is listed, not chosen). Speed-ups are against the "
+             "fp32 model in PyTorch eager either way")
     # What "fastest" means: "latency" = one call at batch 1 x latency_seq_len (padded), the
     # interactive case; "traffic" = a pass over the eval set's own texts in length-sorted
     # batches of traffic_batch_size, dynamic padding, tokenization included (bench's real
@@ -197,21 +233,53 @@ class SearchConfig:
     traffic_batch_size: Optional[int] = flag(
         None, name="--search-batch-size", metavar="N", unset=True, shown=str(TRAFFIC_BATCH_SIZE),
         help="batch size of the traffic objective, as bench's --traffic-batch-size")
+    # Successive halving over recovery: a candidate is scored at these fractions of its training
+    # and stopped when it is more than max_accuracy_drop + the rung's slack (points) behind.
+    rungs: tuple = (0.125, 0.25, 0.5)
+    rung_slack: tuple = (6.0, 3.0, 1.5)
 
     @property
     def traffic_batch(self) -> int:
         """The traffic objective's batch size (traffic_batch_size, else signature.TRAFFIC_BATCH_SIZE)."""
         return self.traffic_batch_size or TRAFFIC_BATCH_SIZE
 
+    @property
+    def auto(self) -> bool:
+        """The automatic search (no explicit schedule), else the exhaustive walk."""
+        return self.schedule is None
+
+    @property
+    def walk_schedule(self) -> tuple:
+        """The walk's ratios (its default when the config is automatic: used for up-front checks)."""
+        return self.schedule if self.schedule is not None else WALK_SCHEDULE
+
+    @property
+    def scheme_list(self) -> tuple:
+        """The schemes to try (the strategy's default when none were given)."""
+        if self.schemes is not None:
+            return self.schemes
+        return (Scheme.DYNAMIC, Scheme.STATIC) if self.auto else (Scheme.NONE, Scheme.DYNAMIC, Scheme.STATIC)
+
+    @property
+    def walk_runtime(self) -> str:
+        return self.runtime or "pytorch"
+
+    def auto_shapes(self) -> tuple:
+        """(heads, ffn, layers) ratios of the automatic search's space, the unpruned shape first."""
+        return tuple((h, f, l) for l in self.layers for f in self.ffn for h in self.heads)
+
     def __post_init__(self) -> None:
         check_range(self.max_accuracy_drop, "search.max_accuracy_drop", low=0.0, high=100.0)
-        if not isinstance(self.schedule, (list, tuple)) or not self.schedule:
-            raise ConfigError(f"search.schedule={self.schedule!r} must be a non-empty list of heads:ffn[:layers] "
-                              "ratios")
-        set_frozen(self, "schedule", tuple(_parse_ratio_pair(x, i) for i, x in enumerate(self.schedule)))
-        if not isinstance(self.schemes, (list, tuple)) or not self.schemes:
-            raise ConfigError(f"search.schemes={self.schemes!r} must be a non-empty list of: none, dynamic, static")
-        set_frozen(self, "schemes", tuple(as_enum(Scheme, s, "search.schemes") for s in self.schemes))
+        if self.schedule is not None:
+            if not isinstance(self.schedule, (list, tuple)) or not self.schedule:
+                raise ConfigError(f"search.schedule={self.schedule!r} must be a non-empty list of heads:ffn[:layers] "
+                                  "ratios")
+            set_frozen(self, "schedule", tuple(_parse_ratio_pair(x, i) for i, x in enumerate(self.schedule)))
+        if self.schemes is not None:
+            if not isinstance(self.schemes, (list, tuple)) or not self.schemes:
+                raise ConfigError(f"search.schemes={self.schemes!r} must be a non-empty list of: none, dynamic, "
+                                  "static")
+            set_frozen(self, "schemes", tuple(as_enum(Scheme, s, "search.schemes") for s in self.schemes))
         check_range(self.latency_seq_len, "search.latency_seq_len", low=1, integer=True)
         if self.latency_threads is not None:
             check_range(self.latency_threads, "search.latency_threads", low=1, integer=True)
@@ -230,10 +298,45 @@ class SearchConfig:
             if self.objective != "traffic":
                 raise ConfigError(f"search.traffic_batch_size={self.traffic_batch_size} sizes the traffic objective's "
                                   "batches; set search.objective: traffic (--search-objective traffic) or drop it")
-        if self.runtime not in SEARCH_RUNTIMES:
+        if self.runtime is not None and self.runtime not in SEARCH_RUNTIMES:
             raise ConfigError(f"search.runtime={self.runtime!r} is not valid; choose {' or '.join(SEARCH_RUNTIMES)}")
-        if self.runtime == "pytorch" and not any(any(schedule_ratios(r)) or s is not Scheme.NONE
-                                              for r in self.schedule for s in self.schemes):
+        for name in ("layers", "ffn", "heads"):
+            values = getattr(self, name)
+            if isinstance(values, (int, float, str)):
+                values = (values,)
+            if not isinstance(values, (list, tuple)) or not values:
+                raise ConfigError(f"search.{name}={values!r} must be a non-empty list of fractions such as 0,0.5")
+            parsed = []
+            for i, v in enumerate(values):
+                try:
+                    v = float(v) if isinstance(v, str) else v
+                except ValueError:
+                    raise ConfigError(f"search.{name}[{i}]={v!r} is not a fraction; give numbers such as 0,0.5") \
+                        from None
+                check_range(v, f"search.{name}[{i}]", low=0.0, high=1.0, high_inclusive=False)
+                parsed.append(float(v))
+            set_frozen(self, name, tuple(sorted(set(parsed))))
+        if self.time_budget is not None:
+            check_range(self.time_budget, "search.time_budget", low=0.0, low_inclusive=False)
+        if not isinstance(self.rungs, (list, tuple)) or not isinstance(self.rung_slack, (list, tuple)) \
+                or len(self.rungs) != len(self.rung_slack):
+            raise ConfigError(f"search.rungs={self.rungs!r} and search.rung_slack={self.rung_slack!r} must be lists "
+                              "of the same length (one slack per rung)")
+        for i, (f, sl) in enumerate(zip(self.rungs, self.rung_slack)):
+            check_range(f, f"search.rungs[{i}]", low=0.0, low_inclusive=False, high=1.0, high_inclusive=False)
+            check_range(sl, f"search.rung_slack[{i}]", low=0.0)
+        set_frozen(self, "rungs", tuple(float(x) for x in self.rungs))
+        set_frozen(self, "rung_slack", tuple(float(x) for x in self.rung_slack))
+        if not self.auto:
+            for name, default in (("layers", (0.0, 1 / 3, 0.5)), ("ffn", (0.0, 0.5, 0.75)), ("heads", (0.0, 0.5))):
+                if getattr(self, name) != tuple(sorted(default)):
+                    raise ConfigError(f"search.{name} sets the automatic search's space, but search.schedule "
+                                      "chose the walk over its ratios; drop one of them")
+            if self.time_budget is not None:
+                raise ConfigError("search.time_budget bounds the automatic search; drop search.schedule "
+                                  "(--search-schedule) or the time budget")
+        if not self.auto and self.walk_runtime == "pytorch" and not any(
+                any(schedule_ratios(r)) or s is not Scheme.NONE for r in self.schedule for s in self.scheme_list):
             raise ConfigError("search has no candidate besides the uncompressed baseline (0:0 x none); "
                               "add a pruning ratio to --search-schedule or an int8 scheme to --search-schemes")
 
@@ -275,14 +378,20 @@ class CompressConfig:
         if self.recover.active and self.recover.data is None and self.prune.calibration_data is None \
                 and self.quantize.calibration_data is None:
             raise ConfigError("recovery (--recover-epochs > 0) needs training data; pass --calibration-data SPEC")
+        if self.search is not None and self.search.auto and self.recover_data is None:
+            raise ConfigError("the automatic search trains its pruned candidates by distillation, which needs "
+                              "training data; pass --calibration-data SPEC (e.g. the training set)")
+        shapes = (self.search.auto_shapes() if self.search is not None and self.search.auto
+                  else self.search.walk_schedule if self.search is not None else ())
         if (self.search is not None and self.prune.importance is Importance.TAYLOR
                 and self.prune.calibration_data is None
-                and any(h or f for h, f, _ in map(schedule_ratios, self.search.schedule))):
+                and any(h or f for h, f, _ in map(schedule_ratios, shapes))):
             raise ConfigError("the search prunes with Taylor importance, which needs --calibration-data SPEC; "
                               "pass it, or --importance magnitude")
-        if self.search is not None and Scheme.STATIC in self.search.schemes and self.quantize.calibration_data is None:
+        if (self.search is not None and Scheme.STATIC in self.search.scheme_list
+                and self.quantize.calibration_data is None):
             raise ConfigError("the search includes static int8, which needs --calibration-data SPEC; pass it, or "
-                              "limit the search to none,dynamic")
+                              "limit the search to --search-schemes dynamic")
 
     @property
     def recover_data(self) -> Optional[str]:

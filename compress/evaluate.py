@@ -32,7 +32,8 @@ def predictions(model: nn.Module, tokenizer, data: TextDataset, *, max_length: i
                 batch_size: int = 64) -> np.ndarray:
     """The predicted class id of every row of `data` (texts or pairs)."""
     model.eval()
-    out = [model(**batch).logits.argmax(dim=-1).numpy()
+    dev = next(model.parameters()).device  # a model on CUDA (e.g. mid-training) gets its batches there
+    out = [model(**{k: v.to(dev) for k, v in batch.items()}).logits.argmax(dim=-1).cpu().numpy()
            for batch in batches(tokenizer, data.examples, None, batch_size=batch_size, max_length=max_length)]
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
@@ -45,6 +46,20 @@ def scores(model: nn.Module, tokenizer, data: TextDataset, *, max_length: int = 
     num_labels = int(model.config.num_labels) if hasattr(model, "config") else len(data.label_names)
     pred = predictions(model, tokenizer, data, max_length=max_length, batch_size=batch_size)
     return classification_metrics(pred, data.labels, num_labels)
+
+
+def runtime_scores(run, tokenizer, data: TextDataset, max_length: int, num_labels: int,
+                   batch_size: int = 64) -> dict[str, float]:
+    """bertpress.metrics on `data` through an exported model's runner (feed of numpy inputs ->
+    logits; it takes the inputs it knows): the search's scores in a deploy runtime."""
+    from bertpress.metrics import classification_metrics
+    from bertpress.signature import encode
+
+    ex = data.examples
+    pred = [np.asarray(run(encode(tokenizer, ex[i:i + batch_size], max_length))).argmax(-1)
+            for i in range(0, len(ex), batch_size)]
+    return classification_metrics(np.concatenate(pred) if pred else np.zeros(0, dtype=np.int64), data.labels,
+                                  num_labels)
 
 
 def accuracy(model: nn.Module, tokenizer, data: TextDataset, *, max_length: int = 128,

@@ -107,7 +107,7 @@ def run_search(work, cfg: CompressConfig, say: Callable[[str], None], max_length
 
     s = cfg.search
     ml = max_length  # the artifact's own max length, as in the non-search path
-    twin_factory = deploy_twin(s.runtime, runtimes)
+    twin_factory = deploy_twin(s.walk_runtime, runtimes)
 
     if s.objective == "traffic":  # the eval texts, length-sorted batches: cut once, timed per candidate
         chunks = traffic_batches(work.tokenizer, work.eval_data.examples, ml, s.traffic_batch)[2]
@@ -159,11 +159,11 @@ def _walk(work, cfg: CompressConfig, ml: int, base_acc: float, rows: list, timer
     deploy = twin_factory is not None
     calib_cache: dict = {}  # static calibration texts, read once
     # In a deploy runtime the unpruned fp32 export is a candidate too (the baseline is PyTorch eager).
-    n_cands = sum(1 for r in s.schedule for sc in s.schemes
+    n_cands = sum(1 for r in s.walk_schedule for sc in s.scheme_list
                   if (deploy or any(schedule_ratios(r)) or sc is not Scheme.NONE))
     bar = tqdm(total=n_cands, desc="compress search", unit="candidate", disable=not work.progress)
     try:
-        for heads, ffn, layers in map(schedule_ratios, s.schedule):
+        for heads, ffn, layers in map(schedule_ratios, s.walk_schedule):
             pw = Work(model=copy.deepcopy(work.teacher), tokenizer=work.tokenizer, teacher=work.teacher,
                       labels=work.labels, cfg=cfg, eval_data=work.eval_data, progress=work.progress,
                       data_cache=work.data_cache)
@@ -171,7 +171,7 @@ def _walk(work, cfg: CompressConfig, ml: int, base_acc: float, rows: list, timer
             pw = HANDLERS[PruneConfig](pw, pcfg)  # prune once per ratio...
             pw = HANDLERS[type(cfg.recover)](pw, cfg.recover)
             shared: dict = {}  # what this ratio's twins share (the fp32 reference logits)
-            for scheme in s.schemes:  # ...and reuse it for every scheme
+            for scheme in s.scheme_list:  # ...and reuse it for every scheme
                 if heads == 0 and ffn == 0 and layers == 0 and scheme is Scheme.NONE and not deploy:
                     continue  # that is the baseline row
                 qw = dataclasses.replace(pw, details=dict(pw.details), qmodel=None, ranges=None)
@@ -179,8 +179,9 @@ def _walk(work, cfg: CompressConfig, ml: int, base_acc: float, rows: list, timer
                 qw = HANDLERS[type(qcfg)](qw, qcfg)
                 acc = evaluate.accuracy(qw.final, work.tokenizer, work.eval_data, max_length=ml)
                 shapes = layer_shapes(pw.model)[0]
-                row = {"heads": heads, "ffn": ffn, "layers": layers, "scheme": scheme.value, "runtime": s.runtime, "accuracy": acc,
-                       "accuracy_drop_points": 100 * (base_acc - acc), "size_bytes": evaluate.state_size(qw.final),
+                row = {"heads": heads, "ffn": ffn, "layers": layers, "scheme": scheme.value, "runtime": s.walk_runtime,
+                       "accuracy": acc, "accuracy_drop_points": 100 * (base_acc - acc),
+                       "size_bytes": evaluate.state_size(qw.final),
                        "heads_per_layer": shapes["heads"], "ffn_width": shapes["ffn"],
                        "num_layers": len(layer_shapes(pw.model))}
                 quant_facts = qw.details["quantization"]  # the candidate's QuantizationRecord
@@ -210,7 +211,7 @@ def _walk(work, cfg: CompressConfig, ml: int, base_acc: float, rows: list, timer
                 made.append((qw, dataclasses.replace(cfg, search=None, prune=pcfg, quantize=qcfg)))
                 bar.update(1)
                 ratio = f"heads {heads:.2f} ffn {ffn:.2f}" + (f" layers {layers:.2f}" if layers else "")
-                say(f"{ratio} {scheme.value:8s} {s.runtime}: accuracy {100 * row['accuracy']:.2f} % "
+                say(f"{ratio} {scheme.value:8s} {s.walk_runtime}: accuracy {100 * row['accuracy']:.2f} % "
                     f"({-row['accuracy_drop_points']:+.2f} points), {row['size_bytes'] / 1e6:.1f} MB"
                     + (f" — {row['error']}" if row.get("error") else ""))
     finally:
@@ -250,7 +251,7 @@ def _rank(work, cfg: CompressConfig, rows: list, timers: list, made: list, base_
     r = rows[idx]
     runtime = {"onnxruntime": "ONNX Runtime (the candidate as `bertpress export` writes it)",
                "openvino": "OpenVINO (the candidate as `bertpress export --format openvino` writes it)"
-               }.get(s.runtime, "PyTorch eager")
+               }.get(s.walk_runtime, "PyTorch eager")
     facts = {
         "max_accuracy_drop": s.max_accuracy_drop, "met_budget": met,
         "baseline": {"accuracy": base_acc, "latency_ms": base_lat, "size_bytes": base_size,
@@ -269,7 +270,7 @@ def _rank(work, cfg: CompressConfig, rows: list, timers: list, made: list, base_
                            "accuracy_drop_points": r["accuracy_drop_points"], "latency_ms": r["latency_ms"],
                            "latency_ms_uncompressed": base_lat, "latency_statistic": s.latency_statistic,
                            "latency_p50_ms": r["latency_p50_ms"], "latency_min_ms": r["latency_min_ms"],
-                           "runtime": s.runtime, "speedup_vs_fp32_pytorch_eager": r["speedup"],
+                           "runtime": s.walk_runtime, "speedup_vs_fp32_pytorch_eager": r["speedup"],
                            "met_budget": met, "eval_data": work.eval_data.source,
                            "eval_samples": len(work.eval_data), "objective": s.objective,
                            "latency_unit": "ms per sentence" if traffic else "ms per call"},
@@ -277,7 +278,7 @@ def _rank(work, cfg: CompressConfig, rows: list, timers: list, made: list, base_
     if traffic:
         facts["winner_metrics"].update(sentences_per_s=r.get("sentences_per_s"),
                                        sentences_per_s_uncompressed=rows[0].get("sentences_per_s"))
-    if s.runtime == "pytorch":
+    if s.walk_runtime == "pytorch":
         facts["winner_metrics"]["speedup_pytorch_eager"] = r["speedup"]
     else:
         facts["winner_metrics"]["accuracy_pytorch"] = r.get("accuracy_pytorch")

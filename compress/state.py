@@ -30,6 +30,7 @@ class Work:
     progress: bool = True
     data_cache: dict[tuple, TextDataset] = dataclasses.field(default_factory=dict)
     columns: Columns | None = None  # what the model was trained on (its manifest), else what the data had
+    recover_callbacks: list = dataclasses.field(default_factory=list)  # TrainerCallbacks for recovery (the search's rungs)
 
     @property
     def final(self):

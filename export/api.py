@@ -8,6 +8,7 @@ OUT/openvino are each a finished artifact and OUT appears only when all of them 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,23 @@ def _build(src: Source, cfg: ExportConfig, name: str, out: Path, eval_set, calib
     return metrics
 
 
+def searched_deploy(source: Path) -> dict[str, Any] | None:
+    """What the input's search measured its winner in (details.search.deploy), if it searched."""
+    if not Artifact.is_finished(Path(source)):
+        return None
+    search = (Artifact.load(Path(source)).manifest.details or {}).get("search") or {}
+    deploy = search.get("deploy")
+    return deploy if isinstance(deploy, dict) and deploy.get("format") in ExportFormat.members() else None
+
+
+def resolve_format(cfg: ExportConfig, source: Path) -> ExportConfig:
+    """format=auto -> the format the input's search measured its winner in, else onnx."""
+    if cfg.format is not ExportFormat.AUTO:
+        return cfg
+    deploy = searched_deploy(source)
+    return dataclasses.replace(cfg, format=ExportFormat(deploy["format"] if deploy else "onnx"))
+
+
 def export(source: str | Path, cfg: ExportConfig | None = None, out_dir: str | Path = "export", *,
            overwrite: bool = False, progress: bool = True) -> Artifact | list[Artifact]:
     """Export `source` to ONNX, TorchScript and/or OpenVINO IR under `out_dir`.
@@ -137,6 +155,7 @@ def export(source: str | Path, cfg: ExportConfig | None = None, out_dir: str | P
         raise ConfigError(f"cfg must be an ExportConfig, got {type(cfg).__name__}; build one with ExportConfig(...)")
     source = local_path(source)
     out_dir = Path(out_dir)
+    cfg = resolve_format(cfg, source)
     inputs = (source, *input_paths(cfg))  # the model, eval and calibration data
     check_output_dir(out_dir, overwrite=overwrite, inputs=inputs)  # fail fast, before the slow load
     if cfg.format not in (ExportFormat.TORCHSCRIPT, ExportFormat.OPENVINO):

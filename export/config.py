@@ -11,6 +11,9 @@ from bertpress.names import CALIBRATION_METHODS, SCHEMES, str_enum
 
 
 class ExportFormat(str, enum.Enum):
+    # The format the input's search ranked its winner in (details.search.deploy: onnx for ONNX
+    # Runtime, openvino for OpenVINO), else onnx: `bertpress export OUT` writes what was measured.
+    AUTO = "auto"
     ONNX = "onnx"
     TORCHSCRIPT = "torchscript"
     OPENVINO = "openvino"  # OpenVINO IR (openvino_model.xml/.bin), int8 through NNCF
@@ -59,7 +62,9 @@ class ExportConfig:
     """Export settings. Defaults give a fused ONNX graph that follows the input's int8 recipe."""
 
     format: ExportFormat = flag(
-        ExportFormat.ONNX, help="what to write; 'all' writes OUT/onnx, OUT/torchscript and OUT/openvino, each a "
+        ExportFormat.AUTO, help="what to write; 'auto': the format the input's search ranked its winner in "
+                                "(compress --max-accuracy-drop: onnx or openvino, with the int8 recipe it measured), "
+                                "else onnx; 'all' writes OUT/onnx, OUT/torchscript and OUT/openvino, each a "
                                 "finished artifact; 'web' a static folder that classifies in the browser "
                                 "(transformers.js, local wasm)")
     opset: int = flag(17, help="ONNX opset (14 to the exporter's maximum)")

@@ -29,6 +29,7 @@ def recover(
     head_map=None,
     work_dir: str | Path | None = None,
     progress: bool = True,
+    callbacks=(),
 ):
     """Train `student` in place against the frozen `teacher` as `cfg` says; return it in eval mode.
 
@@ -46,6 +47,8 @@ def recover(
     teacher's input embeddings, each with probability augment_prob) that learn from the teacher's
     soft targets alone; an epoch then covers originals and copies. eval_data, if given, is scored before and after
     (accuracy printed when progress=True, and stored on the student as `student.recover_metrics`).
+    callbacks (transformers TrainerCallbacks) see the training, e.g. the search's rungs, which may stop it.
+    On CUDA the student trains in bf16 autocast where the GPU supports it (fp32 master weights).
     Nothing is written outside work_dir (a temp dir by default, removed afterwards).
     """
     import torch
@@ -102,6 +105,7 @@ def recover(
             logging_steps=max(1, min(50, math.ceil(len(train_f) / cfg.batch_size) // 4 or 1)),
             group_by_length=True,
             use_cpu=not torch.cuda.is_available(),
+            bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
             report_to="none",
             disable_tqdm=not progress,
             dataloader_num_workers=0,
@@ -112,6 +116,8 @@ def recover(
             teacher=teacher, alpha=cfg.alpha, temperature=cfg.temperature, hidden_weight=cfg.hidden_weight,
             attention_weight=cfg.attention_weight, layer_map=layer_map, head_map=head_map,
         )
+        for cb in callbacks or ():
+            trainer.add_callback(cb)
         if not progress:
             from transformers.trainer_callback import PrinterCallback
 

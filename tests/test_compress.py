@@ -115,7 +115,12 @@ CONFIGS = {
     "search": SearchConfig(max_accuracy_drop=0.5, schedule=["0:0", (0.5, 0.25)], schemes=["dynamic"],
                            latency_statistic="min"),
     "compress": CompressConfig(prune=PruneConfig(heads=0.5, importance="magnitude"),
-                               search=SearchConfig(schemes=("none", "dynamic")), eval_data="d"),
+                               search=SearchConfig(schedule=["0:0", "0.5:0.5"], schemes=("none", "dynamic")),
+                               eval_data="d"),
+    "compress-auto": CompressConfig(prune=PruneConfig(importance="magnitude"),
+                                    quantize=QuantizeConfig(calibration_data="t"),
+                                    search=SearchConfig(layers=(0.0, 0.5), ffn=(0.0,), time_budget=30),
+                                    eval_data="d"),
 }
 
 
@@ -770,8 +775,13 @@ def test_search_flag_help_states_the_config_defaults():
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     helps = {a.dest: a.help for a in sub.choices["compress"]._actions}
     d = SearchConfig()
-    shown = {"schedule": ",".join(":".join(f"{x:g}" for x in r[:2]) for r in d.schedule),
-             "schemes": ",".join(x.value for x in d.schemes), "eval_samples": "all",
+    walk = SearchConfig(schedule=["0:0"], schemes=None)
+    shown = {"schedule": "the automatic search",
+             "schemes": f"{','.join(x.value for x in d.scheme_list)} in the automatic search; "
+                        f"{','.join(x.value for x in walk.scheme_list)} with --search-schedule",
+             "runtime": f"every deploy runtime this host has; {walk.walk_runtime} with --search-schedule",
+             "eval_samples": "all", "time_budget": "no limit",
+             **{k: ",".join(f"{x:.3g}" for x in getattr(d, k)) for k in ("layers", "ffn", "heads")},
              "latency_threads": "torch's setting", "traffic_batch_size": str(d.traffic_batch)}
     for flag, dest, field in SEARCH_FLAGS:
         want = shown.get(field, str(getattr(d, field)))

@@ -1,0 +1,211 @@
+"""The automatic search (compress/autosearch.py): its space, its stop rule, resume, the time
+budget, and `export` with no --format reproducing what it measured. Tiny models, small spaces."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from bertpress.compress import api as A
+from bertpress.compress import autosearch as AS
+from bertpress.compress.config import CompressConfig, PruneConfig, QuantizeConfig, RecoverConfig, SearchConfig
+from bertpress.app.search_runtimes import DEPLOY_RUNTIMES
+from bertpress.testing import save_tiny_checkpoint, write_tiny_dataset
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ck") / "ckpt", num_hidden_layers=4, intermediate_size=128)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return write_tiny_dataset(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture
+def speed_by_depth(monkeypatch):
+    """Eager candidates' speed = their depth (ms), so that the order is the model's, not the load's:
+    tiny models time within noise of each other. The timing path itself runs in the other tests."""
+    from bertpress.timing import LatencyStats
+
+    def timer(self, model, twin):
+        ms = float(len(model.bert.encoder.layer)) if twin is None else 1.0
+        return lambda: LatencyStats(ms, 0.0, ms, ms, ms, ms, 1, ms / 1000)
+
+    monkeypatch.setattr(AS._AutoSearch, "timer", timer)
+
+
+def cfg_for(data: Path, *, runtime="pytorch", drop=100.0, schemes=("dynamic",), **search) -> CompressConfig:
+    return CompressConfig(
+        quantize=QuantizeConfig(calibration_data=str(data), calibration_samples=16),
+        prune=PruneConfig(importance="magnitude", round_to=8),
+        recover=RecoverConfig(epochs=4.0, batch_size=16, hidden_weight=1.0, lr=1e-3, max_length=32),
+        search=SearchConfig(max_accuracy_drop=drop, runtime=runtime, schemes=schemes, latency_min_seconds=0.0,
+                            latency_seq_len=16, latency_rounds=1, **{"layers": (0.0, 0.5), "ffn": (0.0,),
+                                                                    "heads": (0.0,), **search}),
+        eval_data=str(data))
+
+
+def test_default_space_is_automatic_and_flags_narrow_it():
+    s = SearchConfig()
+    assert s.auto and s.schedule is None
+    assert {sc.value for sc in s.scheme_list} == {"dynamic", "static"}
+    assert (0.0, 0.0, 0.0) in s.auto_shapes() and (0.0, 0.75, 0.5) in s.auto_shapes()
+    assert len(s.auto_shapes()) == len(s.layers) * len(s.ffn) * len(s.heads)
+    narrow = SearchConfig(layers=(0.0, 0.5), ffn=(0.0,), heads=(0.0,))
+    assert narrow.auto_shapes() == ((0.0, 0.0, 0.0), (0.0, 0.0, 0.5))
+    walk = SearchConfig(schedule=["0:0", "0.5:0.5"])
+    assert not walk.auto and {sc.value for sc in walk.scheme_list} == {"none", "dynamic", "static"}
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"schedule": ["0:0.5"], "time_budget": 5}, "time_budget bounds the automatic search"),
+    ({"schedule": ["0:0.5"], "layers": (0.0, 0.5)}, "search.layers sets the automatic search's space"),
+    ({"rungs": (0.5,), "rung_slack": (1.0, 2.0)}, "one slack per rung"),
+    ({"time_budget": 0}, "search.time_budget"),
+    ({"ffn": (1.0,)}, "search.ffn[0]"),
+])
+def test_search_config_refusals(kwargs, needle):
+    from bertpress.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=needle.replace("[", r"\[").replace("]", r"\]")):
+        SearchConfig(**kwargs)
+
+
+def test_automatic_search_needs_training_data():
+    from bertpress.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs training data; pass --calibration-data"):
+        CompressConfig(search=SearchConfig(schemes=("dynamic",)), eval_data="d",
+                       prune=PruneConfig(importance="magnitude"))
+
+
+def test_task_metric():
+    assert AS.task_metric(2, pairs=False) == "accuracy"
+    assert AS.task_metric(2, pairs=True) == "f1"
+    assert AS.task_metric(5, pairs=False) == "macro_f1"
+
+
+def test_search_times_before_training_and_trains_fastest_first(ckpt, data, tmp_path, monkeypatch, speed_by_depth):
+    """Every candidate is timed before any training; with an unlimited budget the first trained
+    shape (the fastest) wins and no slower shape is trained."""
+    calls = []
+    real = A.HANDLERS[RecoverConfig]
+
+    def spy(work, cfg):
+        calls.append(len(work.model.bert.encoder.layer))
+        return real(work, cfg)
+
+    monkeypatch.setitem(A.HANDLERS, RecoverConfig, spy)
+    art = A.compress(ckpt, cfg_for(data, layers=(0.0, 0.25, 0.5)), tmp_path / "o", progress=False)
+    s = art.manifest.details["search"]
+    assert s["strategy"] == "automatic"
+    events = [e["event"] for e in s["timeline"]]
+    assert events.index("timed") < events.index("trial complete")
+    rows = s["table"]
+    assert {(r["layers_kept"], r["runtime"]) for r in rows} == {(4, "pytorch"), (3, "pytorch"), (2, "pytorch")}
+    assert all(r["latency_ms"] is not None for r in rows)  # every candidate timed, trained or not
+    # at most the shapes faster than the unpruned incumbent were trained, fastest first, stopping at the first in budget
+    pruned = sorted((r for r in rows if r["layers_kept"] < 4), key=lambda r: r["latency_ms"])
+    assert calls and calls[0] == pruned[0]["layers_kept"]
+    assert len(calls) == 1 and s["met_budget"] is True
+    winner = [r for r in rows if r["winner"]]
+    assert len(winner) == 1 and winner[0]["layers_kept"] == calls[0]
+    assert s["deploy"]["runtime"] == "pytorch" and s["winner"]["layers"] > 0
+    A.load_compressed(art.path)  # the winner is a usable artifact
+
+
+def test_a_candidate_stopped_at_a_rung_is_never_trained_further(ckpt, data, tmp_path, monkeypatch, speed_by_depth):
+    """A pruned shape that scores far below the budget at its first rung stops training there (the
+    trial is PRUNED in the Optuna study), its variants are never scored, and the unpruned model wins."""
+    import optuna
+
+    real = AS._AutoSearch.scores_of
+
+    def scores_of(self, model):
+        got = real(self, model)
+        if len(model.bert.encoder.layer) < 4:  # every pruned student looks hopeless
+            got = {k: 0.0 for k in got}
+        return got
+
+    monkeypatch.setattr(AS._AutoSearch, "scores_of", scores_of)
+    steps = []
+    real_recover = A.HANDLERS[RecoverConfig]
+
+    def spy(work, cfg):
+        out = real_recover(work, cfg)
+        steps.append(out.details["recovery"]["metrics"]["steps"])
+        return out
+
+    monkeypatch.setitem(A.HANDLERS, RecoverConfig, spy)
+    monkeypatch.setattr(AS, "remove_study", lambda out: None)  # keep the study to read it below
+    art = A.compress(ckpt, cfg_for(data, drop=1.0), tmp_path / "o", progress=False)
+    s = art.manifest.details["search"]
+    (trial,) = [t for k, t in s["trials"].items() if "l0.500" in k]
+    assert trial["state"] == "pruned" and trial["why"] == "pruned at rung 1"
+    assert list(trial["drops"]) == ["0"] or list(trial["drops"]) == [0]
+    assert steps and steps[0] < 24  # 96 rows / 16 x 4 epochs = 24 steps planned; stopped at the first rung
+    assert all(r["metric"] is None for r in s["table"] if r["layers_kept"] < 4)
+    assert s["winner"]["layers"] == 0.0
+    study = optuna.load_study(study_name=s["study"]["name"], storage=f"sqlite:///{s['study']['storage']}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED]
+
+
+def test_a_killed_search_resumes_from_its_finished_trials(ckpt, data, tmp_path, monkeypatch, speed_by_depth):
+    from bertpress.errors import InputError
+
+    out = tmp_path / "o"
+    cfg = cfg_for(data)
+
+    real_score = AS._AutoSearch.score_variant
+
+    def score_or_die(self, c, pw, *a):
+        if len(pw.model.bert.encoder.layer) < 4:
+            raise InputError("killed")
+        return real_score(self, c, pw, *a)
+
+    with monkeypatch.context() as m:  # the first run dies after its trial finished
+        m.setattr(AS._AutoSearch, "score_variant", score_or_die)
+        with pytest.raises(InputError, match="killed"):
+            A.compress(ckpt, cfg, out, progress=False)
+    assert (AS.study_dir(out) / "study.db").is_file() and not out.exists()
+    trained = []
+    real = A.HANDLERS[RecoverConfig]
+    monkeypatch.setitem(A.HANDLERS, RecoverConfig, lambda w, c: trained.append(1) or real(w, c))
+    art = A.compress(ckpt, cfg, out, progress=False)
+    s = art.manifest.details["search"]
+    assert trained == []  # the finished trial's student was reused, not retrained
+    assert any(e["event"] == "resumed" for e in s["timeline"])
+    assert any(t.get("resumed") for t in s["trials"].values())
+    assert s["winner"]["layers"] == 0.5 and s["met_budget"]
+    assert not AS.study_dir(out).exists()  # published: the study is removed with what it held
+
+
+def test_the_time_budget_is_honoured(ckpt, data, tmp_path, monkeypatch):
+    """A budget spent while timing trains nothing: the unpruned in-budget variant is kept."""
+    trained = []
+    real = A.HANDLERS[RecoverConfig]
+    monkeypatch.setitem(A.HANDLERS, RecoverConfig, lambda w, c: trained.append(1) or real(w, c))
+    art = A.compress(ckpt, cfg_for(data, time_budget=1e-4), tmp_path / "o", progress=False)
+    s = art.manifest.details["search"]
+    assert trained == []
+    assert s["winner"]["layers"] == 0.0 and s["met_budget"]
+    assert {t["why"] for t in s["trials"].values()} <= {"time budget spent", "slower than the incumbent"}
+
+
+def test_export_without_format_writes_what_the_search_measured(ckpt, data, tmp_path):
+    from bertpress.export.api import export
+    from bertpress.export.config import ExportConfig
+
+
+    art = A.compress(ckpt, cfg_for(data, runtime="onnxruntime", layers=(0.0,)), tmp_path / "c", progress=False,
+                     runtimes=DEPLOY_RUNTIMES)
+    deploy = art.manifest.details["search"]["deploy"]
+    assert deploy["runtime"] == "onnxruntime" and deploy["format"] == "onnx" and deploy["scheme"] == "dynamic"
+    ex = export(art.path, ExportConfig(eval_data=str(data)), tmp_path / "e", progress=False)
+    assert ex.kind == "onnx"
+    got = ex.manifest.metrics["accuracy"]
+    assert got["model.onnx"] == pytest.approx(deploy["accuracy"])
