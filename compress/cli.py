@@ -92,7 +92,7 @@ def _run(args: argparse.Namespace) -> int:
                   if pr.layers_kept else "")
         print(f"  pruning: heads/layer {list(pr.heads_per_layer)}, FFN {pr.ffn_per_layer[0]} "
               f"(from {pr.original['heads']} / {pr.original['ffn']}){layers}, params {pr.params:,}")
-    if "eval_accuracy" in m.metrics:
+    if m.metrics.get("eval_accuracy") is not None:
         print(f"  accuracy: {100 * m.metrics['eval_accuracy']:.2f} % (uncompressed "
               f"{100 * m.metrics['eval_accuracy_uncompressed']:.2f} %)")
     for key, name in (("f1", "F1"), ("macro_f1", "macro-F1")):
@@ -109,4 +109,9 @@ def _run(args: argparse.Namespace) -> int:
         elif w.get("latency_ms"):
             print(f"  latency: {w['latency_ms']:.2f} ms ({w.get('latency_statistic', 'p50')}, fp32 PyTorch eager "
                   f"{w['latency_ms_uncompressed']:.2f} ms: {w['speedup_vs_fp32_pytorch_eager']:.2f}x)")
+        d = s.get("deploy")
+        if d:
+            print(f"  measured in: {d['runtime']} ({d['scheme']} int8); search wall time {s['wall_s'] / 60:.1f} min")
+            if d.get("format"):
+                print(f"  next: bertpress export {art.path} --out DIR   (writes the {d['format']} model it measured)")
     return 0
