@@ -209,3 +209,29 @@ def test_export_without_format_writes_what_the_search_measured(ckpt, data, tmp_p
     assert ex.kind == "onnx"
     got = ex.manifest.metrics["accuracy"]
     assert got["model.onnx"] == pytest.approx(deploy["accuracy"])
+
+
+def test_pairs_are_searched_on_f1_in_the_deploy_runtime(tmp_path, monkeypatch):
+    """A sentence-pair model: the budget is in F1 of the positive class, and the deploy runtime's
+    score comes from both texts of every pair (the runner is fed pairs, as export's gate is)."""
+    import bertpress.app  # noqa: F401  (registers the deploy runtimes, as the CLI does)
+    from bertpress.compress import evaluate
+    from bertpress.testing import write_tiny_pair_dataset
+
+    pairs = write_tiny_pair_dataset(tmp_path / "pairs")
+    ck = save_tiny_checkpoint(tmp_path / "ck", num_hidden_layers=2, intermediate_size=64)
+    seen = []
+    real = evaluate.runtime_scores
+
+    def spy(run, tok, data, *a, **k):
+        seen.append(data.text_pairs is not None and len(data.examples[0]) == 2)
+        return real(run, tok, data, *a, **k)
+
+    monkeypatch.setattr(evaluate, "runtime_scores", spy)
+    cfg = dataclasses.replace(cfg_for(pairs, runtime="onnxruntime", layers=(0.0,)), text_pair_column="sentence2",
+                              text_column="sentence1")
+    art = A.compress(ck, cfg, tmp_path / "o", progress=False)
+    s = art.manifest.details["search"]
+    assert s["metric"] == "f1" and s["deploy"]["metric"] == "f1"
+    assert seen and all(seen)
+    assert "eval_f1" in art.manifest.metrics and art.manifest.metrics["metric"] == "f1"
