@@ -355,8 +355,8 @@ def test_recover_handler_calls_finetune_recover(ckpt, tiny_data, tmp_path, monke
     """Wiring: the pruned student and the unpruned teacher go to finetune.recover with our knobs."""
     calls = {}
 
-    def fake_recover(student, teacher, tokenizer, train, **kw):
-        calls.update(kw, student_heads=student.bert.encoder.layer[0].attention.self.num_attention_heads,
+    def fake_recover(student, teacher, tokenizer, train, cfg, **kw):
+        calls.update(kw, epochs=cfg.epochs, alpha=cfg.alpha, temperature=cfg.temperature, student_heads=student.bert.encoder.layer[0].attention.self.num_attention_heads,
                      teacher_heads=teacher.bert.encoder.layer[0].attention.self.num_attention_heads, n=len(train))
         with torch.no_grad():
             student.classifier.bias.add_(1.0)  # a visible change
