@@ -230,7 +230,7 @@ def test_pairs_are_searched_on_f1_in_the_deploy_runtime(tmp_path, monkeypatch):
     monkeypatch.setattr(evaluate, "runtime_scores", spy)
     cfg = dataclasses.replace(cfg_for(pairs, runtime="onnxruntime", layers=(0.0,)), text_pair_column="sentence2",
                               text_column="sentence1")
-    art = A.compress(ck, cfg, tmp_path / "o", progress=False)
+    art = A.compress(ck, cfg, tmp_path / "o", progress=False, runtimes=DEPLOY_RUNTIMES)
     s = art.manifest.details["search"]
     assert s["metric"] == "f1" and s["deploy"]["metric"] == "f1"
     assert seen and all(seen)
