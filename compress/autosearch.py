@@ -45,9 +45,18 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 
+from bertpress.artifact import resolve_out
 from bertpress.compress.config import CompressConfig, PruneConfig, RecoverConfig, Scheme
+from bertpress.compress import evaluate  # called as evaluate.X: tests patch the module
+from bertpress.compress.prune import check_prunable, plan_layers, plan_shapes
 from bertpress.compress.search import deploy_twin
 from bertpress.compress.state import HANDLERS, Work
+from bertpress.config import to_tagged
+from bertpress.errors import BertpressError, InputError, first_line
+from bertpress.metrics import classification_metrics  # noqa: F401  (fails early if scikit-learn is missing)
+from bertpress.models import layer_shapes, state_dict_bytes
+from bertpress.signature import input_names, torch_runner, traffic_batches
+from bertpress.timing import interleaved
 
 # The distillation that worked (docs/results/layers.md §5-§11): logits + hidden states + attention
 # maps, lr 1e-4, two epochs at max length 64. Used for every pruned candidate unless the user set
@@ -171,7 +180,6 @@ def _study(db: Path, name: str, max_drop: float, slack: tuple[float, ...]):
 
 def study_dir(out_dir: Path) -> Path:
     """Where a search keeps its study and finished students between runs (beside --out)."""
-    from bertpress.artifact import resolve_out
 
     out = resolve_out(Path(out_dir))
     return out.parent / f".{out.name}.search"
@@ -187,8 +195,6 @@ def remove_study(out_dir: Path) -> None:
 
 def _study_name(work, cfg: CompressConfig, rcfg: RecoverConfig, runtimes: list[str]) -> str:
     """Same model, data and search settings -> same study (resume); anything else -> a new one."""
-    from bertpress.config import to_tagged
-    from bertpress.models import state_dict_bytes
 
     s = cfg.search
     keep = {k: v for k, v in dataclasses.asdict(s).items() if k not in ("time_budget",)}
@@ -219,7 +225,6 @@ def run_auto_search(work, cfg: CompressConfig, say: Callable[[str], None], max_l
 
 class _AutoSearch:
     def __init__(self, work, cfg: CompressConfig, say, max_length: int, out_dir: Path, runtimes) -> None:
-        from bertpress.metrics import classification_metrics  # noqa: F401  (fail early if sklearn is missing)
 
         self.work, self.cfg, self.s, self.say, self.ml = work, cfg, cfg.search, say, max_length
         self.start = time.monotonic()
@@ -246,9 +251,8 @@ class _AutoSearch:
         return None if self.deadline is None else self.deadline - time.monotonic()
 
     def scores_of(self, model) -> dict[str, float]:
-        from bertpress.compress.evaluate import scores
 
-        return scores(model, self.work.tokenizer, self.work.eval_data, max_length=self.ml)
+        return evaluate.scores(model, self.work.tokenizer, self.work.eval_data, max_length=self.ml)
 
     def drop_points(self, value: float) -> float:
         return 100 * (self.base[self.metric] - value)
@@ -291,21 +295,18 @@ class _AutoSearch:
         """time() -> LatencyStats for the objective: the twin's session, else `model` in PyTorch eager."""
         s, tok = self.s, self.work.tokenizer
         if s.objective == "traffic":
-            from bertpress.compress.evaluate import traffic_timer
-            from bertpress.signature import input_names, torch_runner
 
             if twin is not None:
                 return twin.traffic_timer(tok, self.chunks, max_length=self.ml, threads=s.latency_threads,
                                           min_seconds=s.latency_min_seconds)
-            return traffic_timer(torch_runner(model), tok, self.chunks, max_length=self.ml,
+            return evaluate.traffic_timer(torch_runner(model), tok, self.chunks, max_length=self.ml,
                                  names=input_names(model), threads=s.latency_threads,
                                  min_seconds=s.latency_min_seconds)
         if twin is not None:
             return twin.timer(tok, seq_len=s.latency_seq_len, threads=s.latency_threads,
                               min_seconds=s.latency_min_seconds)
-        from bertpress.compress.evaluate import latency
 
-        return lambda: latency(model, tok, seq_len=s.latency_seq_len, threads=s.latency_threads,
+        return lambda: evaluate.latency(model, tok, seq_len=s.latency_seq_len, threads=s.latency_threads,
                                min_seconds=s.latency_min_seconds)
 
     # ---- the search -------------------------------------------------------------------------
@@ -313,16 +314,12 @@ class _AutoSearch:
     def run(self):
         import tempfile
 
-        from bertpress.compress.evaluate import state_size
-        from bertpress.models import layer_shapes
-
         w, s = self.work, self.s
         if s.objective == "traffic":
-            from bertpress.signature import traffic_batches
 
             self.chunks = traffic_batches(w.tokenizer, w.eval_data.examples, self.ml, s.traffic_batch)[2]
         self.base = self.scores_of(w.teacher)
-        self.base_size = state_size(w.teacher)
+        self.base_size = evaluate.state_size(w.teacher)
         self.say(f"automatic search: {self.metric} {100 * self.base[self.metric]:.2f} uncompressed on "
                  f"{len(w.eval_data)} eval rows; budget {s.max_accuracy_drop} points"
                  + (f", {s.time_budget:g} min" if s.time_budget else "")
@@ -335,16 +332,12 @@ class _AutoSearch:
         try:
             cands, base_ms = self.measure_speed(study, tmp)
             winner = self.search(cands, tmp)
-            return self.publish(cands, base_ms, winner, tmp, layer_shapes, state_size)
+            return self.publish(cands, base_ms, winner)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def shapes(self) -> list[tuple[float, float, float]]:
         """The space's shapes this model can take (deduplicated by the dimensions they leave)."""
-        from bertpress.compress.prune import check_prunable, plan_layers, plan_shapes
-        from bertpress.errors import InputError
-
-        from bertpress.models import layer_shapes
 
         first = layer_shapes(self.work.teacher)
         shapes, seen = [(0.0, 0.0, 0.0)], {(len(first), first[0]["heads"], first[0]["ffn"])}
@@ -375,8 +368,6 @@ class _AutoSearch:
         """Every candidate timed untrained (interleaved with the fp32 baseline), or the timing a
         previous run of this study recorded."""
         from tqdm.auto import tqdm
-
-        from bertpress.timing import interleaved
 
         saved = study.user_attrs.get("timing")
         if saved:
@@ -446,8 +437,6 @@ class _AutoSearch:
 
     def export_for_timing(self, cands: list[Candidate], tmp: Path, calib_cache: dict, bar) -> list[Any]:
         """A timer per candidate (None where it could not be exported: its error is recorded)."""
-        from bertpress.errors import BertpressError, first_line
-        from bertpress.models import layer_shapes
 
         timers: list[Any] = []
         for c in cands:
@@ -470,8 +459,6 @@ class _AutoSearch:
     def score_variant(self, c: Candidate, pw, tmp: Path, shared: dict, calib_cache: dict) -> None:
         """The candidate's task metric in its runtime (the export gate's full eval, as `bertpress
         export` would gate it), on the trained (or unpruned) model `pw`."""
-        from bertpress.compress.evaluate import runtime_scores, scores
-        from bertpress.errors import BertpressError, first_line
 
         try:
             qw, twin, _ = self.instance(pw, c, timing=False, tmp=tmp, shared=shared, calib_cache=calib_cache)
@@ -482,12 +469,12 @@ class _AutoSearch:
             c.error = f"export failed: {type(exc).__name__}: {first_line(exc)}"
             return
         if twin is None:
-            got = scores(qw.final, self.work.tokenizer, self.work.eval_data, max_length=self.ml)
+            got = evaluate.scores(qw.final, self.work.tokenizer, self.work.eval_data, max_length=self.ml)
         else:
             if not twin.report["passed"]:
                 c.error = "parity gate: " + "; ".join(twin.report["failures"][:2])
                 return
-            got = runtime_scores(twin.runner()[0], self.work.tokenizer, self.work.eval_data, self.ml,
+            got = evaluate.runtime_scores(twin.runner()[0], self.work.tokenizer, self.work.eval_data, self.ml,
                                  self.num_labels)
             c.size_bytes = twin.size_bytes
         c.metric, c.accuracy = got[self.metric], got["accuracy"]
@@ -629,9 +616,8 @@ class _AutoSearch:
         self.trained[shape] = tw
         return tw
 
-    def publish(self, cands, base_ms, winner: Candidate | None, tmp: Path, layer_shapes, state_size):
+    def publish(self, cands, base_ms, winner: Candidate | None):
         """The winner's Work (quantized as measured) and details.search."""
-        from bertpress.config import to_tagged
 
         s = self.s
         met = winner is not None and not winner.__dict__.get("fallback")

@@ -11,6 +11,8 @@ import torch
 from torch import nn
 
 from bertpress.data import TextDataset
+from bertpress.metrics import classification_metrics
+from bertpress.signature import encode
 
 
 def batches(tokenizer, texts: Sequence, labels: Sequence[int] | None, *, batch_size: int,
@@ -41,8 +43,6 @@ def predictions(model: nn.Module, tokenizer, data: TextDataset, *, max_length: i
 def scores(model: nn.Module, tokenizer, data: TextDataset, *, max_length: int = 128,
            batch_size: int = 64) -> dict[str, float]:
     """bertpress.metrics on `data`: accuracy, plus F1 (binary) or macro-F1 (> 2 classes)."""
-    from bertpress.metrics import classification_metrics
-
     num_labels = int(model.config.num_labels) if hasattr(model, "config") else len(data.label_names)
     pred = predictions(model, tokenizer, data, max_length=max_length, batch_size=batch_size)
     return classification_metrics(pred, data.labels, num_labels)
@@ -52,9 +52,6 @@ def runtime_scores(run, tokenizer, data: TextDataset, max_length: int, num_label
                    batch_size: int = 64) -> dict[str, float]:
     """bertpress.metrics on `data` through an exported model's runner (feed of numpy inputs ->
     logits; it takes the inputs it knows): the search's scores in a deploy runtime."""
-    from bertpress.metrics import classification_metrics
-    from bertpress.signature import encode
-
     ex = data.examples
     pred = [np.asarray(run(encode(tokenizer, ex[i:i + batch_size], max_length))).argmax(-1)
             for i in range(0, len(ex), batch_size)]
@@ -104,7 +101,6 @@ def traffic_timer(run, tokenizer, chunks: Sequence[Sequence], *, max_length: int
     allocate; later rounds find them warm); items_per_call is the sentences per pass, so
     `throughput` is sentences/s. For PyTorch and deployed runtimes alike. The tokenizer keeps
     its own threads (a fast tokenizer's): `threads` sets torch's."""
-    from bertpress.signature import encode
     from bertpress.timing import time_callable
 
     wanted = set(names)

@@ -214,7 +214,6 @@ def test_export_without_format_writes_what_the_search_measured(ckpt, data, tmp_p
 def test_pairs_are_searched_on_f1_in_the_deploy_runtime(tmp_path, monkeypatch):
     """A sentence-pair model: the budget is in F1 of the positive class, and the deploy runtime's
     score comes from both texts of every pair (the runner is fed pairs, as export's gate is)."""
-    import bertpress.app  # noqa: F401  (registers the deploy runtimes, as the CLI does)
     from bertpress.compress import evaluate
     from bertpress.testing import write_tiny_pair_dataset
 
