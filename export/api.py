@@ -13,7 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bertpress.artifact import Artifact, Manifest, dir_size, lineage_of, resolve_out, staged_output, write_manifest
+from bertpress.artifact import (Artifact, Manifest, dir_size, holds_output_locks, lineage_of, resolve_out,
+                                staged_output, write_manifest)
 from bertpress.config import to_tagged
 from bertpress.errors import ConfigError, DeviceError
 from bertpress.export.bundle import preprocessing, write_support_files
@@ -243,6 +244,7 @@ def _build(src: Source, cfg: ExportConfig, fmt: str, out: Path, eval_set, calib_
     return metrics
 
 
+@holds_output_locks  # one live run per --out (artifact.output_locks)
 def export(source: str | Path, cfg: ExportConfig | None = None, out_dir: str | Path = "export", *,
            overwrite: bool = False, progress: bool = True) -> Artifact | list[Artifact]:
     """Export `source` to ONNX, TorchScript and/or OpenVINO IR under `out_dir`.
