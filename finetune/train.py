@@ -81,7 +81,7 @@ def finetune(model: str | os.PathLike | None, config: FinetuneConfig, out: str |
     # newest one left by a run that is gone (out_lock: no live run writes into `out`) and says which.
     work = (resumable_partial(out) if config.resume else None) or partial_dir(out)
     resume_from = _resume_checkpoint(config, work) if config.resume else None
-    if resume_from is not None and progress and dist.is_main_process():
+    if resume_from is not None and dist.is_main_process():  # always: which run a resume continues
         print(f"note: --resume continues the interrupted run in {work} from {resume_from.name}", file=sys.stderr)
     if resume_from is None:
         work = partial_dir(out)
