@@ -72,6 +72,41 @@ def inspect_torchscript(file: Path) -> dict[str, Any]:
             "parameters": int(params)}
 
 
+def inspect_openvino(xml: Path) -> dict[str, Any]:
+    """OpenVINO IR facts: the .xml/.bin pair, inputs and outputs, parameters and op counts (read by
+    OpenVINO's IR frontend, the one bench and export use; nothing is compiled)."""
+    import numpy as np
+
+    from bertpress.openvino_rt import _reason, read_ir
+    from bertpress.safety import check_regular_file
+
+    weights = xml.with_suffix(".bin")
+    for f in (xml, weights):
+        check_regular_file(f, "OpenVINO file")
+    try:
+        model = read_ir(xml)
+    except Exception as exc:  # OpenVINO raises RuntimeError with multi-line C++ context
+        raise ArtifactError(f"{xml}: not a readable OpenVINO IR ({type(exc).__name__}: {_reason(exc)}); "
+                            "re-export it") from None
+    ops = Counter(op.get_type_name() for op in model.get_ops())
+    params = sum(int(np.prod(list(op.get_output_shape(0)))) for op in model.get_ops()
+                 if op.get_type_name() == "Constant" and op.get_output_element_type(0).is_real())
+
+    def io(ports):
+        return [{"name": p.get_any_name(), "shape": [str(d) for d in p.get_partial_shape()]} for p in ports]
+
+    return {
+        "format": "openvino",
+        "file": str(xml),
+        "weights_file": str(weights),
+        "size_bytes": xml.stat().st_size + weights.stat().st_size,
+        "inputs": io(model.inputs),
+        "outputs": io(model.outputs),
+        "parameters": params,
+        "op_counts": dict(ops.most_common()),
+    }
+
+
 def inspect_hf(path: Path) -> dict[str, Any]:
     from bertpress.models import layer_shapes, load_classifier, param_count
 
@@ -99,8 +134,14 @@ def inspect_path(path: str | Path) -> dict[str, Any]:
     elif path.is_dir():
         out["manifest"] = None
     web_model = ((out.get("manifest") or {}).get("details", {}).get("web") or {}).get("model_file")
-    if web_model and (path / web_model).is_file():  # a web export: its model lives under model/onnx/
-        out["model"] = inspect_onnx(path / web_model)
+    if web_model is not None:  # a name read from a file we did not write: it must stay inside
+        from bertpress.safety import contained_path
+
+        web_model = contained_path(path, web_model, f"{path / MANIFEST_NAME} (details.web.model_file)")
+    if web_model is not None and web_model.is_file():  # a web export: its model lives under model/onnx/
+        out["model"] = inspect_onnx(web_model)
+    elif (f := _model_file(path, ".xml")) is not None and f.with_suffix(".bin").is_file():
+        out["model"] = inspect_openvino(f)
     elif (f := _model_file(path, ".onnx")) is not None:
         out["model"] = inspect_onnx(f)
     elif (f := _model_file(path, ".pt")) is not None:
@@ -142,6 +183,11 @@ def inspect_text(data: dict[str, Any]) -> str:
             lines.append(f"model        {model['architecture']} ({model['model_type']}), hidden {model['hidden_size']}")
             for i, layer in enumerate(model["layers"]):
                 lines.append(f"  layer {i:2d}   heads {layer['heads']:3d} x {layer['head_size']}   ffn {layer['ffn']}")
+        elif model["format"] == "openvino":
+            lines.append(f"files        {Path(model['file']).name} + {Path(model['weights_file']).name}")
+            lines.append("inputs       " + ", ".join(f"{i['name']}{i['shape']}" for i in model["inputs"]))
+            top = list(model["op_counts"].items())[:12]
+            lines.append("ops          " + ", ".join(f"{k} {v}" for k, v in top))
         elif model["format"] == "onnx":
             lines.append(f"opset        {model['opset']}")
             lines.append("inputs       " + ", ".join(f"{i['name']}{i['shape']}" for i in model["inputs"]))

@@ -26,7 +26,8 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from bertpress.artifact import (MANIFEST_NAME, Artifact, check_output_dir, lineage_of, partial_dir,
+from bertpress.artifact import (MANIFEST_NAME, Artifact, check_output_dir, hold_output_lock, holds_output_locks,
+                                lineage_of, resumable_partial,
                                 remove_owned, resolve_out, write_owned_json, write_owned_text)
 from bertpress.config import build_config, check_size, input_paths, to_tagged
 from bertpress.errors import ConfigError, InputError, first_line
@@ -140,6 +141,10 @@ def parse_recipe(data: Any, source: str = "<recipe>") -> Recipe:
             problems.extend(found)
         else:
             stages[stage] = build_config(cls, section, where=stage)
+    if "bench" in stages and "export" in stages and getattr(stages["export"].format, "value", None) == "web":
+        # bench would fail on OUT/export after every other stage ran: a web export is a page
+        problems.append("bench: cannot measure export.format: web (a static page, not a model artifact "
+                        "bench can run); drop the bench section, or export format onnx/openvino/all")
     if problems:
         listing = "\n".join(f"  - {p}" for p in problems)
         raise ConfigError(f"{source}: {len(problems)} problem(s):\n{listing}")
@@ -261,9 +266,11 @@ def prepare_out(recipe: Recipe) -> Path:
 
     if not os.access(out, os.W_OK):
         raise InputError(f"out: cannot write in {out} (read-only or no permission); give a writable location")
+    hold_output_lock(out, "out:")  # with each stage folder's: a second run (or quickstart) into OUT is refused
     return out
 
 
+@holds_output_locks  # one live run per out: and per stage folder (artifact.output_locks)
 def run_recipe(recipe: Recipe, *, progress: Callable[[str], None] = print) -> list[StageResult]:
     """Run the recipe's stages in order, skipping up-to-date ones.
 
@@ -354,7 +361,7 @@ def _decision_of_rank0(value: bool) -> bool:
 def _run_stage(stage: str, cfg: Any, inputs: list[Path], target: Path) -> None:
     fn = _stage_function(stage)
     if stage == "finetune":
-        if partial_dir(target).is_dir() and not cfg.resume:
+        if resumable_partial(target) is not None and not cfg.resume:
             cfg = dataclasses.replace(cfg, resume=True)  # an interrupted run continues
         fn(cfg.model, cfg, target)
     elif stage == "bench":

@@ -96,6 +96,16 @@ def _run_quietly(recipe, as_json: bool):
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> int:
+    from bertpress.artifact import hold_output_lock, output_locks, resolve_out
+
+    with output_locks():  # OUT stays locked from its first write to the last stage
+        out = resolve_out(args.out)
+        if out.parent.is_dir():
+            hold_output_lock(out, "quickstart --out")
+        return _quickstart(args)
+
+
+def _quickstart(args: argparse.Namespace) -> int:
     import sys
 
     import yaml
@@ -112,7 +122,7 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     recipe = parse_recipe(recipe_data, source="quickstart")
     if main and args.overwrite and out.exists():
         # only ever delete what bertpress wrote, and never a directory holding an input
-        check_output_dir(out, overwrite=True, inputs=recipe_inputs(recipe))
+        check_output_dir(out, overwrite=True, inputs=recipe_inputs(recipe), label="quickstart --out")
         remove_owned(out)
     if main:
         # never overwrites a recipe.yaml bertpress did not write (or that was edited since)

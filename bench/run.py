@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bertpress.artifact import Manifest, lineage_of, now_iso, staged_output, write_manifest
+from bertpress.artifact import Manifest, holds_output_locks, lineage_of, now_iso, staged_output, write_manifest
 from bertpress.config import to_tagged
 from bertpress.errors import ConfigError, DeviceError, InputError, first_line
 from bertpress.bench.config import ANCHOR_BASELINES, Baseline, BenchConfig, Runtime
@@ -265,6 +265,7 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
+@holds_output_locks  # one live run per --out (artifact.output_locks)
 def bench(
     artifacts: Sequence[str | os.PathLike],
     cfg: BenchConfig | None = None,

@@ -12,6 +12,8 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import errno
+import fcntl
+import functools
 import glob
 import hashlib
 import json
@@ -19,8 +21,10 @@ import math
 import os
 import re
 import shutil
+import stat
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -165,9 +169,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
     try:
         # mkstemp makes the file owner-only; give it the mode any new file gets (a web server
         # must be able to read a web artifact's bertpress.json)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~current_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(strict_json(data), f, indent=2, sort_keys=False, default=str, allow_nan=False)
             f.write("\n")
@@ -280,14 +282,16 @@ def _is_within(child: Path, parent: Path) -> bool:
 #
 # bertpress deletes or replaces only what it can prove it wrote: a finished artifact whose
 # manifest it can read, a scratch directory of its own naming (staging `.NAME.tmp-PID-XXXX`,
-# `.NAME.old-PID`, resume work `.NAME.partial`), an empty directory, or a directory tree made
+# `.NAME.old-PID`, resume work `.NAME.partial-PID`), its lock files (`.NAME.lock`), an empty directory,
+# or a directory tree made
 # only of those plus files it recorded (name + sha256) in `OWNED_RECORD` when it wrote them
 # (the pipeline's recipe.resolved.yaml, .pipeline/*.json, quickstart's recipe.yaml, SUMMARY.md).
 # Everything else is refused with one line naming the path and the fix.
 
 OWNED_RECORD = ".bertpress-owned.json"
 _SCRATCH = re.compile(r"^\.(?P<name>.+)\.(?:tmp-(?P<tmppid>\d+)-[A-Za-z0-9_]+|tmp-[A-Za-z0-9_]+|"
-                      r"old-(?P<oldpid>\d+)|partial)$")
+                      r"old-(?P<oldpid>\d+)|partial(?:-(?P<partpid>\d+))?)$")
+_LOCK_NAME = re.compile(r"^\..+\.lock$")
 
 
 def is_scratch_name(name: str) -> bool:
@@ -337,6 +341,7 @@ def write_owned_text(root: Path, rel: str, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 -> what any new file gets
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
@@ -371,6 +376,8 @@ def _is_owned_file(root: Path, rel: str, path: Path, owned: dict[str, str]) -> b
 def _foreign(path: Path, root: Path, owned: dict[str, str], depth: int = 0) -> Path | None:
     """The first entry under `path` that bertpress cannot prove it wrote, or None."""
     if path.is_symlink() or not path.is_dir():
+        if path != root and _LOCK_NAME.match(path.name) and path.is_file() and not path.is_symlink():
+            return None  # a run's lock file (out_lock), left by a killed run: ours, and empty
         rel = path.relative_to(root).as_posix() if path != root else path.name
         return None if _is_owned_file(root, rel, path, owned) else path
     if is_scratch_name(path.name) and path != root:
@@ -504,6 +511,7 @@ def check_output_dir(out: Path, *, overwrite: bool, inputs: tuple[Path, ...] = (
     if not os.access(parent, os.W_OK):
         raise InputError(f"{label} {out}: cannot write in {parent} (read-only or no permission); "
                          "choose a writable location")
+    hold_output_lock(out, label)  # before anything is cleaned or read: one live run per output
     clean_stale_staging(out)
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
@@ -512,10 +520,167 @@ def check_output_dir(out: Path, *, overwrite: bool, inputs: tuple[Path, ...] = (
     return out
 
 
-def partial_dir(out: Path) -> Path:
-    """A stable work directory beside `out` for resumable stages (e.g. training checkpoints)."""
+# ---- one live run per output: an OS lock beside --out ---------------------------------------
+#
+# Two runs into one --out must not mix. Each run holds `fcntl.flock` on `.NAME.lock` beside --out
+# from its first check of the output (check_output_dir) until it returns; a second run is refused
+# in one line naming the holder's PID. flock (stdlib, the kernel's advisory lock) is released by
+# the kernel when the holder dies, however it dies (kill -9 included), so a lock is never stale and
+# needs no PID guessing; the PID in the file is only for the message. The file is unlinked on
+# release; an acquirer checks that the file it locked is still the one at that path (a releaser may
+# have unlinked it meanwhile) - the usual unlink-safe flock protocol. Locks are per process and
+# re-entrant (the pipeline checks a stage folder, then the stage checks it again); under torchrun
+# only rank 0 writes, so only rank 0 locks. A lock is held for the `output_locks()` scope the verb
+# runs in (every verb, `run_recipe` and quickstart open one); with no scope, `staged_output` opens
+# its own. Not for NFS without lockd (flock is local there).
+
+_HELD: dict[Path, list] = {}  # resolved lock path -> [fd, holders] (this process)
+_SCOPES = threading.local()
+_HELD_GUARD = threading.Lock()
+
+
+def lock_path(out: Path) -> Path:
     out = resolve_out(out)
-    return out.parent / f".{out.name}.partial"
+    return out.parent / f".{out.name}.lock"
+
+
+def _lock_holder(path: Path) -> str:
+    try:
+        pid = path.read_text(encoding="ascii", errors="replace").strip()
+    except OSError:
+        pid = ""
+    return f"process {pid}" if pid.isdigit() else "another process"
+
+
+def _acquire(out: Path, label: str) -> Path | None:
+    """Lock `out` for this process (re-entrant); None if it could not be locked for a reason the
+    caller reports better (no parent directory, read-only): check_output_dir raises for those."""
+    path = lock_path(out)
+    with _HELD_GUARD:
+        if path in _HELD:
+            _HELD[path][1] += 1
+            return path
+        for _ in range(20):  # the file we locked was unlinked by its releaser: take the new one
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            except OSError:
+                return None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    return None
+                raise InputError(
+                    f"{label} {out} is being written by another bertpress run ({_lock_holder(path)}, lock "
+                    f"{path.name}); wait for it to finish, or choose another {label}"
+                ) from None
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            _HELD[path] = [fd, 1]
+            return path
+    return None
+
+
+def _release(path: Path) -> None:
+    with _HELD_GUARD:
+        entry = _HELD.get(path)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] > 0:
+            return
+        del _HELD[path]
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # while still locked: a waiter then sees a different inode and retries
+        os.close(entry[0])
+
+
+def hold_output_lock(out: Path, label: str) -> None:
+    """Lock `out` for the innermost output_locks() scope (no scope: nothing to hold it for)."""
+    from bertpress import dist
+
+    scopes = getattr(_SCOPES, "stack", None)
+    if not scopes or not dist.is_main_process():
+        return
+    path = lock_path(out)
+    if path in scopes[-1]:
+        return
+    got = _acquire(out, label)
+    if got is not None:
+        scopes[-1].append(got)
+
+
+@contextlib.contextmanager
+def output_locks() -> Iterator[None]:
+    """Hold, until the block ends, the lock of every output checked inside it (check_output_dir)."""
+    if not hasattr(_SCOPES, "stack"):
+        _SCOPES.stack = []
+    _SCOPES.stack.append([])
+    try:
+        yield
+    finally:
+        for path in reversed(_SCOPES.stack.pop()):
+            _release(path)
+
+
+def holds_output_locks(fn):
+    """Decorator: run a verb inside output_locks() (its outputs stay locked until it returns)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with output_locks():
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+# ---- resumable work directories ---------------------------------------------------------------
+#
+# A resumable stage (fine-tuning's Trainer checkpoints) works in `.NAME.partial-PID` beside --out,
+# private to its run: PID is the run's (under torchrun the launcher's, which every rank shares, so
+# all ranks agree on the directory). A resume continues the newest such directory whose run is gone
+# (the lock above means no live run is writing into --out) and says which; a fresh run removes them.
+
+
+def run_pid() -> int:
+    """The process a run's work directory is named after: ours, or torchrun's (shared by the ranks)."""
+    from bertpress import dist
+
+    return os.getppid() if dist.is_distributed() else os.getpid()
+
+
+def partial_dir(out: Path) -> Path:
+    """This run's private work directory beside `out` for resumable stages (training checkpoints)."""
+    out = resolve_out(out)
+    return out.parent / f".{out.name}.partial-{run_pid()}"
+
+
+def dead_partial_dirs(out: Path) -> list[Path]:
+    """Work directories of earlier runs into `out` whose process is gone, newest first (the
+    pre-PID name `.NAME.partial` counts as gone)."""
+    out = resolve_out(out)
+    found = []
+    for p in out.parent.glob(f".{glob.escape(out.name)}.partial*"):
+        m = _SCRATCH.match(p.name)
+        if m is None or m.group("name") != out.name or not p.is_dir() or p.is_symlink():
+            continue
+        pid = m.group("partpid")
+        if pid is not None and (int(pid) == run_pid() or _pid_alive(int(pid))):
+            continue
+        found.append(p)
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def resumable_partial(out: Path) -> Path | None:
+    """The work directory a resume of `out` continues: the newest one left by a run that is gone."""
+    found = dead_partial_dirs(out)
+    return found[0] if found else None
 
 
 def disk_full_error(exc: BaseException, out: Path, written: int, label: str = "--out") -> DiskFullError:
@@ -547,6 +712,11 @@ def staged_output(
     raises or the process dies, `out` is untouched and no finished artifact appears. The temp
     directory's name carries our PID, so a later run can remove it once this process is gone.
     """
+    with output_locks():  # held until published (re-entrant inside a verb's own scope)
+        yield from _staged_output(out, overwrite=overwrite, inputs=inputs, label=label)
+
+
+def _staged_output(out, *, overwrite: bool, inputs, label: str) -> Iterator[Path]:
     out = check_output_dir(Path(out), overwrite=overwrite, inputs=tuple(Path(p) for p in inputs), label=label)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
@@ -566,7 +736,34 @@ def staged_output(
         if isinstance(exc, Exception) and is_disk_full(exc):
             raise disk_full_error(exc, out, written, label) from None
         raise
+    apply_umask(tmp)
     publish(tmp, out, overwrite=overwrite, label=label)
+
+
+def current_umask() -> int:
+    """The process umask (reading it means setting it: set it straight back)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+def apply_umask(root: Path) -> None:
+    """Give everything under `root` the mode a new file or directory gets from the user's umask.
+
+    The staging directory comes from mkdtemp (0700) and some writers use mkstemp (0600): owner-only
+    modes that would make a published `--format web` folder unreadable to a web server running as
+    another user. Published output follows the umask like any tool's (0755 / 0644 under 022);
+    executables keep their execute bits (under the umask). Symlinks are left alone."""
+    umask = current_umask()
+    paths = [Path(root)] + [Path(d) / n for d, dirs, files in os.walk(root) for n in dirs + files]
+    for p in paths:
+        st = os.lstat(p)
+        if stat.S_ISLNK(st.st_mode):
+            continue
+        full = 0o777 if stat.S_ISDIR(st.st_mode) or st.st_mode & stat.S_IXUSR else 0o666
+        want = full & ~umask
+        if stat.S_IMODE(st.st_mode) != want:
+            os.chmod(p, want)
 
 
 def publish(tmp: Path, out: Path, *, overwrite: bool = True, label: str = "--out") -> None:

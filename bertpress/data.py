@@ -456,21 +456,26 @@ def _round_trips(rows: list[tuple[int, list[str]]], body: list[tuple[int, str]])
 
 def _split_tsv(path: Path, lines: list[tuple[int, str]], width: int) -> list[tuple[int, list[str]]]:
     """TSV rows: read literally (GLUE files keep quotes as text - MRPC's dev.tsv even looks
-    CSV-quoted in places and must still be read literally). Only if that leaves ragged rows and
-    the file is exactly CSV-quoted (it round-trips through a CSV writer, as pandas
-    `to_csv(sep="\\t")` output does) is it re-read with quoting - and a note says so."""
+    CSV-quoted in places and must still be read literally). Only if the file is exactly CSV-quoted
+    (it round-trips through a CSV writer, as pandas `to_csv(sep="\\t")` output does) and quoting
+    changes what it says is it re-read with quoting - and a note says so. Ragged literal rows are
+    not required: a quoted tab and a quoted newline in one text cancel out in the field count."""
     body = lines[1:]
     literal = [(n, t.split("\t")) for n, t in body]
-    ragged = [n for n, f in literal if len(f) != width and any(x.strip() for x in f)]
-    if not ragged or not any('"' in t for _, t in body):
+    if not any('"' in t for _, t in body):
         return literal
     quoted = _tsv_quoted(body)
     if quoted is None or not _round_trips(quoted, body):
-        return literal  # the caller reports the first ragged row
+        return literal  # the caller reports the first ragged row, if any
     if any(len(f) != width for _, f in quoted if any(x.strip() for x in f)):
         return literal
-    note(f"{path}: {len(ragged)} row(s) had the wrong number of fields when read literally (first: line "
-         f"{ragged[0]}); the file is CSV-quoted (e.g. pandas to_csv(sep='\\t')), so it was re-read with "
+    if [f for _, f in quoted] == [f for _, f in literal]:
+        return literal
+    ragged = [n for n, f in literal if len(f) != width and any(x.strip() for x in f)]
+    why = (f"{len(ragged)} row(s) had the wrong number of fields when read literally (first: line {ragged[0]})"
+           if ragged else f"{sum(1 for _, f in quoted for x in f if any(c in x for c in chr(9) + chr(10) + chr(34)))}"
+           " field(s) are quoted and hold tabs, newlines or quotes")
+    note(f"{path}: {why}; the file is CSV-quoted (e.g. pandas to_csv(sep='\\t')), so it was re-read with "
          "quotes honoured (embedded tabs/newlines kept, quotes removed)")
     return quoted
 

@@ -74,9 +74,11 @@ def resolve_source(source: str | os.PathLike) -> tuple[str, bool]:
 
 
 def _check_pickle_weights(path: Path) -> None:
-    """Refuse pickled weights that torch's safe loader would not accept (it never runs them)."""
-    from bertpress.safety import check_pickle
+    """Refuse pickled weights that torch's safe loader would not accept (it never runs them), and a
+    shard index naming files outside the model's directory (transformers would open them)."""
+    from bertpress.safety import check_pickle, check_shard_indexes
 
+    check_shard_indexes(path)
     for f in sorted(path.glob("pytorch_model*.bin")):
         check_pickle(f)
 

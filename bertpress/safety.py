@@ -47,6 +47,56 @@ def check_onnx_external_data(file: str | Path) -> list[str]:
     return sorted(set(locations))
 
 
+# ---- paths named inside files: a manifest's file name, a shard index's shards -------------------
+#
+# A file we did not write (an artifact, a model directory from anywhere) may name other files:
+# bertpress.json's details (`details.web.model_file`), a sharded checkpoint's
+# `model.safetensors.index.json` / `pytorch_model.bin.index.json` weight_map. Each such name is
+# resolved (symlinks followed) and refused if it is absolute or leaves the directory it is read
+# from, before anything opens it. (ONNX external data: check_onnx_external_data above.)
+
+
+def contained_path(base: str | Path, name: Any, where: str) -> Path:
+    """BASE/NAME, refused (one line) unless NAME is a relative path resolving inside BASE."""
+    base = Path(base)
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise ArtifactError(f"{where}: names the file {name!r}, not a relative file name; re-save the artifact")
+    target = (base / name).resolve()
+    if Path(name).is_absolute() or not target.is_relative_to(base.resolve()):
+        raise UnsafeInputError(
+            f"{where}: names the file {name!r}, outside {base}; refused (a file inside an artifact may only "
+            "name files inside it - re-save the artifact)"
+        )
+    return base / name
+
+
+SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def check_shard_indexes(directory: str | Path) -> None:
+    """Refuse a sharded checkpoint whose index names a shard outside its directory (`../x`, `/etc/...`)."""
+    import json
+
+    directory = Path(directory)
+    for name in SHARD_INDEXES:
+        index = directory / name
+        if not index.is_file():
+            continue
+        try:
+            data = json.loads(index.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ArtifactError(f"{index}: unreadable shard index ({exc}); re-save the model") from None
+        weight_map = data.get("weight_map") if isinstance(data, dict) else None
+        if not isinstance(weight_map, dict):
+            raise ArtifactError(f"{index}: no weight_map object; re-save the model")
+        seen: set[str] = set()
+        for shard in weight_map.values():
+            if isinstance(shard, str) and shard in seen:
+                continue
+            contained_path(directory, shard, f"{index} (weight_map)")
+            seen.add(shard)
+
+
 # ---- special files: a FIFO or device where a model file should be would block a read forever ----
 
 

@@ -19,7 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from bertpress.artifact import (Artifact, Manifest, check_output_dir, dir_size, lineage_of, staged_output,
+from bertpress.artifact import (Artifact, Manifest, check_output_dir, dir_size, holds_output_locks, lineage_of,
+                                staged_output,
                                 write_manifest)
 from bertpress import records
 from bertpress.arch import max_positions
@@ -128,6 +129,7 @@ def _parent_columns(checkpoint: Path) -> Columns | None:
     return columns_of(Artifact.load(checkpoint).manifest) if Artifact.is_finished(checkpoint) else None
 
 
+@holds_output_locks  # one live run per --out (artifact.output_locks)
 def compress(checkpoint: str | os.PathLike, cfg: CompressConfig, out_dir: str | os.PathLike, *,
              overwrite: bool = False, progress: bool = True, log: Callable[[str], None] | None = None,
              runtimes: Mapping[str, Callable[..., Any]] | None = None) -> Artifact:

@@ -12,8 +12,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from bertpress.artifact import (Artifact, Manifest, check_output_dir, dir_size, lineage_of, resolve_out, staged_output,
-                                write_manifest)
+from bertpress.artifact import (Artifact, Manifest, check_output_dir, dir_size, holds_output_locks, lineage_of,
+                                resolve_out, staged_output, write_manifest)
 from bertpress.config import input_paths, to_tagged
 from bertpress.data import columns_of, load_text_classification
 from bertpress.errors import ConfigError, DeviceError, InputError
@@ -143,6 +143,7 @@ def resolve_format(cfg: ExportConfig, source: Path) -> ExportConfig:
     return dataclasses.replace(cfg, format=ExportFormat(deploy["format"] if deploy else "onnx"))
 
 
+@holds_output_locks  # one live run per --out (artifact.output_locks)
 def export(source: str | Path, cfg: ExportConfig | None = None, out_dir: str | Path = "export", *,
            overwrite: bool = False, progress: bool = True) -> Artifact | list[Artifact]:
     """Export `source` to ONNX, TorchScript and/or OpenVINO IR under `out_dir`.

@@ -23,8 +23,9 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from bertpress import dist
-from bertpress.artifact import (Artifact, Manifest, check_output_dir, lineage_of, partial_dir,
-                                staged_output, write_json_atomic, write_manifest)
+from bertpress.artifact import (Artifact, Manifest, check_output_dir, dead_partial_dirs, holds_output_locks,
+                                lineage_of, partial_dir, resumable_partial, staged_output, write_json_atomic,
+                                write_manifest)
 from bertpress.config import to_tagged
 from bertpress.data import TextDataset, load_text_classification
 from bertpress.errors import ArtifactError, ConfigError, DeviceError, InputError
@@ -33,6 +34,7 @@ from bertpress.finetune.config import FinetuneConfig, Precision
 RUN_FILE = "bertpress-run.json"  # in the partial dir: the config a resumed run must match
 
 
+@holds_output_locks  # one live run per --out (artifact.output_locks)
 def finetune(model: str | os.PathLike | None, config: FinetuneConfig, out: str | os.PathLike, *,
              overwrite: bool = False, progress: bool = True) -> Artifact:
     """Train `model` (None: `config.model`) on `config.data` and write a checkpoint artifact at `out`.
@@ -75,16 +77,24 @@ def finetune(model: str | os.PathLike | None, config: FinetuneConfig, out: str |
         if progress and dist.is_main_process():
             print(f"finetune: {aug.describe()}", file=sys.stderr)
     dev_f = tokenize(dev, tokenizer, config.max_length)
-    work = partial_dir(out)
+    # This run's own work directory (private: named after its process). A resume continues the
+    # newest one left by a run that is gone (out_lock: no live run writes into `out`) and says which.
+    work = (resumable_partial(out) if config.resume else None) or partial_dir(out)
     resume_from = _resume_checkpoint(config, work) if config.resume else None
+    if resume_from is not None and dist.is_main_process():  # always: which run a resume continues
+        print(f"note: --resume continues the interrupted run in {work} from {resume_from.name}", file=sys.stderr)
+    if resume_from is None:
+        work = partial_dir(out)
     trainer, stats = _build_trainer(config, model, tokenizer, train_f, dev_f, teacher, work, cuda, progress)
 
     if dist.is_main_process():
         if resume_from is None:
-            shutil.rmtree(work, ignore_errors=True)  # stale checkpoints of an earlier run
+            for stale in dead_partial_dirs(out):  # checkpoints of earlier runs, superseded by this one
+                shutil.rmtree(stale, ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)
             if config.resume and progress:
-                print(f"note: --resume found no finished checkpoint in {work}; starting from scratch",
-                      file=sys.stderr)
+                print(f"note: --resume found no finished checkpoint of an interrupted run into {out}; "
+                      "starting from scratch", file=sys.stderr)
         work.mkdir(parents=True, exist_ok=True)
         write_json_atomic(work / RUN_FILE, to_tagged(config))
     trainer.accelerator.wait_for_everyone()

@@ -77,6 +77,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             f"bad-input matrix: {len(ran)} of {len(CASES)} entries run, {len(ran) - failed} refused cleanly"
         )
         from tests.bad_inputs_round2 import CLASSES
+        from tests.bad_inputs_round3a import CLASSES as CLASSES_3A
+
+        CLASSES = {**CLASSES, **CLASSES_3A}
 
         per: dict[str, list[int]] = {}
         for r in ran:

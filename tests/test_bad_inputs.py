@@ -206,6 +206,10 @@ from tests.bad_inputs_round2 import CASES_ROUND2  # noqa: E402 - the classes of 
 
 CASES += CASES_ROUND2
 
+from tests.bad_inputs_round3a import CASES_ROUND3A  # noqa: E402 - issue #31's classes 1, 7, 9
+
+CASES += CASES_ROUND3A
+
 
 def _three_label_teacher(c: Ctx) -> str:
     from bertpress.testing import save_tiny_checkpoint

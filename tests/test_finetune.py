@@ -174,7 +174,7 @@ def test_kill_after_checkpoint_then_resume_finishes(work, tmp_path):
             "--epochs", "3", "--lr", "5e-3", "--batch-size", "16", "--eval-every", "8", "--no-progress"]
     proc = subprocess.Popen([sys.executable, "-m", "bertpress", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path)
-    work_dir = partial_dir(out)
+    work_dir = out.parent / f".{out.name}.partial-{proc.pid}"  # the run's private work directory
     deadline = time.time() + 300
     try:
         while time.time() < deadline and proc.poll() is None:
