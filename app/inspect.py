@@ -9,6 +9,8 @@ from typing import Any
 
 from bertpress.artifact import MANIFEST_NAME, Artifact, dir_size
 from bertpress.errors import ArtifactError, InputError, first_line
+from bertpress.openvino_rt import _reason, read_ir  # numpy only: openvino itself is imported when a file is read
+from bertpress.safety import check_regular_file, contained_path
 
 
 def _model_file(path: Path, suffix: str) -> Path | None:
@@ -77,8 +79,6 @@ def inspect_openvino(xml: Path) -> dict[str, Any]:
     OpenVINO's IR frontend, the one bench and export use; nothing is compiled)."""
     import numpy as np
 
-    from bertpress.openvino_rt import _reason, read_ir
-    from bertpress.safety import check_regular_file
 
     weights = xml.with_suffix(".bin")
     for f in (xml, weights):
@@ -135,7 +135,6 @@ def inspect_path(path: str | Path) -> dict[str, Any]:
         out["manifest"] = None
     web_model = ((out.get("manifest") or {}).get("details", {}).get("web") or {}).get("model_file")
     if web_model is not None:  # a name read from a file we did not write: it must stay inside
-        from bertpress.safety import contained_path
 
         web_model = contained_path(path, web_model, f"{path / MANIFEST_NAME} (details.web.model_file)")
     if web_model is not None and web_model.is_file():  # a web export: its model lives under model/onnx/

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from bertpress.errors import ArtifactError, DiskFullError, InputError, OwnershipError, echo, is_disk_full
+from bertpress import dist
 
 MANIFEST_NAME = "bertpress.json"
 SCHEMA_VERSION = 1
@@ -605,7 +606,6 @@ def _release(path: Path) -> None:
 
 def hold_output_lock(out: Path, label: str) -> None:
     """Lock `out` for the innermost output_locks() scope (no scope: nothing to hold it for)."""
-    from bertpress import dist
 
     scopes = getattr(_SCOPES, "stack", None)
     if not scopes or not dist.is_main_process():
@@ -650,7 +650,6 @@ def holds_output_locks(fn):
 
 def run_pid() -> int:
     """The process a run's work directory is named after: ours, or torchrun's (shared by the ranks)."""
-    from bertpress import dist
 
     return os.getppid() if dist.is_distributed() else os.getpid()
 
