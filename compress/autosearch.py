@@ -692,7 +692,7 @@ class _AutoSearch:
 
 def format_auto_table(rows: list[dict[str, Any]], metric: str, unit: str) -> str:
     """The automatic search's table in markdown, fastest first."""
-    lines = [f"| layers | heads | ffn | runtime | scheme | {unit} | speed-up | {metric} | drop | training | |",
+    lines = [f"| layers | heads | ffn | runtime | scheme | {unit} | speed-up | {metric} | Δ points | training | |",
              "|" + "---|" * 11]
 
     def num(x, fmt):
