@@ -68,6 +68,43 @@ def quickstart_recipe(data: str | None, out: Path, *, train_samples: int = 4000,
     return spec, recipe, note
 
 
+def winner_vs_specialist(out: Path) -> list[str]:
+    """SUMMARY.md's lines on the search's winner as exported in the runtime it was measured in,
+    against Optimum-Intel's OpenVINO int8 in the same bench run (none when a stage is missing)."""
+    from bertpress.artifact import Artifact
+    from bertpress.bench.results import BenchReport
+
+    comp, rep = out / "compressed", out / "report"
+    if not (Artifact.is_finished(comp) and Artifact.is_finished(rep)):
+        return []
+    search = (Artifact.load(comp).manifest.details or {}).get("search") or {}
+    deploy = search.get("deploy") or {}
+    res = BenchReport.load(rep).results
+    ours = next((v for v in res.variants if deploy.get("format") and v.id.startswith(f"{deploy['format']}:")), None)
+    anchor = next((v for v in res.variants if v.id.startswith("optimum-intel")), None)
+    ref = next((v for v in res.variants if v.id == res.reference), None)
+    if ours is None or ref is None:
+        return []
+    b, q = res.headline["batch_size"], res.headline["seq_len"]
+    w = search.get("winner", {})
+    dims = next((r for r in search.get("table", []) if r.get("winner")), {})
+    lines = ["", "## The search's winner", "",
+             f"{dims.get('layers_kept', '?')} layers, {dims.get('heads_kept', '?')} heads, FFN "
+             f"{dims.get('ffn_kept', '?')} (removed: layers {w.get('layers', 0):g}, FFN {w.get('ffn', 0):g}, heads "
+             f"{w.get('heads', 0):g}), {deploy.get('scheme')} int8 in {deploy.get('runtime')}: found by the "
+             f"automatic search in {search.get('wall_s', 0) / 60:.1f} min, exported as `{ours.id}`.", "",
+             f"| | p50 ms ({b} x {q}) | sentences/s | accuracy % |", "|---|---|---|---|"]
+    for label, v in (("winner", ours), ("Optimum-Intel int8", anchor), ("PyTorch fp32 (reference)", ref)):
+        if v is not None:
+            lines.append(f"| {label} | {v.p50(b, q) or float('nan'):.2f} | {v.sentences_per_s() or float('nan'):.1f} | "
+                         f"{100 * (v.accuracy or 0):.2f} |")
+    if anchor is not None and anchor.p50(b, q) and ours.p50(b, q):
+        lines += ["", f"Winner vs Optimum-Intel in this run: {anchor.p50(b, q) / ours.p50(b, q):.2f}x at {b} x {q}, "
+                      f"{(ours.sentences_per_s() or 0) / (anchor.sentences_per_s() or 1):.2f}x on real traffic, "
+                      f"{100 * ((ours.accuracy or 0) - (anchor.accuracy or 0)):+.2f} accuracy points."]
+    return lines
+
+
 def write_summary(out: Path, note: str, results) -> str:
     """OUT/SUMMARY.md: which data was used, the stages, and the bench report's main table."""
     lines = ["# bertpress quickstart", "", f"Data: {note}", "", "| stage | state | artifacts |",
@@ -75,6 +112,7 @@ def write_summary(out: Path, note: str, results) -> str:
     for r in results:
         state = "reused" if r.skipped else "ran"
         lines.append(f"| {r.stage} | {state} | {', '.join(str(a) for a in r.artifacts)} |")
+    lines += winner_vs_specialist(out)
     report = out / "report" / "report.md"
     if report.is_file():
         lines += ["", f"Benchmark report: {report}", "", report.read_text(encoding="utf-8")]

@@ -234,3 +234,33 @@ def test_pairs_are_searched_on_f1_in_the_deploy_runtime(tmp_path, monkeypatch):
     assert s["metric"] == "f1" and s["deploy"]["metric"] == "f1"
     assert seen and all(seen)
     assert "eval_f1" in art.manifest.metrics and art.manifest.metrics["metric"] == "f1"
+
+
+def test_quickstart_summary_puts_the_winner_beside_optimum_intel(tmp_path, monkeypatch):
+    """SUMMARY.md's winner section reads the search's deploy facts and the same bench run's rows."""
+    import types
+
+    from bertpress.app import quickstart
+    from bertpress.artifact import Manifest, write_manifest
+    from bertpress.bench import results as R
+
+    assert quickstart.winner_vs_specialist(tmp_path) == []  # no stages yet: nothing to say
+    (tmp_path / "compressed").mkdir()
+    (tmp_path / "report").mkdir()
+    search = {"deploy": {"format": "openvino", "runtime": "openvino", "scheme": "static"}, "wall_s": 300,
+              "winner": {"heads": 0.0, "ffn": 0.0, "layers": 0.34},
+              "table": [{"winner": True, "layers_kept": 4, "heads_kept": 12, "ffn_kept": 1536}]}
+    write_manifest(tmp_path / "compressed", Manifest(kind="compressed", labels=["a", "b"], details={"search": search}))
+    write_manifest(tmp_path / "report", Manifest(kind="report", labels=["a", "b"]))
+
+    def variant(vid, ms, sps, acc):
+        return types.SimpleNamespace(id=vid, p50=lambda b, q: ms, sentences_per_s=lambda: sps, accuracy=acc)
+
+    res = types.SimpleNamespace(headline={"batch_size": 1, "seq_len": 128}, reference="checkpoint:pytorch@cpu",
+                                variants=[variant("checkpoint:pytorch@cpu", 20.0, 350.0, 0.80),
+                                          variant("openvino:openvino@cpu", 3.0, 1650.0, 0.81),
+                                          variant("optimum-intel@cpu", 4.5, 1100.0, 0.80)])
+    monkeypatch.setattr(R.BenchReport, "load", classmethod(lambda cls, p: types.SimpleNamespace(results=res)))
+    text = "\n".join(quickstart.winner_vs_specialist(tmp_path))
+    assert "4 layers, 12 heads, FFN 1536" in text and "static int8 in openvino" in text
+    assert "1.50x at 1 x 128, 1.50x on real traffic, +1.00 accuracy points" in text
