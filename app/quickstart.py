@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bertpress.artifact import Artifact, write_owned_text
+from bertpress.bench.results import BenchReport
+
 SAMPLE_DIR = Path(__file__).parent / "sample_data"
 
 
@@ -71,8 +74,6 @@ def quickstart_recipe(data: str | None, out: Path, *, train_samples: int = 4000,
 def winner_vs_specialist(out: Path) -> list[str]:
     """SUMMARY.md's lines on the search's winner as exported in the runtime it was measured in,
     against Optimum-Intel's OpenVINO int8 in the same bench run (none when a stage is missing)."""
-    from bertpress.artifact import Artifact
-    from bertpress.bench.results import BenchReport
 
     comp, rep = out / "compressed", out / "report"
     if not (Artifact.is_finished(comp) and Artifact.is_finished(rep)):
@@ -117,7 +118,5 @@ def write_summary(out: Path, note: str, results) -> str:
     if report.is_file():
         lines += ["", f"Benchmark report: {report}", "", report.read_text(encoding="utf-8")]
     text = "\n".join(lines) + "\n"
-    from bertpress.artifact import write_owned_text
-
     write_owned_text(out, "SUMMARY.md", text)
     return text
