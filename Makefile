@@ -18,7 +18,7 @@ VENV_LOW := .venv-low
 LOW_STAMP := $(VENV_LOW)/.installed
 LOW_TESTS := -m "not slow" --ignore=tests/test_js.py --ignore=tests/test_anchors.py
 
-.PHONY: test test-low demo venv venv-low anchors check-no-cuda clean
+.PHONY: test test-low demo venv venv-low anchors check-no-cuda clean gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -74,6 +74,16 @@ test-low: $(LOW_STAMP)
 
 demo: $(STAMP) $(OPTIMUM_STAMP) $(INTEL_STAMP)
 	$(BIN)/bertpress quickstart $(if $(DATA),--data $(DATA)) --out runs/quickstart
+
+# The GPU check (bench/gpu_check.py, docs/gpu.md): CUDA tests, a bf16 fine-tune, bench on CUDA and one
+# small search, each part in a subprocess with a timeout, under 8 minutes; OUT/gpu-check.json.
+# Without CUDA every part skips (exit 0). .venv holds the CPU torch (check-no-cuda), so on a GPU
+# machine point GPU_PYTHON at an interpreter with a CUDA torch and bertpress installed; .venv is
+# then not built.
+GPU_PYTHON ?= $(BIN)/python
+GPU_CHECK_OUT ?= runs/gpu-check
+gpu-check: $(if $(filter $(BIN)/python,$(GPU_PYTHON)),$(STAMP))
+	$(GPU_PYTHON) -m bertpress.bench.gpu_check $(if $(DATA),--data $(DATA)) --out $(GPU_CHECK_OUT)
 
 clean:
 	rm -rf $(VENV) $(VENV_LOW) $(VENV_OPTIMUM) $(VENV_INTEL) runs
