@@ -310,8 +310,10 @@ def _brief(figures: dict[str, Any]) -> str:
             bits[-1] += f", {sps:.0f} sentences/s"
     if figures.get("winner"):
         w = figures["winner"]
-        bits.append(f"winner {w} met_budget={figures.get('met_budget')} "
-                    f"speed-up {figures.get('speedup_vs_fp32_pytorch_eager') or 0:.2f}x")
+        shape = ", ".join(f"{k} {w[k]:g}" for k in ("layers", "ffn", "heads") if isinstance(w.get(k), (int, float)))
+        bits.append(f"winner ({shape} removed; {w.get('scheme')} int8 in {w.get('runtime')}) "
+                    f"{'within' if figures.get('met_budget') else 'NOT within'} the budget, "
+                    f"{figures.get('speedup_vs_fp32_pytorch_eager') or 0:.2f}x fp32 PyTorch eager")
     if figures.get("tensorrt_p50_ms_1x128") is not None:
         bits.append(f"TensorRT {figures['tensorrt_p50_ms_1x128']:.2f} ms vs CUDA EP "
                     f"{figures['cuda_ep_p50_ms_1x128']:.2f} ms at 1x128")
