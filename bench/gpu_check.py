@@ -540,6 +540,7 @@ def check(out: Path, data: Optional[Path], budget_s: float, only: tuple[str, ...
     summary: dict[str, Any] = {"schema": SCHEMA, "created": now_iso(), "complete": False, "passed": None,
                                "budget_s": budget_s, "wall_s": 0.0, "data": str(data) if data else None,
                                "environment": env, "parts": []}
+    write_owned_json(out, SUMMARY, summary)
     work = Path(tempfile.mkdtemp(prefix="bertpress-gpu-check-"))
     try:
         ctx = Context(sys.executable, work, data, env)
@@ -594,8 +595,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.tensorrt_probe is not None:
         return _tensorrt_main(args.tensorrt_probe, args.probe_out)
 
-    from bertpress.errors import BertpressError, ConfigError
+    from bertpress.errors import BertpressError, ConfigError, raise_on_sigterm
 
+    raise_on_sigterm()  # SIGTERM stops the running part's process group too, like Ctrl-C
     try:
         only = tuple(p.strip() for p in args.only.split(",") if p.strip())
         unknown = [p for p in only if p not in PART_NAMES]
@@ -610,6 +612,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except BertpressError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (Terminated): the summary so far stays in --out
+        print(f"error: interrupted; what finished is in {Path(args.out) / SUMMARY}", file=sys.stderr)
+        return getattr(exc, "exit_code", 130)
     failed = [p["name"] for p in summary["parts"] if p["status"] == "failed"]
     print(f"gpu-check: {'passed' if not failed else 'FAILED: ' + ', '.join(failed)} in {summary['wall_s']:.0f} s; "
           f"summary: {Path(args.out) / SUMMARY}")
