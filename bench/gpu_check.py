@@ -38,6 +38,15 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from bertpress.artifact import (Artifact, check_output_dir, holds_output_locks, now_iso, remove_owned,
+                                write_owned_json, write_owned_text)
+from bertpress.bench.results import BenchReport
+from bertpress.errors import BertpressError, ConfigError, bound, raise_on_sigterm
+from bertpress.hardware import cuda_devices
+from bertpress.ort import session
+from bertpress.signature import encode
+from bertpress.timing import time_callable
+
 SCHEMA = "bertpress.gpu-check/1"
 SUMMARY = "gpu-check.json"
 DEFAULT_BUDGET_S = 450.0  # 7.5 minutes: the check must end within 8 on one H100/H200
@@ -265,8 +274,6 @@ PART_NAMES = tuple(p.name for p in PARTS)
 
 
 def _manifest(path: Path):
-    from bertpress.artifact import Artifact
-
     try:
         return Artifact.load(path).manifest
     except Exception as exc:  # noqa: BLE001 - any unreadable artifact fails the part with its reason
@@ -275,8 +282,6 @@ def _manifest(path: Path):
 
 def _bench_figures(report: Path, runtimes: tuple[str, ...]) -> dict[str, Any]:
     """Per CUDA variant: p50 ms at 1x128 and 32x128, real-traffic sentences/s, accuracy; refusals."""
-    from bertpress.bench.results import BenchReport
-
     try:
         res = BenchReport.load(report).results
     except Exception as exc:  # noqa: BLE001
@@ -359,8 +364,6 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def _last_line(text: str) -> str:
-    from bertpress.errors import bound
-
     lines = [ln.strip() for ln in text.replace("\r", "\n").splitlines() if ln.strip()]
     return bound(lines[-1], 300) if lines else "(no output)"
 
@@ -431,8 +434,6 @@ def probe(py: str, timeout: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
 
 def _probe_main() -> int:
     """--probe: one JSON line on stdout."""
-    from bertpress.hardware import cuda_devices
-
     import torch
 
     facts: dict[str, Any] = {"torch": torch.__version__, "torch_cuda": torch.version.cuda,
@@ -477,10 +478,6 @@ def _tensorrt_main(onnx_dir: Path, out: Path) -> int:
     import numpy as np
     from transformers import AutoTokenizer
 
-    from bertpress.ort import session
-    from bertpress.signature import encode
-    from bertpress.timing import time_callable
-
     file = onnx_dir / "model.onnx"
     tok = AutoTokenizer.from_pretrained(onnx_dir)
     texts = [f"a sentence number {i} that the check feeds to both execution providers" for i in range(32)]
@@ -513,8 +510,6 @@ def _tensorrt_main(onnx_dir: Path, out: Path) -> int:
 
 
 def _parse_run(values: list[str]) -> dict[str, list[str]]:
-    from bertpress.errors import ConfigError
-
     out = {}
     for v in values:
         name, sep, cmd = v.partition("=")
@@ -524,11 +519,10 @@ def _parse_run(values: list[str]) -> dict[str, list[str]]:
     return out
 
 
+@holds_output_locks  # one live check per --out (artifact.output_locks)
 def check(out: Path, data: Optional[Path], budget_s: float, only: tuple[str, ...] = PART_NAMES,
           overrides: Optional[dict[str, list[str]]] = None, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the parts; write OUT/gpu-check.json after each (a killed check leaves what it finished)."""
-    from bertpress.artifact import check_output_dir, now_iso, remove_owned, write_owned_json, write_owned_text
-
     overrides = overrides or {}
     out = check_output_dir(out, overwrite=True)  # refuses a folder holding anything bertpress did not write
     remove_owned(out)  # the previous check's summary and logs
@@ -594,8 +588,6 @@ def main(argv: Optional[list[str]] = None) -> int:
         return _probe_main()
     if args.tensorrt_probe is not None:
         return _tensorrt_main(args.tensorrt_probe, args.probe_out)
-
-    from bertpress.errors import BertpressError, ConfigError, raise_on_sigterm
 
     raise_on_sigterm()  # SIGTERM stops the running part's process group too, like Ctrl-C
     try:
