@@ -454,6 +454,17 @@ def _round_trips(rows: list[tuple[int, list[str]]], body: list[tuple[int, str]])
     return buf.getvalue() == "".join(t + "\n" for _, t in body)
 
 
+def _literal_breaks_a_label_column(literal, quoted, width: int, max_values: int = 20) -> bool:
+    """True if some column with at most `max_values` distinct values in the quoted reading (a
+    label column) gets values outside them in the literal reading: text fragments where labels
+    belong, the sign that a quoted tab and newline were split literally."""
+    for j in range(width):
+        q = {f[j] for _, f in quoted if len(f) == width}
+        if len(q) <= max_values and {f[j] for _, f in literal if len(f) == width} - q:
+            return True
+    return False
+
+
 def _split_tsv(path: Path, lines: list[tuple[int, str]], width: int) -> list[tuple[int, list[str]]]:
     """TSV rows: read literally (GLUE files keep quotes as text - MRPC's dev.tsv even looks
     CSV-quoted in places and must still be read literally). Only if the file is exactly CSV-quoted
@@ -472,6 +483,11 @@ def _split_tsv(path: Path, lines: list[tuple[int, str]], width: int) -> list[tup
     if [f for _, f in quoted] == [f for _, f in literal]:
         return literal
     ragged = [n for n, f in literal if len(f) != width and any(x.strip() for x in f)]
+    if not ragged and not _literal_breaks_a_label_column(literal, quoted, width):
+        # Both readings are well formed (MRPC's dev.tsv happens to round-trip through a CSV
+        # writer too): the literal one stands unless it puts text where a label-like column
+        # (few distinct values when quoted) has only its labels.
+        return literal
     why = (f"{len(ragged)} row(s) had the wrong number of fields when read literally (first: line {ragged[0]})"
            if ragged else f"{sum(1 for _, f in quoted for x in f if any(c in x for c in chr(9) + chr(10) + chr(34)))}"
            " field(s) are quoted and hold tabs, newlines or quotes")

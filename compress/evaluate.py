@@ -12,7 +12,7 @@ from torch import nn
 
 from bertpress.data import TextDataset
 from bertpress.metrics import classification_metrics
-from bertpress.signature import encode
+from bertpress import signature  # called as signature.encode: tests spy on it
 
 
 def batches(tokenizer, texts: Sequence, labels: Sequence[int] | None, *, batch_size: int,
@@ -53,7 +53,7 @@ def runtime_scores(run, tokenizer, data: TextDataset, max_length: int, num_label
     """bertpress.metrics on `data` through an exported model's runner (feed of numpy inputs ->
     logits; it takes the inputs it knows): the search's scores in a deploy runtime."""
     ex = data.examples
-    pred = [np.asarray(run(encode(tokenizer, ex[i:i + batch_size], max_length))).argmax(-1)
+    pred = [np.asarray(run(signature.encode(tokenizer, ex[i:i + batch_size], max_length))).argmax(-1)
             for i in range(0, len(ex), batch_size)]
     return classification_metrics(np.concatenate(pred) if pred else np.zeros(0, dtype=np.int64), data.labels,
                                   num_labels)
@@ -108,7 +108,7 @@ def traffic_timer(run, tokenizer, chunks: Sequence[Sequence], *, max_length: int
 
     def one_pass() -> None:
         for chunk in chunks:
-            run({k: v for k, v in encode(tokenizer, chunk, max_length).items() if k in wanted})
+            run({k: v for k, v in signature.encode(tokenizer, chunk, max_length).items() if k in wanted})
 
     warm = False
 

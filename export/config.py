@@ -11,14 +11,15 @@ from bertpress.names import CALIBRATION_METHODS, SCHEMES, str_enum
 
 
 class ExportFormat(str, enum.Enum):
-    # The format the input's search ranked its winner in (details.search.deploy: onnx for ONNX
-    # Runtime, openvino for OpenVINO), else onnx: `bertpress export OUT` writes what was measured.
-    AUTO = "auto"
     ONNX = "onnx"
     TORCHSCRIPT = "torchscript"
     OPENVINO = "openvino"  # OpenVINO IR (openvino_model.xml/.bin), int8 through NNCF
     ALL = "all"  # OUT/onnx, OUT/torchscript and OUT/openvino, each a finished artifact
     WEB = "web"  # a static folder that classifies in the browser (transformers.js + local wasm)
+    # The format the input's search ranked its winner in (details.search.deploy: onnx for ONNX
+    # Runtime, openvino for OpenVINO), else onnx: `bertpress export OUT` writes what was measured.
+    # Last, so that the error listing the formats names the concrete ones first.
+    AUTO = "auto"
 
     @classmethod
     def members(cls) -> tuple[str, ...]:

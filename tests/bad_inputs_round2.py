@@ -375,8 +375,8 @@ CASES_ROUND2 = [
      r"dev.tsv and validation.tsv"),
     ("col-quoted-still-ragged", lambda c: ft(c, data=c.datadir("d", 'sentence\tlabel\ngood\t1\n"bad\tworse\t0\nok\t1\n')),
      r"3 fields where the header has 2"),
-    ("col-fragment-labels", lambda c: ft(c, model=enc(c), data=c.datadir("d", 'sentence\tlabel\n"it was\tgood\nreally"\t1\nbad\t0\n')),
-     r"mix numbers .* and names|3 fields|fields"),
+    # (col-fragment-labels, a CSV-quoted text whose tab and newline cancel out, is no longer bad input:
+    # issue 31 item 9 reads it with its quotes; tests/test_reliability3a.py checks that.)
     ("col-data-fifo", lambda c: ft(c, data=_fifo_datadir(c)), r"not a regular file"),
     ("col-eval-data-fifo", lambda c: bn(c, "--eval-data", str((os.mkfifo(c.inputs / "e.tsv"), c.inputs / "e.tsv")[-1])),
      r"not a regular file"),
