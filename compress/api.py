@@ -168,9 +168,9 @@ def _parent_max_length(checkpoint: Path, model) -> int:
     return int(max_positions(model.config) or 512)
 
 
-def _parent_columns(checkpoint: Path) -> Columns | None:
-    """The data columns the input model was trained on (its manifest), if it records them."""
-    return columns_of(Artifact.load(checkpoint).manifest) if Artifact.is_finished(checkpoint) else None
+def _parent_manifest(checkpoint: Path) -> Manifest | None:
+    """The input model's manifest (None: an HF directory or hub id without one)."""
+    return Artifact.load(checkpoint).manifest if Artifact.is_finished(checkpoint) else None
 
 
 def compress(checkpoint: str | os.PathLike, cfg: CompressConfig, out_dir: str | os.PathLike, *,
@@ -188,19 +188,24 @@ def compress(checkpoint: str | os.PathLike, cfg: CompressConfig, out_dir: str | 
     out_dir = check_output_dir(Path(out_dir), overwrite=overwrite, inputs=inputs)
     model, tokenizer = load_classifier(checkpoint)
     if cfg.prune.active or cfg.search is not None:
-        from bertpress.compress.prune import check_prunable, plan_layers, plan_shapes
+        from bertpress.compress.prune import NothingRemoved, check_prunable, plan_layers, plan_shapes
 
         check_prunable(model)
         ratios = cfg.search.schedule if cfg.search is not None else [(cfg.prune.heads, cfg.prune.ffn, cfg.prune.layers)]
         for heads, ffn, layers in map(schedule_ratios, ratios):  # refuse impossible shapes before any long work
             pcfg = dataclasses.replace(cfg.prune, heads=heads, ffn=ffn, layers=layers)
-            plan_shapes(model, pcfg)
-            plan_layers(model, pcfg)
+            try:
+                plan_shapes(model, pcfg)
+                plan_layers(model, pcfg)
+            except NothingRemoved:
+                if cfg.search is None:
+                    raise  # a search skips that candidate with a note (search._walk)
     labels = label_names_of(model)
     for p in model.parameters():
         p.requires_grad_(False)
+    parent = _parent_manifest(Path(src))
     work = Work(model=copy.deepcopy(model), tokenizer=tokenizer, teacher=model, labels=labels, cfg=cfg,
-                progress=progress, columns=_parent_columns(Path(src)))
+                progress=progress, columns=columns_of(parent))
     if cfg.eval_data is not None:
         work.eval_data = work.load_data(cfg.eval_data, cfg.eval_split, "--eval-data")
         if cfg.search is not None and cfg.search.eval_samples:
@@ -247,8 +252,8 @@ def compress(checkpoint: str | os.PathLike, cfg: CompressConfig, out_dir: str | 
         details["shapes"] = layer_shapes(work.model)
         details["search"] = search_facts
         metrics["dir_bytes_fp32"] = dir_size(tmp)
-        write_manifest(tmp, Manifest(
-            kind="compressed", labels=labels, max_length=max_length,
+        write_manifest(tmp, Manifest.child_of(
+            parent, kind="compressed", labels=labels, max_length=max_length,
             columns=work.columns.to_dict() if work.columns else None, recipe=to_tagged(cfg),
             lineage=lineage_of(src), metrics=metrics, details=details))
     return Artifact.load(out_dir)

@@ -146,6 +146,7 @@ def _walk(work, cfg: CompressConfig, ml: int, base_acc: float, rows: list, timer
 
     from bertpress.compress.api import HANDLERS, Work
     from bertpress.compress.evaluate import accuracy, state_size
+    from bertpress.compress.prune import NothingRemoved
     from bertpress.errors import BertpressError, first_line
     from bertpress.models import layer_shapes
 
@@ -160,9 +161,14 @@ def _walk(work, cfg: CompressConfig, ml: int, base_acc: float, rows: list, timer
         for heads, ffn, layers in map(schedule_ratios, s.schedule):
             pw = Work(model=copy.deepcopy(work.teacher), tokenizer=work.tokenizer, teacher=work.teacher,
                       labels=work.labels, cfg=cfg, eval_data=work.eval_data, progress=work.progress,
-                      data_cache=work.data_cache)
+                      data_cache=work.data_cache, columns=work.columns)
             pcfg = dataclasses.replace(cfg.prune, heads=heads, ffn=ffn, layers=layers)
-            pw = HANDLERS[PruneConfig](pw, pcfg)  # prune once per ratio...
+            try:
+                pw = HANDLERS[PruneConfig](pw, pcfg)  # prune once per ratio...
+            except NothingRemoved as exc:  # a ratio that rounds to removing nothing: not a candidate
+                say(f"skipped heads {heads:.2f} ffn {ffn:.2f} layers {layers:.2f}: {exc}")
+                bar.update(len(s.schemes))
+                continue
             pw = HANDLERS[type(cfg.recover)](pw, cfg.recover)
             shared: dict = {}  # what this ratio's twins share (the fp32 reference logits)
             for scheme in s.schemes:  # ...and reuse it for every scheme
