@@ -76,7 +76,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(
             f"bad-input matrix: {len(ran)} of {len(CASES)} entries run, {len(ran) - failed} refused cleanly"
         )
-        from tests.bad_inputs_round2 import CLASSES
+        from tests.bad_inputs_round2 import CLASSES as ROUND2
+        from tests.bad_inputs_round3 import CLASSES as ROUND3
+
+        CLASSES = {**ROUND2, **ROUND3}
 
         per: dict[str, list[int]] = {}
         for r in ran:
