@@ -9,6 +9,7 @@ half-written one — is never mistaken for a finished artifact.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import datetime as _dt
 import errno
@@ -36,6 +37,10 @@ SCHEMA_VERSION = 1
 KINDS = ("checkpoint", "compressed", "onnx", "torchscript", "web", "openvino", "report")
 # Files whose hash identifies a model artifact's weights, in order of preference.
 WEIGHT_FILES = ("model.safetensors", "model.onnx", "model.pt", "pytorch_model.bin")
+
+
+# The task facts: what a model is, carried unchanged from an artifact to every artifact made from it.
+TASK_FACTS = ("task", "labels", "max_length", "columns")
 
 
 @dataclasses.dataclass
@@ -83,6 +88,24 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def task_facts(self) -> dict[str, Any]:
+        """What the model is (TASK_FACTS): the facts every later stage reads from the manifest."""
+        return {k: copy.deepcopy(getattr(self, k)) for k in TASK_FACTS}
+
+    @classmethod
+    def child_of(cls, parent: "Manifest | None", *, kind: str, override: tuple[str, ...] = (),
+                 **fields: Any) -> "Manifest":
+        """The manifest of an artifact made from `parent`: the one place a stage's output gets its
+        task facts. What the parent records (labels, max length, columns, task) is carried as it
+        is, whatever path made the child (search or not, every format); a stage's own value only
+        fills a fact the parent does not record (an input without a manifest, e.g. an HF dir), or
+        replaces it where the user asked for that explicitly (`override`: export --max-length)."""
+        if parent is not None:
+            for key, value in parent.task_facts().items():
+                if value not in (None, [], "") and key not in override:
+                    fields[key] = value
+        return cls(kind=kind, **fields)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = MANIFEST_NAME) -> "Manifest":

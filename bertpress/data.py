@@ -225,6 +225,11 @@ def _infer_names(raw: list[str], where: str, training: bool = True) -> list[str]
         raise InputError(f"{where}: the label column has {len(values)} distinct values ({classes} classes) in {n} "
                          "rows - it looks like an ID, not a label; pass --label-column NAME (or --labels)")
     if all(_is_int(v) for v in raw):
+        missing = sorted(set(range(classes)) - {int(v) for v in values})
+        if missing and training:  # one rule for ids and names: every class of the map has training rows
+            raise InputError(f"{where}: integer labels run 0..{classes - 1} but {missing[0]} never appears in this "
+                             f"split ({len(missing)} id(s) missing), so it would be a class with no training rows; "
+                             "renumber the labels 0..K-1 without gaps, or add rows of that class")
         return [str(i) for i in range(classes)]
     return values
 

@@ -142,8 +142,12 @@ def load_classifier(
     *,
     trust_remote_code: bool = False,
     dtype: Any = None,
+    seed: int | None = None,
 ):
     """Load (model, tokenizer) for sequence classification, in eval mode on CPU.
+
+    seed: seeds every RNG (transformers.set_seed) before the model is built, so a newly initialised
+    or resized classification head is the same on every run with that seed (finetune's --seed).
 
     labels: label names; when given (or num_labels), the classifier head is sized to them and
     `id2label`/`label2id` are set. A head that does not match is re-initialised (that is the
@@ -186,6 +190,10 @@ def load_classifier(
         kwargs["dtype"] = dtype
     from bertpress.quiet import quiet
 
+    if seed is not None:
+        from transformers import set_seed
+
+        set_seed(seed)
     try:
         with quiet():  # the "newly initialized head" warning is ours to give (_check_loading_info)
             model, info = AutoModelForSequenceClassification.from_pretrained(

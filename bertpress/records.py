@@ -96,6 +96,8 @@ class PruningRecord:
     # Original indices of the encoder layers kept (empty: all kept); the checkpoint numbers them
     # 0..k-1 and `pruned_heads` uses that numbering.
     layers_kept: tuple[int, ...] = ()
+    # What was removed, counted: {"layers", "heads_per_layer", "ffn_per_layer"} (empty in older manifests)
+    removed: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "heads_per_layer", tuple(int(x) for x in self.heads_per_layer))

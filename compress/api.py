@@ -27,7 +27,7 @@ from bertpress.arch import max_positions
 from bertpress.compress import quantize as Q
 from bertpress.compress.config import CompressConfig, PruneConfig, QuantizeConfig, RecoverConfig, schedule_ratios
 from bertpress.compress.evaluate import batches, scores, state_size
-from bertpress.compress.prune import check_prunable, plan_layers, plan_shapes, prune_model
+from bertpress.compress.prune import NothingRemoved, check_prunable, plan_layers, plan_shapes, prune_model
 from bertpress.compress import autosearch
 from bertpress.compress.search import run_search
 from bertpress.compress.state import HANDLERS, Work, handler
@@ -124,9 +124,9 @@ def _parent_max_length(checkpoint: Path, model) -> int:
     return int(max_positions(model.config) or 512)
 
 
-def _parent_columns(checkpoint: Path) -> Columns | None:
-    """The data columns the input model was trained on (its manifest), if it records them."""
-    return columns_of(Artifact.load(checkpoint).manifest) if Artifact.is_finished(checkpoint) else None
+def _parent_manifest(checkpoint: Path) -> Manifest | None:
+    """The input model's manifest (None: an HF directory or hub id without one)."""
+    return Artifact.load(checkpoint).manifest if Artifact.is_finished(checkpoint) else None
 
 
 @holds_output_locks  # one live run per --out (artifact.output_locks)
@@ -147,13 +147,18 @@ def compress(checkpoint: str | os.PathLike, cfg: CompressConfig, out_dir: str | 
         ratios = cfg.search.schedule if cfg.search is not None else [(cfg.prune.heads, cfg.prune.ffn, cfg.prune.layers)]
         for heads, ffn, layers in map(schedule_ratios, ratios):  # refuse impossible shapes before any long work
             pcfg = dataclasses.replace(cfg.prune, heads=heads, ffn=ffn, layers=layers)
-            plan_shapes(model, pcfg)
-            plan_layers(model, pcfg)
+            try:
+                plan_shapes(model, pcfg)
+                plan_layers(model, pcfg)
+            except NothingRemoved:
+                if cfg.search is None:
+                    raise  # a search skips that candidate with a note (search._walk)
     labels = label_names_of(model)
     for p in model.parameters():
         p.requires_grad_(False)
+    parent = _parent_manifest(Path(src))
     work = Work(model=copy.deepcopy(model), tokenizer=tokenizer, teacher=model, labels=labels, cfg=cfg,
-                progress=progress, columns=_parent_columns(Path(src)))
+                progress=progress, columns=columns_of(parent))
     if cfg.eval_data is not None:
         work.eval_data = work.load_data(cfg.eval_data, cfg.eval_split, "--eval-data")
         if cfg.search is not None and cfg.search.eval_samples:
@@ -197,8 +202,8 @@ def compress(checkpoint: str | os.PathLike, cfg: CompressConfig, out_dir: str | 
         details["shapes"] = layer_shapes(work.model)
         details["search"] = search_facts
         metrics["dir_bytes_fp32"] = dir_size(tmp)
-        write_manifest(tmp, Manifest(
-            kind="compressed", labels=labels, max_length=max_length,
+        write_manifest(tmp, Manifest.child_of(
+            parent, kind="compressed", labels=labels, max_length=max_length,
             columns=work.columns.to_dict() if work.columns else None, recipe=to_tagged(cfg),
             lineage=lineage_of(src), metrics=metrics, details=details))
     if cfg.search is not None and cfg.search.auto:  # published: the study and its students are done with

@@ -79,7 +79,8 @@ class QuantizeConfig:
 class PruneConfig:
     """Structured pruning of attention heads and FFN channels (torch-pruning dependency groups)."""
 
-    heads: float = flag(0.0, help="fraction of attention heads removed per layer")
+    heads: float = flag(0.0, help="fraction of attention heads removed per layer (count = ratio x heads to the "
+                                  "nearest whole number, halves up; a ratio that removes none is refused)")
     ffn: float = flag(0.0, help="fraction of FFN channels removed per layer")
     layers: float = flag(0.0, help="fraction of whole encoder layers removed, spread evenly, the last kept (6 layers, "
                                    "0.5: keeps 1, 3, 5); pair with --recover-epochs and --recover-hidden-weight")

@@ -62,13 +62,32 @@ def check_prunable(model: nn.Module) -> Family:
     return fam
 
 
+class NothingRemoved(InputError):
+    """A pruning ratio that removes nothing of what it names (the search skips such a candidate)."""
+
+
+def removed_count(ratio: float, n: int) -> int:
+    """How many of `n` units (layers, heads of a layer) a ratio removes: the nearest whole number,
+    halves rounded up (ratio * n + 0.5, floored). One rule for every ratio, stated in --help and
+    docs/reliability.md; Python's round() would send 0.5 of 1 layer to 0 (half to even)."""
+    return int(math.floor(ratio * n + 0.5 + 1e-9))
+
+
+def _refuse_nothing(flag: str, ratio: float, n: int, units: str) -> None:
+    """One line for a ratio > 0 that rounds to removing none of `n`: the nearest ratio that removes one."""
+    raise NothingRemoved(f"{flag} {ratio:g} of {n} {units} rounds to 0, so it removes nothing; the nearest ratio "
+                         f"that removes one is {math.ceil(100 / n) / 100:g} (1 of {n}), or leave {flag} at 0")
+
+
 def plan_shapes(model: nn.Module, cfg: PruneConfig) -> tuple[int, int, int]:
     """(heads removed per layer, heads kept, FFN width kept) for `cfg`, or InputError."""
     fam = check_prunable(model)
     first = fam.layers(model)[0]
     n_heads = fam.num_heads(first)
     ffn = int(fam.ffn_in(first).out_features)
-    drop = int(round(cfg.heads * n_heads))
+    drop = removed_count(cfg.heads, n_heads)
+    if cfg.heads > 0 and drop == 0:
+        _refuse_nothing("--prune-heads", cfg.heads, n_heads, "heads per layer")
     refusal = fam.head_pruning_refusal(model.config) if drop else ""
     if refusal:
         raise InputError(f"cannot prune the heads of model type {model_type_of(model)!r}: {refusal}")
@@ -79,11 +98,14 @@ def plan_shapes(model: nn.Module, cfg: PruneConfig) -> tuple[int, int, int]:
     if cfg.ffn > 0:
         m = cfg.round_to
         keep_ffn = max(m, int(round(ffn * (1.0 - cfg.ffn) / m)) * m)
-        if keep_ffn >= ffn:  # rounding ate the pruning: keep the largest multiple below ffn if any
+        if keep_ffn >= ffn:  # rounding ate the pruning: say so (nothing else is what was asked)
             if ffn <= m:
-                raise InputError(f"--prune-ffn {cfg.ffn}: the FFN width {ffn} is not above --round-to {m}, "
-                                 "so nothing would be pruned; lower --round-to")
-            keep_ffn = (ffn - 1) // m * m
+                raise NothingRemoved(f"--prune-ffn {cfg.ffn}: the FFN width {ffn} is not above --round-to {m}, "
+                                     "so nothing would be pruned; lower --round-to")
+            nearest = math.ceil((ffn - (ffn - 1) // m * m) / ffn * 100) / 100
+            raise NothingRemoved(f"--prune-ffn {cfg.ffn:g} removes no FFN channel of {ffn} (kept width rounds to "
+                                 f"{ffn} with --round-to {m}); the nearest ratio that removes some is {nearest:g}, "
+                                 "or leave --prune-ffn at 0")
     return drop, n_heads - drop, keep_ffn
 
 
@@ -99,8 +121,10 @@ def plan_layers(model: nn.Module, cfg: PruneConfig) -> list[int]:
     if cfg.layers > 0 and fam.layer_drop_refusal:
         raise InputError(f"cannot remove layers of model type {model_type_of(model)!r}: {fam.layer_drop_refusal}")
     n = len(fam.layers(model))
-    drop = int(round(cfg.layers * n))
+    drop = removed_count(cfg.layers, n)
     if not drop:
+        if cfg.layers > 0:
+            _refuse_nothing("--prune-layers", cfg.layers, n, "encoder layers")
         return list(range(n))
     if drop >= n:
         raise InputError(f"--prune-layers {cfg.layers} would remove all {n} encoder layers (zero left); "
@@ -213,6 +237,9 @@ def prune_model(
         "pruned_heads": {str(i): h for i, h in pruned_heads.items()},
         "ffn_per_layer": [int(fam.ffn_in(l).out_features) for l in layers],
         "params": sum(p.numel() for p in model.parameters()),
+        # what was actually removed (counts; the ratios above are what was asked, rounded by removed_count)
+        "removed": {"layers": before["layers"] - len(layers), "heads_per_layer": drop_heads,
+                    "ffn_per_layer": before["ffn"] - keep_ffn},
     }
     return model.eval(), facts
 

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from bertpress.compress import evaluate  # called as evaluate.X: tests stand in for its timers
 from bertpress.compress.config import CompressConfig, PruneConfig, Scheme, schedule_ratios
+from bertpress.compress.prune import NothingRemoved
 from bertpress.compress.state import HANDLERS, Work
 from bertpress.config import to_tagged
 from bertpress.errors import BertpressError, ConfigError, first_line
@@ -166,9 +167,14 @@ def _walk(work, cfg: CompressConfig, ml: int, base_acc: float, rows: list, timer
         for heads, ffn, layers in map(schedule_ratios, s.walk_schedule):
             pw = Work(model=copy.deepcopy(work.teacher), tokenizer=work.tokenizer, teacher=work.teacher,
                       labels=work.labels, cfg=cfg, eval_data=work.eval_data, progress=work.progress,
-                      data_cache=work.data_cache)
+                      data_cache=work.data_cache, columns=work.columns)
             pcfg = dataclasses.replace(cfg.prune, heads=heads, ffn=ffn, layers=layers)
-            pw = HANDLERS[PruneConfig](pw, pcfg)  # prune once per ratio...
+            try:
+                pw = HANDLERS[PruneConfig](pw, pcfg)  # prune once per ratio...
+            except NothingRemoved as exc:  # a ratio that rounds to removing nothing: not a candidate
+                say(f"skipped heads {heads:.2f} ffn {ffn:.2f} layers {layers:.2f}: {exc}")
+                bar.update(len(s.scheme_list))
+                continue
             pw = HANDLERS[type(cfg.recover)](pw, cfg.recover)
             shared: dict = {}  # what this ratio's twins share (the fp32 reference logits)
             for scheme in s.scheme_list:  # ...and reuse it for every scheme

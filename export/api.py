@@ -103,8 +103,8 @@ def _build(src: Source, cfg: ExportConfig, name: str, out: Path, eval_set, calib
     if accuracy:
         metrics["accuracy"] = accuracy
         metrics["accuracy_on"] = {"data": cfg.eval_data, "n": len(texts)}
-    write_manifest(out, Manifest(
-        kind=fmt.name,
+    write_manifest(out, Manifest.child_of(
+        src.manifest, kind=fmt.name, override=("max_length",) if cfg.max_length is not None else (),
         labels=list(src.labels),
         max_length=src.max_length,
         columns=columns.to_dict() if columns else None,  # predict.py and the web page read pairs when set

@@ -251,7 +251,7 @@ def _load_model_and_data(config: FinetuneConfig):
     dev = load_text_classification(config.data, "dev", label_names=train.label_names, **kw, prefer=train.columns)
     train = train.subset(config.train_samples, seed=config.seed)
     model, tokenizer = load_classifier(
-        config.model, labels=None if base_labels is not None else train.label_names
+        config.model, labels=None if base_labels is not None else train.label_names, seed=config.seed
     )
     return model, tokenizer, train, dev, base_labels
 

@@ -76,10 +76,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(
             f"bad-input matrix: {len(ran)} of {len(CASES)} entries run, {len(ran) - failed} refused cleanly"
         )
-        from tests.bad_inputs_round2 import CLASSES
-        from tests.bad_inputs_round3a import CLASSES as CLASSES_3A
+        from tests.bad_inputs_round2 import CLASSES as ROUND2
+        from tests.bad_inputs_round3 import CLASSES as ROUND3
+        from tests.bad_inputs_round3a import CLASSES as ROUND3A
 
-        CLASSES = {**CLASSES, **CLASSES_3A}
+        CLASSES = {**ROUND2, **ROUND3, **ROUND3A}
 
         per: dict[str, list[int]] = {}
         for r in ran:

@@ -205,6 +205,9 @@ CASES: list[Case] = [
 from tests.bad_inputs_round2 import CASES_ROUND2  # noqa: E402 - the classes of issue #18
 
 CASES += CASES_ROUND2
+from tests.bad_inputs_round3 import CASES_ROUND3  # noqa: E402 - issue #31, items 3 and 5
+
+CASES += CASES_ROUND3
 
 from tests.bad_inputs_round3a import CASES_ROUND3A  # noqa: E402 - issue #31's classes 1, 7, 9
 

@@ -209,8 +209,12 @@ def test_formats_and_label_maps(tmp_path):
     csv_ds = load_text_classification(_write(tmp_path / "a.csv", 'text,label\n"a, quoted",pos\nb,neg\n'))
     assert csv_ds.texts == ["a, quoted", "b"] and csv_ds.label_names == ["neg", "pos"]
     assert csv_ds.labels == [1, 0]
-    jl = load_text_classification(_write(tmp_path / "b.jsonl", '{"text":"x","label":2}\n{"text":"y","label":0}\n'))
-    assert jl.label_names == ["0", "1", "2"] and jl.labels == [2, 0]
+    _write(tmp_path / "b.jsonl", '{"text":"x","label":2}\n{"text":"y","label":0}\n')
+    with pytest.raises(InputError, match="1 never appears in this split"):  # class 1 would have no training rows
+        load_text_classification(tmp_path / "b.jsonl")
+    jl = load_text_classification(_write(tmp_path / "c.jsonl", '{"text":"x","label":2}\n{"text":"y","label":0}\n'
+                                                               '{"text":"z","label":1}\n'))
+    assert jl.label_names == ["0", "1", "2"] and jl.labels == [2, 0, 1]
     # integer labels index a model's named label map
     named = load_text_classification(tmp_path / "b.jsonl", label_names=["a", "b", "c"])
     assert named.labels == [2, 0]

@@ -3,6 +3,7 @@
 
     python predict.py "a gripping film" "dull and long"
     echo "one text per line" | python predict.py
+    echo '{"text": "a JSON line"}' | python predict.py     # JSON lines: the model's text column or "text"
     python predict.py --json --top 2 "text"
 
 A sentence-pair model (bertpress.json `columns.text_pair` is set, e.g. one trained on MRPC)
@@ -13,7 +14,8 @@ reads pairs instead:
     printf 'first text\tsecond text\n' | python predict.py           # or text <TAB> text_pair
                                                            # (JSON keys "text"/"text_pair" work too)
 
-Prints one line per input: label <TAB> score <TAB> text [<TAB> text_pair]. Reads model.onnx (or
+Input is read as the bertpress CLI reads it: strict UTF-8 (binary input is refused in one line),
+texts cut to 100,000 characters. Prints one line per input: label <TAB> score <TAB> text [<TAB> text_pair]. Reads model.onnx (or
 --model FILE, e.g. model.ort), tokenizer.json and bertpress.json from the directory this file is in.
 """
 
@@ -27,6 +29,77 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 HERE = Path(__file__).resolve().parent
+# Characters kept per text, as the bertpress CLI (bertpress.data.MAX_TEXT_CHARS): only the first
+# max_length tokens are used, and tokenizing is linear in characters (a 10 MB line took 12.7 s and 1.5 GB).
+MAX_TEXT_CHARS = 100_000
+# The text columns the CLI looks for when a model records none (bertpress.data.TEXT_COLUMNS).
+TEXT_COLUMNS = ("sentence", "text")
+
+
+def fail(message):
+    """One line on stderr and exit status 2, as the bertpress CLI does for bad input."""
+    print(f"predict.py: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def read_stdin_lines():
+    """Non-blank stdin lines, decoded as strict UTF-8 (a leading BOM dropped), or a one-line error."""
+    lines = []
+    for n, raw in enumerate(sys.stdin.buffer.read().split(b"\n"), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            fail(f"stdin line {n}: bytes that are not UTF-8 (binary input?); give text encoded as UTF-8")
+        if n == 1:
+            line = line.removeprefix("\ufeff")
+        if "\x00" in line:
+            fail(f"stdin line {n}: a NUL byte (binary input?); give text, one per line")
+        line = line.rstrip("\r")
+        if line.strip():
+            lines.append((n, line))
+    return lines
+
+
+def cap(texts):
+    """Cut texts longer than MAX_TEXT_CHARS, saying how many were cut (as the CLI does)."""
+    def one(t):
+        return t[:MAX_TEXT_CHARS] if isinstance(t, str) else tuple(x[:MAX_TEXT_CHARS] for x in t)
+
+    long = sum(1 for t in texts if max(map(len, [t] if isinstance(t, str) else t)) > MAX_TEXT_CHARS)
+    if long:
+        print(f"predict.py: note: {long} text(s) longer than {MAX_TEXT_CHARS} characters were cut to "
+              f"{MAX_TEXT_CHARS} before tokenizing (only the first max_length tokens are used)", file=sys.stderr)
+    return [one(t) for t in texts] if long else texts
+
+
+def json_line(n, line):
+    """The JSON object on a stdin line starting with '{', or None when the line is plain text."""
+    if not line.lstrip().startswith("{"):
+        return None
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        fail(f"stdin line {n}: invalid JSON ({exc.msg}); write one JSON object or one plain text per line")
+    if not isinstance(obj, dict):
+        fail(f"stdin line {n}: a JSON line must be an object")
+    return obj
+
+
+def read_texts(lines, columns):
+    """Single texts from stdin lines: plain text, or a JSON object's text (the first of `columns`
+    it has: the model's text column, else the CLI's TEXT_COLUMNS; "text" always works)."""
+    texts = []
+    for n, line in lines:
+        obj = json_line(n, line)
+        if obj is None:
+            texts.append(line)
+            continue
+        key = next((k for k in columns if k in obj), None)
+        if key is None or not isinstance(obj[key], str) or not obj[key].strip():
+            fail(f"stdin line {n}: a JSON line needs the text as a non-empty string under "
+                 f"{' or '.join(map(repr, columns))}")
+        texts.append(obj[key])
+    return texts
 
 
 def load(model_file: Path, threads: int):
@@ -61,12 +134,9 @@ def read_pairs(args, lines, names, fail):
                  f"got {len(args)}")
         return [(args[i], args[i + 1]) for i in range(0, len(args), 2)]
     pairs = []
-    for n, line in enumerate(lines, start=1):
-        if line.lstrip().startswith("{"):
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                fail(f"stdin line {n}: invalid JSON ({exc.msg})")
+    for n, line in lines:
+        obj = json_line(n, line)
+        if obj is not None:
             keys = next(((a, b) for a, b in (names, ("text", "text_pair")) if a in obj and b in obj), None)
             if keys is None or not all(isinstance(obj[k], str) and obj[k].strip() for k in keys):
                 fail(f"stdin line {n}: a JSON line needs the two texts as {names[0]!r} and {names[1]!r} "
@@ -113,13 +183,16 @@ def main(argv=None):
     args = ap.parse_args(argv)
     model_file = HERE / (args.model or "model.onnx")
     if not model_file.is_file():
-        ap.error(f"{model_file}: no such model file in the bundle")
+        fail(f"{model_file}: no such model file in the bundle; give --model with a file of this directory")
     meta = json.loads((HERE / "bertpress.json").read_text(encoding="utf-8"))
     names = pair_columns(meta)
-    lines = [] if args.texts else [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
-    texts = read_pairs(args.texts, lines, names, ap.error) if names else (args.texts or lines)
+    lines = [] if args.texts else read_stdin_lines()
+    recorded = (meta.get("columns") or {}).get("text")
+    columns = tuple(dict.fromkeys([recorded, "text"])) if recorded else TEXT_COLUMNS
+    texts = read_pairs(args.texts, lines, names, fail) if names else (args.texts or read_texts(lines, columns))
     if not texts:
-        ap.error("no texts: give them as arguments or on stdin")
+        fail("no texts: give them as arguments or on stdin")
+    texts = cap(texts)
     meta, tok, sess = load(model_file, args.threads)
     for text, ranked in zip(texts, predict(texts, meta, tok, sess)):
         top = ranked[: max(1, args.top)]
