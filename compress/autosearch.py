@@ -46,7 +46,7 @@ from typing import Any, Callable, Mapping
 
 
 from bertpress.artifact import resolve_out
-from bertpress.compress.config import CompressConfig, PruneConfig, RecoverConfig, Scheme
+from bertpress.compress.config import EXECUTION_FIELDS, CompressConfig, PruneConfig, RecoverConfig, Scheme
 from bertpress.compress import evaluate  # called as evaluate.X: tests patch the module
 from bertpress.compress.prune import check_prunable, plan_layers, plan_shapes
 from bertpress.compress.search import deploy_twin
@@ -202,8 +202,6 @@ def remove_study(out_dir: Path) -> None:
 def _study_name(work, cfg: CompressConfig, rcfg: RecoverConfig, runtimes: list[str]) -> str:
     """Same model, data and search settings -> same study (resume); anything else -> a new one."""
 
-    from bertpress.compress.config import EXECUTION_FIELDS
-
     s = cfg.search
     keep = {k: v for k, v in dataclasses.asdict(s).items() if k not in EXECUTION_FIELDS}
     blob = json.dumps({"search": keep, "recover": to_tagged(rcfg), "prune": to_tagged(cfg.prune),
@@ -228,7 +226,8 @@ def run_auto_search(work, cfg: CompressConfig, say: Callable[[str], None], max_l
                     runtimes: Mapping[str, Callable[..., Any]] | None = None):
     """(the winner's Work, the search facts for details.search). `runtimes`: the deploy runtimes'
     twin factories (the composition root's DEPLOY_RUNTIMES)."""
-    from bertpress.compress.raysearch import search_class  # --executor ray / several GPUs: RaySearch
+    # lazy: raysearch imports this module (RaySearch subclasses _AutoSearch); --executor ray / several GPUs
+    from bertpress.compress.raysearch import search_class
 
     return search_class(cfg.search, say)(work, cfg, say, max_length, Path(out_dir), runtimes).run()
 

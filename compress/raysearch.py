@@ -38,9 +38,12 @@ import socket
 import time
 from typing import Any, Callable
 
+from bertpress.compress import api  # noqa: F401  (registers the HANDLERS a worker runs)
+from bertpress.compress import evaluate
 from bertpress.compress.autosearch import Candidate, _AutoSearch, _rung_callback, over_budget, shape_key
 from bertpress.compress.config import RecoverConfig, SearchConfig
-from bertpress.errors import ConfigError, DeviceError
+from bertpress.compress.state import HANDLERS, Work
+from bertpress.errors import ConfigError, DeviceError, first_line
 
 RAY_EXTRA = "pip install 'bertpress[ray]'"
 ADDRESS_TIMEOUT_S = 3.0  # a cluster address that does not answer a TCP connect in this long is refused
@@ -171,15 +174,13 @@ def run_trial(shared: Shared, job: TrialJob) -> dict:
     import torch
     from safetensors.torch import save
 
-    from bertpress.compress.state import HANDLERS, Work
-    from bertpress.compress.evaluate import scores
 
     if job.threads:
         torch.set_num_threads(job.threads)
     deadline = None if job.deadline is None else time.monotonic() + (job.deadline - time.time())
 
     def drop_of(model) -> float:
-        got = scores(model, shared.tokenizer, shared.eval_data, max_length=shared.max_length)
+        got = evaluate.scores(model, shared.tokenizer, shared.eval_data, max_length=shared.max_length)
         return 100 * (shared.base - got[shared.metric])
 
     cb = _rung_callback(shared.rungs, drop_of, lambda k, d: over_budget(d, k, shared.max_drop, shared.slack),
@@ -330,8 +331,6 @@ class RaySearch(_AutoSearch):
 
     def collect(self) -> None:
         """Wait for one running trial to return (or fail); hold its outcome; dispatch the next."""
-        from bertpress.errors import first_line
-
         refs = {ref: sh for sh, (ref, _) in self.running.items()}
         ready, _ = self.ray.wait(list(refs), num_returns=1)
         for ref in ready:
