@@ -24,7 +24,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	# torch first: 2.13.0 is the CPU wheel on disk; resolving a bare `torch` would pull CUDA.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev]"
+	# the ray extra too: the Ray executor's tests run for real (a local 2-CPU runtime)
+	$(BIN)/pip install --quiet -e ".[dev,ray]"
 	$(MAKE) --no-print-directory check-no-cuda
 	touch $(STAMP)
 

@@ -46,7 +46,7 @@ from typing import Any, Callable, Mapping
 
 
 from bertpress.artifact import resolve_out
-from bertpress.compress.config import CompressConfig, PruneConfig, RecoverConfig, Scheme
+from bertpress.compress.config import EXECUTION_FIELDS, CompressConfig, PruneConfig, RecoverConfig, Scheme
 from bertpress.compress import evaluate  # called as evaluate.X: tests patch the module
 from bertpress.compress.prune import check_prunable, plan_layers, plan_shapes
 from bertpress.compress.search import deploy_twin
@@ -121,6 +121,12 @@ def shape_key(shape) -> str:
     return "h{:.3f}-f{:.3f}-l{:.3f}".format(*shape)
 
 
+def over_budget(drop: float, k: int, max_drop: float, slack: tuple[float, ...]) -> bool:
+    """The stop rule at rung k: the drop (points) exceeds max_drop + slack[k]. A trial's own
+    threshold, independent of other trials (so a remote trial applies it where it runs)."""
+    return drop > max_drop + slack[min(k, len(slack) - 1)] + 1e-9
+
+
 class BudgetPruner:
     """Optuna pruner: stop a trial whose drop (points, the reported value) at rung k exceeds
     max_drop + slack[k]. Built lazily (optuna is imported only when the search runs)."""
@@ -133,7 +139,7 @@ class BudgetPruner:
                 step = trial.last_step
                 if step is None:
                     return False
-                return trial.intermediate_values[step] > max_drop + slack[min(step, len(slack) - 1)] + 1e-9
+                return over_budget(trial.intermediate_values[step], step, max_drop, slack)
 
         return _Pruner()
 
@@ -197,7 +203,7 @@ def _study_name(work, cfg: CompressConfig, rcfg: RecoverConfig, runtimes: list[s
     """Same model, data and search settings -> same study (resume); anything else -> a new one."""
 
     s = cfg.search
-    keep = {k: v for k, v in dataclasses.asdict(s).items() if k not in ("time_budget",)}
+    keep = {k: v for k, v in dataclasses.asdict(s).items() if k not in EXECUTION_FIELDS}
     blob = json.dumps({"search": keep, "recover": to_tagged(rcfg), "prune": to_tagged(cfg.prune),
                        "quantize": to_tagged(cfg.quantize), "runtimes": runtimes, "eval": work.eval_data.source,
                        "n_eval": len(work.eval_data), "teacher": _weights_digest(work.teacher),
@@ -220,7 +226,10 @@ def run_auto_search(work, cfg: CompressConfig, say: Callable[[str], None], max_l
                     runtimes: Mapping[str, Callable[..., Any]] | None = None):
     """(the winner's Work, the search facts for details.search). `runtimes`: the deploy runtimes'
     twin factories (the composition root's DEPLOY_RUNTIMES)."""
-    return _AutoSearch(work, cfg, say, max_length, Path(out_dir), runtimes).run()
+    # lazy: raysearch imports this module (RaySearch subclasses _AutoSearch); --executor ray / several GPUs
+    from bertpress.compress.raysearch import search_class
+
+    return search_class(cfg.search, say)(work, cfg, say, max_length, Path(out_dir), runtimes).run()
 
 
 class _AutoSearch:
@@ -508,6 +517,7 @@ class _AutoSearch:
         order = [sh for sh in dict.fromkeys(c.shape for c in ok) if sh != base_shape]
         worth = [sh for sh in order if incumbent is None or by_shape[sh][0].ms < incumbent.ms]
         bar = tqdm(total=len(worth), desc="search: training candidates", unit="shape", disable=not self.work.progress)
+        self.before_training(worth, {sh: by_shape[sh][0].ms for sh in worth}, incumbent)
         try:
             for shape in order:
                 fastest = by_shape[shape][0]
@@ -531,9 +541,11 @@ class _AutoSearch:
                     if within(c):
                         incumbent = c
                         self.event("new incumbent", candidate=c.key, ms=c.ms, drop_points=self.drop_points(c.metric))
+                        self.on_incumbent(c)
                         break
         finally:
             bar.close()
+            self.after_training()
         if incumbent is None:  # none within budget: the most accurate candidate scored
             scored = [c for c in cands if c.metric is not None and not c.error]
             if scored:
@@ -546,39 +558,39 @@ class _AutoSearch:
             return f"– ({c.error[:100]})"
         return f"{100 * c.metric:.2f} ({-self.drop_points(c.metric):+.2f} points), {c.ms:.3f} ms"
 
-    def train(self, shape) -> Any:
-        """Train a pruned shape with rungs (an Optuna trial); the trained Work, or None if it was
-        stopped. A trial this study finished before is reused (its student's weights)."""
-        import optuna
+    # Hooks of the search loop for executors that train several shapes at once (compress/raysearch.py):
+    # `worth` (shapes to train, fastest first, with their fastest variant's ms) before the loop,
+    # each new incumbent, and the end of the loop. In this process: nothing to do.
+    def before_training(self, worth: list, fastest_ms: dict, incumbent: Candidate | None) -> None:
+        pass
+
+    def on_incumbent(self, c: Candidate) -> None:
+        pass
+
+    def after_training(self) -> None:
+        pass
+
+    def earlier_trial(self, key: str):
+        """The trial of this study that settled shape `key` before (PRUNED, or COMPLETE with its
+        student's weights kept), else None."""
         from optuna.trial import TrialState
 
-        key = shape_key(shape)
-        wdir = self.root / key
         for t in self.study.trials:
             if t.user_attrs.get("shape") != key:
                 continue
-            if t.state is TrialState.PRUNED:
-                self.trials[key] = {"state": "pruned", "resumed": True, "drops": t.intermediate_values}
-                self.say(f"search: {key}: stopped in an earlier run (drops {t.intermediate_values})")
-                return None
-            if t.state is TrialState.COMPLETE and (wdir / "model.safetensors").is_file():
-                from safetensors.torch import load_file
+            if t.state is TrialState.PRUNED or (
+                    t.state is TrialState.COMPLETE and (self.root / key / "model.safetensors").is_file()):
+                return t
+        return None
 
-                pw, pcfg = self.prune(shape)
-                tw = dataclasses.replace(pw, model=copy.deepcopy(pw.model), details=dict(pw.details))
-                tw.model.load_state_dict(load_file(str(wdir / "model.safetensors")))
-                tw.model.eval()
-                tw.details["recovery"] = t.user_attrs.get("recovery")
-                self.trials[key] = {"state": "complete", "resumed": True, "drop_points": t.value}
-                self.say(f"search: {key}: trained in an earlier run ({t.value:+.2f} points fp32)")
-                self.trained[shape] = tw
-                return tw
+    def train(self, shape) -> Any:
+        """Train a pruned shape with rungs (an Optuna trial); the trained Work, or None if it was
+        stopped. A trial this study finished before is reused (its student's weights)."""
+        found, tw = self.from_study(shape)
+        if found:
+            return tw
         pw, pcfg = self.prune(shape)
-        self.study.enqueue_trial({"heads": shape[0], "ffn": shape[1], "layers": shape[2]})
-        trial = self.study.ask()
-        for i, name in enumerate(("heads", "ffn", "layers")):
-            trial.suggest_float(name, 0.0, 1.0)
-        trial.set_user_attr("shape", key)
+        trial = self.new_trial(shape)
 
         def report(k: int, drop: float) -> bool:
             trial.report(drop, k)
@@ -589,32 +601,77 @@ class _AutoSearch:
         tw = dataclasses.replace(pw, model=copy.deepcopy(pw.model), details=dict(pw.details),
                                  recover_callbacks=[cb], progress=self.work.progress)
         t0 = time.monotonic()
-        self.say(f"search: training {key} (recovery: {self.rcfg.epochs:g} epochs)"
+        self.say(f"search: training {shape_key(shape)} (recovery: {self.rcfg.epochs:g} epochs)"
                  + (f"; {self.left_s() / 60:.1f} min of the budget left" if self.deadline else ""))
         tw = HANDLERS[RecoverConfig](tw, self.rcfg)
         took = time.monotonic() - t0
         tw.recover_callbacks = []
-        if cb.stopped:
-            state = TrialState.PRUNED if cb.stopped.startswith("pruned") else TrialState.FAIL
+        drop = None if cb.stopped else self.drop_points(self.scores_of(tw.model)[self.metric])
+        return self.finish_trial(shape, trial, stopped=cb.stopped, drops=cb.drops, took=took, tw=tw, drop=drop)
+
+    def new_trial(self, shape):
+        """A new Optuna trial for a shape (RUNNING in the study until told)."""
+        self.study.enqueue_trial({"heads": shape[0], "ffn": shape[1], "layers": shape[2]})
+        trial = self.study.ask()
+        for name in ("heads", "ffn", "layers"):
+            trial.suggest_float(name, 0.0, 1.0)
+        trial.set_user_attr("shape", shape_key(shape))
+        return trial
+
+    def finish_trial(self, shape, trial, *, stopped: str | None, drops: dict, took: float, tw=None,
+                     drop: float | None = None) -> Any:
+        """Tell the study how a shape's training ended (its rungs' drops were reported already);
+        keep a finished student's weights for resume. The trained Work, or None if stopped."""
+        from optuna.trial import TrialState
+
+        key, wdir = shape_key(shape), self.root / shape_key(shape)
+        if stopped:
+            state = TrialState.PRUNED if stopped.startswith("pruned") else TrialState.FAIL
             self.study.tell(trial, state=state)
-            self.trials[key] = {"state": "pruned" if state is TrialState.PRUNED else "stopped", "why": cb.stopped,
-                                "drops": cb.drops, "train_s": round(took, 1)}
-            self.event("trial stopped", shape=key, why=cb.stopped, drops=cb.drops)
-            self.say(f"search: {key}: {cb.stopped} (drops {', '.join(f'{d:+.2f}' for d in cb.drops.values())}) "
+            self.trials[key] = {"state": "pruned" if state is TrialState.PRUNED else "stopped", "why": stopped,
+                                "drops": drops, "train_s": round(took, 1)}
+            self.event("trial stopped", shape=key, why=stopped, drops=drops)
+            self.say(f"search: {key}: {stopped} (drops {', '.join(f'{d:+.2f}' for d in drops.values())}) "
                      f"after {took:.0f} s")
             return None
-        drop = self.drop_points(self.scores_of(tw.model)[self.metric])
         from safetensors.torch import save_file
 
         wdir.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in tw.model.state_dict().items()}, str(wdir / "model.safetensors"))
         trial.set_user_attr("recovery", json.loads(json.dumps(tw.details.get("recovery"), default=str)))
         self.study.tell(trial, drop)
-        self.trials[key] = {"state": "complete", "drop_points": drop, "drops": cb.drops, "train_s": round(took, 1)}
+        self.trials[key] = {"state": "complete", "drop_points": drop, "drops": drops, "train_s": round(took, 1)}
         self.event("trial complete", shape=key, drop_points=drop, train_s=round(took, 1))
         self.say(f"search: {key}: trained in {took:.0f} s, fp32 {drop:+.2f} points")
         self.trained[shape] = tw
         return tw
+
+    def from_study(self, shape) -> tuple[bool, Any]:
+        """(True, the trained Work or None if it was stopped) for a shape an earlier run settled;
+        (False, None) for one still to train."""
+        from optuna.trial import TrialState
+
+        key = shape_key(shape)
+        wdir = self.root / key
+        t = self.earlier_trial(key)
+        if t is not None:
+            if t.state is TrialState.PRUNED:
+                self.trials[key] = {"state": "pruned", "resumed": True, "drops": t.intermediate_values}
+                self.say(f"search: {key}: stopped in an earlier run (drops {t.intermediate_values})")
+                return True, None
+            if t.state is TrialState.COMPLETE:
+                from safetensors.torch import load_file
+
+                pw, pcfg = self.prune(shape)
+                tw = dataclasses.replace(pw, model=copy.deepcopy(pw.model), details=dict(pw.details))
+                tw.model.load_state_dict(load_file(str(wdir / "model.safetensors")))
+                tw.model.eval()
+                tw.details["recovery"] = t.user_attrs.get("recovery")
+                self.trials[key] = {"state": "complete", "resumed": True, "drop_points": t.value}
+                self.say(f"search: {key}: trained in an earlier run ({t.value:+.2f} points fp32)")
+                self.trained[shape] = tw
+                return True, tw
+        return False, None
 
     def publish(self, cands, base_ms, winner: Candidate | None):
         """The winner's Work (quantized as measured) and details.search."""

@@ -142,6 +142,9 @@ def schedule_ratios(item) -> tuple[float, float, float]:
 LATENCY_STATISTICS = ("p50", "min")
 SEARCH_OBJECTIVES = ("latency", "traffic")  # what "fastest" means: see SearchConfig.objective
 WALK_SCHEDULE = ((0.0, 0.0, 0.0), (0.25, 0.25, 0.0), (0.5, 0.5, 0.0))  # the walk's ratios when none are given
+EXECUTORS = ("local", "ray")  # where the automatic search's trials run (compress/raysearch.py)
+# How a search runs, not what it finds: left out of the study's identity (a run resumes under another executor).
+EXECUTION_FIELDS = ("time_budget", "executor", "ray_address", "parallel_trials")
 
 
 @register_config()
@@ -238,6 +241,22 @@ class SearchConfig:
     # and stopped when it is more than max_accuracy_drop + the rung's slack (points) behind.
     rungs: tuple = (0.125, 0.25, 0.5)
     rung_slack: tuple = (6.0, 3.0, 1.5)
+    # Where the automatic search's trials run (compress/raysearch.py): "local" = in this process,
+    # one at a time (on one machine with several GPUs and Ray installed, one trial per GPU through
+    # a local Ray runtime); "ray" = as Ray tasks, several at once, on a local runtime or the
+    # cluster at ray_address. Same space, stop rule, table and winner either way.
+    executor: str = flag("local", choices=EXECUTORS, unset=True, group="search on many devices",
+                         help="where the automatic search trains its candidates: local = in this process (one "
+                              "trial per GPU when there are several and Ray is installed); ray = as Ray tasks, "
+                              "several at once (pip install 'bertpress[ray]')")
+    ray_address: Optional[str] = flag(None, unset=True, shown="a local Ray runtime sized to this machine",
+                                      metavar="HOST:PORT", group="search on many devices",
+                                      help="with --executor ray: join this Ray cluster (its GCS address, "
+                                           "e.g. head:6379, or ray://head:10001)")
+    parallel_trials: Optional[int] = flag(None, unset=True, shown="as many as the Ray runtime holds",
+                                          metavar="N", group="search on many devices",
+                                          help="with --executor ray: trials at once (each takes 1 GPU where the "
+                                               "cluster has GPUs, else its share of the CPUs)")
 
     @property
     def traffic_batch(self) -> int:
@@ -319,6 +338,15 @@ class SearchConfig:
             set_frozen(self, name, tuple(sorted(set(parsed))))
         if self.time_budget is not None:
             check_range(self.time_budget, "search.time_budget", low=0.0, low_inclusive=False)
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"search.executor={self.executor!r} is not valid; choose {' or '.join(EXECUTORS)}")
+        if self.parallel_trials is not None:
+            check_range(self.parallel_trials, "search.parallel_trials", low=1, integer=True)
+        if self.executor != "ray" and (self.ray_address is not None or self.parallel_trials is not None):
+            what = "--ray-address" if self.ray_address is not None else "--parallel-trials"
+            raise ConfigError(f"search: {what} applies to the Ray executor; add --executor ray or drop {what}")
+        if self.ray_address is not None and (not isinstance(self.ray_address, str) or not self.ray_address.strip()):
+            raise ConfigError(f"search.ray_address={self.ray_address!r} must be a Ray address such as head:6379")
         if not isinstance(self.rungs, (list, tuple)) or not isinstance(self.rung_slack, (list, tuple)) \
                 or len(self.rungs) != len(self.rung_slack):
             raise ConfigError(f"search.rungs={self.rungs!r} and search.rung_slack={self.rung_slack!r} must be lists "
@@ -336,6 +364,9 @@ class SearchConfig:
             if self.time_budget is not None:
                 raise ConfigError("search.time_budget bounds the automatic search; drop search.schedule "
                                   "(--search-schedule) or the time budget")
+            if self.executor != "local":
+                raise ConfigError("search.executor runs the automatic search's trials; drop search.schedule "
+                                  "(--search-schedule) or --executor")
         if not self.auto and self.walk_runtime == "pytorch" and not any(
                 any(schedule_ratios(r)) or s is not Scheme.NONE for r in self.schedule for s in self.scheme_list):
             raise ConfigError("search has no candidate besides the uncompressed baseline (0:0 x none); "

@@ -61,6 +61,7 @@ CHOICE_FIELDS = {
     ("compress", "latency_statistic"): ("bertpress.compress.config:SearchConfig", "latency_statistic"),
     ("compress", "search_runtime"): ("bertpress.compress.config:SearchConfig", "runtime"),
     ("compress", "search_objective"): ("bertpress.compress.config:SearchConfig", "objective"),
+    ("compress", "executor"): ("bertpress.compress.config:SearchConfig", "executor"),
     ("export", "format"): ("bertpress.export.config:ExportConfig", "format"),
     ("export", "optimize"): ("bertpress.export.config:ExportConfig", "optimize"),
     ("export", "quantize"): ("bertpress.export.config:ExportConfig", "quantize"),
@@ -97,6 +98,8 @@ def test_flag_choices_are_the_config_values(stage):
             allowed = SEARCH_RUNTIMES
         elif key == ("compress", "latency_statistic"):
             from bertpress.compress.config import LATENCY_STATISTICS as allowed
+        elif key == ("compress", "executor"):
+            from bertpress.compress.config import EXECUTORS as allowed
         elif key == ("compress", "search_objective"):
             from bertpress.compress.config import SEARCH_OBJECTIVES as allowed
         else:
