@@ -782,7 +782,9 @@ def test_search_flag_help_states_the_config_defaults():
              "runtime": f"every deploy runtime this host has; {walk.walk_runtime} with --search-schedule",
              "eval_samples": "all", "time_budget": "no limit",
              **{k: ",".join(f"{x:.3g}" for x in getattr(d, k)) for k in ("layers", "ffn", "heads")},
-             "latency_threads": "torch's setting", "traffic_batch_size": str(d.traffic_batch)}
+             "latency_threads": "torch's setting", "traffic_batch_size": str(d.traffic_batch),
+             "ray_address": "a local Ray runtime sized to this machine",  # None: no cluster to join
+             "parallel_trials": "as many as the Ray runtime holds"}  # None: Ray's resources decide
     for flag, dest, field in SEARCH_FLAGS:
         want = shown.get(field, str(getattr(d, field)))
         assert helps[dest].endswith(f"(default: {want})"), (flag, helps[dest], want)
