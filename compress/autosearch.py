@@ -111,6 +111,7 @@ class Candidate:
     accuracy: float | None = None
     size_bytes: int | None = None
     dims: dict[str, Any] = dataclasses.field(default_factory=dict)  # layers / heads / ffn kept
+    fallback: bool = False  # chosen as the most accurate because no candidate was within the budget
 
     @property
     def key(self) -> str:
@@ -446,7 +447,6 @@ class _AutoSearch:
 
     def export_for_timing(self, cands: list[Candidate], tmp: Path, calib_cache: dict, bar) -> list[Any]:
         """A timer per candidate (None where it could not be exported: its error is recorded)."""
-
         timers: list[Any] = []
         for c in cands:
             pw, _ = self.prune(c.shape)
@@ -468,7 +468,6 @@ class _AutoSearch:
     def score_variant(self, c: Candidate, pw, tmp: Path, shared: dict, calib_cache: dict) -> None:
         """The candidate's task metric in its runtime (the export gate's full eval, as `bertpress
         export` would gate it), on the trained (or unpruned) model `pw`."""
-
         try:
             qw, twin, _ = self.instance(pw, c, timing=False, tmp=tmp, shared=shared, calib_cache=calib_cache)
         except BertpressError as exc:
@@ -484,7 +483,7 @@ class _AutoSearch:
                 c.error = "parity gate: " + "; ".join(twin.report["failures"][:2])
                 return
             got = evaluate.runtime_scores(twin.runner()[0], self.work.tokenizer, self.work.eval_data, self.ml,
-                                 self.num_labels)
+                                          self.num_labels)
             c.size_bytes = twin.size_bytes
         c.metric, c.accuracy = got[self.metric], got["accuracy"]
 
@@ -550,7 +549,7 @@ class _AutoSearch:
             scored = [c for c in cands if c.metric is not None and not c.error]
             if scored:
                 incumbent = max(scored, key=lambda c: (c.metric, -(c.ms or math.inf)))
-                incumbent.__dict__["fallback"] = True
+                incumbent.fallback = True
         return incumbent
 
     def _fmt(self, c: Candidate) -> str:
@@ -677,7 +676,7 @@ class _AutoSearch:
         """The winner's Work (quantized as measured) and details.search."""
 
         s = self.s
-        met = winner is not None and not winner.__dict__.get("fallback")
+        met = winner is not None and not winner.fallback
         if winner is None:  # nothing scored at all (every export failed): the unpruned model, fp32
             self.say("search: no candidate could be exported and scored; saved the uncompressed model")
             shape, scheme, runtime = (0.0, 0.0, 0.0), "none", "pytorch"
