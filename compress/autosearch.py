@@ -219,7 +219,7 @@ def _weights_digest(model) -> str:
     for name, t in sorted(model.state_dict().items()):
         if isinstance(t, torch.Tensor) and t.is_floating_point():
             h.update(name.encode())
-            h.update(t.detach().float().cpu().numpy().tobytes()[:4096])
+            h.update(t.detach().float().cpu().numpy().tobytes())  # every weight: a study is resumed only for the same model
     return h.hexdigest()[:16]
 
 

@@ -112,3 +112,15 @@ def anchor_python():
             pytest.skip(f"no anchor environment: {exc}")
 
     return find
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a module (`pytestmark = pytest.mark.usefixtures("one_torch_thread")`):
+    the fine-tuning tests' numbers do not depend on the machine's core count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

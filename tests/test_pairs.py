@@ -29,12 +29,7 @@ PAIR_FAST = dict(epochs=8, lr=2e-3, batch_size=16, warmup=0.0)
 MRPC = Path(__file__).resolve().parents[2] / "shared" / "data" / "mrpc"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one thread for the module
 
 
 def _write(path: Path, text: str) -> Path:

@@ -23,12 +23,7 @@ TASK_FACTS = ("task", "labels", "max_length", "columns")  # bertpress.artifact.T
 FAST = dict(epochs=1, lr=2e-3, batch_size=16, warmup=0.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one thread for the module
 
 
 @pytest.fixture(scope="module", params=["single", "pair"])
