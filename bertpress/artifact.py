@@ -29,8 +29,10 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
+from bertpress.arch import max_positions
 from bertpress.errors import ArtifactError, DiskFullError, InputError, OwnershipError, echo, is_disk_full
 from bertpress import dist
+from bertpress.safety import check_regular_files
 
 MANIFEST_NAME = "bertpress.json"
 SCHEMA_VERSION = 1
@@ -225,7 +227,6 @@ class Artifact:
         if not path.is_dir():
             raise ArtifactError(f"{path}: an artifact is a directory; give the directory that holds {MANIFEST_NAME}")
         mpath = path / MANIFEST_NAME
-        from bertpress.safety import check_regular_files
 
         check_regular_files(path)
         if not mpath.is_file():
@@ -258,7 +259,6 @@ def _check_max_length(path: Path, manifest: Manifest) -> None:
         cfg = read_json(path / "config.json")
     except (OSError, UnicodeDecodeError, ValueError):
         return  # the model loader reports a corrupt config.json with its own message
-    from bertpress.arch import max_positions
 
     limit = max_positions(cfg) if isinstance(cfg, dict) else None
     if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 2 and manifest.max_length > limit:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from bertpress.artifact import strict_json
+
 
 def print_json(data: Any) -> None:
     """`--json` output: indented, non-JSON values (paths, enums) as strings, NaN/inf as null."""
-    from bertpress.artifact import strict_json
-
     print(json.dumps(strict_json(data), indent=2, default=str, allow_nan=False))

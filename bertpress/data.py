@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from bertpress.errors import InputError, echo
+from bertpress.safety import check_regular_file
 
 TEXT_COLUMNS = ("sentence", "text")
 # Two text columns, as GLUE/SuperGLUE and the hub name them (MRPC/STS-B/RTE, QNLI, MNLI/SNLI, QQP).
@@ -560,8 +561,6 @@ def resolve_data_file(spec: str | Path, split: str) -> Path | None:
     """The local file for (spec, split), or None if spec names a hub dataset."""
     path = Path(spec).expanduser()
     if path.exists() and not path.is_dir():
-        from bertpress.safety import check_regular_file
-
         check_regular_file(path, "data file")
     if path.is_file():
         return path
@@ -599,7 +598,6 @@ def load_text_classification(
     file = resolve_data_file(spec, split)
     if file is None:
         return _load_hub(str(spec), split, pick, label_names)
-    from bertpress.safety import check_regular_file
 
     check_regular_file(file, "data file")  # a FIFO would block the read forever
     col = _Collector(str(file), label_names, skip_bad_rows, training=split == "train")

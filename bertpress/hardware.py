@@ -7,6 +7,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from bertpress.artifact import package_versions
+
 # /proc/cpuinfo flag -> what we report. VNNI decides which int8 formats are fast (see compress).
 ISA_FLAGS = {
     "avx2": "avx2",
@@ -81,8 +83,6 @@ def cuda_devices() -> list[dict[str, Any]]:
 
 def info() -> dict[str, Any]:
     import torch
-
-    from bertpress.artifact import package_versions
 
     try:
         import onnxruntime as ort

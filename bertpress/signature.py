@@ -19,6 +19,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from bertpress.arch import input_names as family_inputs
+
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")  # every input any family takes
 TRAFFIC_BATCH_SIZE = 32  # real traffic's default batch: bench's traffic_batch_size, the search's traffic objective
 OUTPUT_NAMES = ("logits",)
@@ -26,8 +28,6 @@ OUTPUT_NAMES = ("logits",)
 
 def input_names(model_or_config) -> tuple[str, ...]:
     """The inputs this model's exported files take, in order (its family adapter decides)."""
-    from bertpress.arch import input_names as family_inputs
-
     return family_inputs(model_or_config)
 
 

@@ -7,6 +7,11 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
+from bertpress.arch import max_positions
+from bertpress.artifact import Manifest, write_manifest
+from bertpress.models import label_names_of
+from bertpress.quiet import quiet
+
 POSITIVE = ["good", "great", "fine", "lovely", "superb", "happy", "fun", "warm", "best", "bright"]
 NEGATIVE = ["bad", "awful", "dull", "boring", "poor", "sad", "worst", "weak", "ugly", "cold"]
 NEUTRAL = ["the", "a", "film", "movie", "plot", "story", "is", "was", "very", "and", "it", "of",
@@ -76,13 +81,8 @@ def tiny_bert(
 def save_tiny_checkpoint(path: str | Path, *, manifest: bool = True, family: str = "bert", **kwargs) -> Path:
     """Save a tiny model of `family` (default BERT) as an HF directory (+ a `checkpoint` manifest
     unless manifest=False)."""
-    from bertpress.arch import max_positions
-    from bertpress.artifact import Manifest, write_manifest
-    from bertpress.models import label_names_of
-
     path = Path(path)
     model, tokenizer = tiny_bert(**kwargs) if family == "bert" else tiny_model(family, **kwargs)
-    from bertpress.quiet import quiet
 
     with quiet():  # no "Writing model shards" bar in test output
         model.save_pretrained(path)

@@ -31,6 +31,7 @@ from typing import Any
 from bertpress.data import TextDataset
 from bertpress.errors import ConfigError, InputError
 from bertpress.finetune.distill import IGNORE_LABEL
+from bertpress.finetune.features import Features, tokenize
 
 #: Candidates less similar than this (cosine of input embeddings) are not neighbours: in a
 #: trained model's embeddings unrelated words sit near 0.
@@ -211,8 +212,6 @@ def augmented_features(base, data: TextDataset, tokenizer, teacher, copies: int,
     `augment_for_distillation(data, ...)` with the teacher's input embeddings, tokenised the same
     way (every label IGNORE_LABEL): what recover (RecoverConfig.augment=N) and finetune --augment train on.
     Returns (Features, Augmented)."""
-    from bertpress.finetune.features import Features, tokenize
-
     augmented = augment_for_distillation(data, tokenizer, teacher.get_input_embeddings().weight, copies, prob=prob,
                                          seed=seed, flag=flag, progress=progress)
     rows = tokenize(augmented.data, tokenizer, max_length).rows if len(augmented.data) else []

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from bertpress import dist
 from bertpress.config import add_config_flags, config_from_namespace
+from bertpress.data import add_column_flags, column_values
 from bertpress.finetune.config import FinetuneConfig
 
 HELP = "fine-tune a BERT classifier (CPU, one GPU, or many with torchrun); optional distillation"
@@ -22,7 +24,6 @@ def register(sub, common, formatter) -> None:
                        description=HELP, epilog=EPILOG)
     p.add_argument("--out", default="runs/finetune", help="output checkpoint directory (must be new or empty)")
     add_config_flags(p, FinetuneConfig)  # every setting, from the config's fields
-    from bertpress.data import add_column_flags
 
     add_column_flags(p, label=True)
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
@@ -32,14 +33,11 @@ def register(sub, common, formatter) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    from bertpress.data import column_values
-
     return config_from_namespace(args, FinetuneConfig, extra=column_values(args))
 
 
 def run(args: argparse.Namespace) -> int:
-    from bertpress import dist
-    from bertpress.finetune.train import finetune
+    from bertpress.finetune.train import finetune  # lazy: train pulls torch; --help stays light
 
     config = config_from_args(args)
     artifact = finetune(config.model, config, args.out, overwrite=args.overwrite,

@@ -19,6 +19,13 @@ import sys
 import tempfile
 import time
 
+from bertpress.data import load_text_classification
+from bertpress.finetune.args import training_arguments
+from bertpress.finetune.features import Features, tokenize
+from bertpress.models import load_classifier
+from bertpress.quiet import quiet_libraries
+from bertpress.signature import tokenize as encode_examples
+
 VARIANTS = ("bertpress", "plain")
 
 
@@ -27,11 +34,6 @@ def _train_once(variant: str, args, train, tokenizer_source: str) -> dict:
     from transformers import DataCollatorWithPadding, Trainer, default_data_collator
     from transformers.trainer_callback import PrinterCallback
 
-    from bertpress.finetune.args import training_arguments
-    from bertpress.finetune.features import Features, tokenize
-    from bertpress.models import load_classifier
-    from bertpress.quiet import quiet_libraries
-
     quiet_libraries()
     torch.manual_seed(args.seed)  # same head initialisation for both variants
     model, tok = load_classifier(tokenizer_source, labels=train.label_names)
@@ -39,8 +41,6 @@ def _train_once(variant: str, args, train, tokenizer_source: str) -> dict:
         data = tokenize(train, tok, args.max_length)
         collator, grouped = DataCollatorWithPadding(tok), True
     else:
-        from bertpress.signature import tokenize as encode_examples
-
         enc = encode_examples(tok, train.examples, padding="max_length", truncation=True, max_length=args.max_length)
         data = Features([{**{k: enc[k][i] for k in enc.keys()}, "labels": train.labels[i]}
                          for i in range(len(train))])
@@ -89,8 +89,6 @@ def main(argv=None) -> int:
     p.add_argument("--progress", action="store_true", help="show the Trainer's progress bars")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     args = p.parse_args(argv)
-
-    from bertpress.data import load_text_classification
 
     train = load_text_classification(args.data, "train").subset(args.samples, seed=args.seed)
     rows = [_train_once(v, args, train, args.model) for v in VARIANTS]

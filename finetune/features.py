@@ -12,7 +12,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from bertpress import signature
 from bertpress.data import TextDataset
+from bertpress.metrics import classification_metrics
 
 
 class Features:
@@ -32,13 +34,11 @@ class Features:
 
 
 def tokenize(data: TextDataset, tokenizer, max_length: int, chunk: int = 4096) -> Features:
-    from bertpress.signature import tokenize as encode_examples
-
     examples = data.examples
     rows: list[dict[str, Any]] = []
     for start in range(0, len(data), chunk):
         part = examples[start:start + chunk]
-        enc = encode_examples(tokenizer, part, truncation=True, max_length=max_length)
+        enc = signature.tokenize(tokenizer, part, truncation=True, max_length=max_length)
         for j in range(len(part)):
             row = {k: enc[k][j] for k in enc.keys()}
             row["labels"] = int(data.labels[start + j])
@@ -48,8 +48,6 @@ def tokenize(data: TextDataset, tokenizer, max_length: int, chunk: int = 4096) -
 
 def metrics_for(num_labels: int) -> Callable[[Any], dict[str, float]]:
     """The Trainer's compute_metrics: accuracy, plus F1 (binary) or macro-F1 (> 2 classes)."""
-    from bertpress.metrics import classification_metrics
-
     def compute(eval_pred) -> dict[str, float]:
         logits, labels = eval_pred.predictions, eval_pred.label_ids
         if isinstance(logits, tuple):

@@ -14,7 +14,11 @@ from pathlib import Path
 
 from bertpress.data import TextDataset
 from bertpress.errors import ConfigError, InputError
+from bertpress.finetune.args import training_arguments
 from bertpress.finetune.config import RecoverConfig
+from bertpress.finetune.features import metrics_for, tokenize
+from bertpress.quiet import quiet
+from bertpress.signature import input_names
 
 
 def recover(
@@ -54,10 +58,8 @@ def recover(
     import torch
     from transformers import DataCollatorWithPadding
 
-    from bertpress.finetune.args import training_arguments
+    # lazy: distill pulls torch + transformers' Trainer; `import bertpress.finetune.recovery` stays light
     from bertpress.finetune.distill import DistillationTrainer
-    from bertpress.finetune.features import metrics_for, tokenize
-    from bertpress.quiet import quiet
 
     if not isinstance(train, TextDataset) or len(train) == 0:
         raise InputError("recover: train must be a non-empty TextDataset; load one with "
@@ -81,6 +83,7 @@ def recover(
         train_f = tokenize(train, tokenizer, cfg.max_length)
         augmented = None
         if cfg.augment:
+            # lazy: augment pulls torch + transformers' Trainer (as distill above)
             from bertpress.finetune.augment import augmented_features
 
             train_f, augmented = augmented_features(train_f, train, tokenizer, teacher, cfg.augment,
@@ -156,6 +159,7 @@ def _attention_maps_on(student, teacher, tokenizer, train: TextDataset, layer_ma
     line) when the family cannot return its maps or the head map does not fit the models."""
     import torch
 
+    # lazy: distill pulls torch + transformers' Trainer (as in recover)
     from bertpress.finetune.distill import attention_loss, without_attention_dropout
 
     before = [(m, m.config._attn_implementation) for m in (student, teacher)]
@@ -173,7 +177,6 @@ def _attention_maps_on(student, teacher, tokenizer, train: TextDataset, layer_ma
         undo.extend(without_attention_dropout(student))
         args = (train.texts[0],) + ((train.text_pairs[0],) if train.text_pairs is not None else ())
         enc = tokenizer(*args, return_tensors="pt", truncation=True, max_length=32)
-        from bertpress.signature import input_names
 
         device = next(student.parameters()).device
         enc = {k: enc[k].to(device) for k in input_names(student) if k in enc}  # what the family takes

@@ -22,14 +22,23 @@ from tqdm.auto import tqdm
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from bertpress import dist
+from bertpress import dist, hardware
+from bertpress.arch import max_positions
 from bertpress.artifact import (Artifact, Manifest, check_output_dir, dead_partial_dirs, holds_output_locks,
                                 lineage_of, partial_dir, resumable_partial, staged_output, write_json_atomic,
                                 write_manifest)
-from bertpress.config import to_tagged
+from bertpress.config import from_tagged, input_paths, to_tagged
 from bertpress.data import TextDataset, load_text_classification
-from bertpress.errors import ArtifactError, ConfigError, DeviceError, InputError
+from bertpress.errors import ArtifactError, ConfigError, DeviceError, InputError, UnsafeInputError
+from bertpress.finetune.args import training_arguments
+from bertpress.finetune.augment import augmented_features
 from bertpress.finetune.config import FinetuneConfig, Precision
+from bertpress.finetune.distill import DistillationTrainer
+from bertpress.finetune.features import metrics_for, tokenize
+from bertpress.metrics import metric_names
+from bertpress.models import label_names_of, layer_shapes, load_classifier, load_config, param_count, resolve_source
+from bertpress.quiet import quiet_libraries
+from bertpress.safety import verify_resume_checkpoint
 
 RUN_FILE = "bertpress-run.json"  # in the partial dir: the config a resumed run must match
 
@@ -63,13 +72,9 @@ def finetune(model: str | os.PathLike | None, config: FinetuneConfig, out: str |
     teacher = _load_teacher(config, model, tokenizer) if config.teacher else None
     _quiet_library_logs()
 
-    from bertpress.finetune.features import tokenize
-
     train_f = tokenize(train, tokenizer, config.max_length)
     augmented = None
     if config.augment:
-        from bertpress.finetune.augment import augmented_features
-
         train_f, aug = augmented_features(train_f, train, tokenizer, teacher, config.augment,
                                           max_length=config.max_length, prob=config.augment_prob, seed=config.seed,
                                           flag="--augment", progress=progress and dist.is_main_process())
@@ -171,9 +176,7 @@ def resolve_precision(precision: Precision, cuda: bool) -> Precision:
         return precision
     if cuda:
         return Precision.FP32
-    from bertpress.hardware import native_bf16_cpu
-
-    return Precision.BF16 if native_bf16_cpu() else Precision.FP32
+    return Precision.BF16 if hardware.native_bf16_cpu() else Precision.FP32
 
 
 def _check_precision(precision: Precision, cuda: bool) -> None:
@@ -189,8 +192,6 @@ def _check_precision(precision: Precision, cuda: bool) -> None:
 
 
 def _source_path(source: str) -> str:
-    from bertpress.models import resolve_source
-
     try:
         return resolve_source(source)[0]
     except Exception:
@@ -199,8 +200,6 @@ def _source_path(source: str) -> str:
 
 def _local_inputs(config: FinetuneConfig) -> tuple[Path, ...]:
     """Local paths that --out must not overlap (the data, the model, the teacher)."""
-    from bertpress.config import input_paths
-
     return input_paths(config)
 
 
@@ -209,9 +208,6 @@ def _is_classifier(model_config) -> bool:
 
 
 def _load_model_and_data(config: FinetuneConfig):
-    from bertpress.arch import max_positions
-    from bertpress.models import load_classifier, load_config
-
     if Path(config.data).expanduser().is_file():
         raise InputError(
             f"--data {config.data} is a single file; fine-tuning needs a train and a dev split: "
@@ -257,8 +253,6 @@ def _load_model_and_data(config: FinetuneConfig):
 
 
 def _load_teacher(config: FinetuneConfig, student, tokenizer):
-    from bertpress.models import label_names_of, load_classifier
-
     teacher, teacher_tok = load_classifier(config.teacher)
     want, got = label_names_of(student), label_names_of(teacher)
     if got != want:
@@ -278,8 +272,6 @@ def _resume_checkpoint(config: FinetuneConfig, work: Path) -> Path | None:
     """The newest finished Trainer checkpoint in `work` (trainer_state.json is written last)."""
     run_file = work / RUN_FILE
     if run_file.is_file():
-        from bertpress.config import from_tagged
-
         try:
             previous = from_tagged(json.loads(run_file.read_text(encoding="utf-8")))
         except Exception:
@@ -291,8 +283,6 @@ def _resume_checkpoint(config: FinetuneConfig, work: Path) -> Path | None:
                 f"--resume: the run in {work} used different settings ({', '.join(changed)}); "
                 "resume with the same settings, or drop --resume to start over"
             )
-    from bertpress.errors import UnsafeInputError
-    from bertpress.safety import verify_resume_checkpoint
 
     done = [p for p in work.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
     done.sort(key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
@@ -318,8 +308,6 @@ def _quiet_library_logs() -> None:
     expected notices (gradient-checkpointing hints, non-tensor inputs, cache mtimes)."""
     import warnings
 
-    from bertpress.quiet import quiet_libraries
-
     quiet_libraries()
     warnings.filterwarnings("ignore", message=".*torch.utils.checkpoint.*")
     warnings.filterwarnings("ignore", message=".*non-tensor.*")
@@ -331,9 +319,6 @@ def _quiet_library_logs() -> None:
 
 def _build_trainer(config, model, tokenizer, train_f, dev_f, teacher, work, cuda, progress):
     from transformers import DataCollatorWithPadding, Trainer
-
-    from bertpress.finetune.args import training_arguments
-    from bertpress.finetune.features import metrics_for
 
     strategy = "steps" if config.eval_every else "epoch"
     args = training_arguments(
@@ -374,8 +359,6 @@ def _build_trainer(config, model, tokenizer, train_f, dev_f, teacher, work, cuda
                   data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
                   compute_metrics=metrics_for(model.config.num_labels))
     if teacher is not None:
-        from bertpress.finetune.distill import DistillationTrainer
-
         trainer = DistillationTrainer(**common, teacher=teacher, alpha=config.alpha,
                                       temperature=config.temperature)
     else:
@@ -450,8 +433,6 @@ class _Throughput(TrainerCallback):
 def _metrics(config, trainer, result, stats, n_train, wall_s, resume_from) -> dict[str, Any]:
     import torch
 
-    from bertpress.hardware import cpu_info, cuda_devices
-
     history = trainer.state.log_history
     evals = [h for h in history if "eval_accuracy" in h]
     best_step = None
@@ -466,7 +447,6 @@ def _metrics(config, trainer, result, stats, n_train, wall_s, resume_from) -> di
     eval_time = sum(float(e.get("eval_runtime", 0.0)) for e in evals if e.get("step", 0) > stats.start_step)
     samples = (float(trainer.state.epoch or 0.0) - stats.start_epoch) * n_train
     train_only = max(train_runtime - eval_time, 1e-9)
-    from bertpress.metrics import metric_names
 
     # The selected evaluation's other metrics (F1 for binary, macro-F1 for > 2 classes), same keys as
     # compress and bench record (bertpress.metrics).
@@ -492,8 +472,8 @@ def _metrics(config, trainer, result, stats, n_train, wall_s, resume_from) -> di
         "train_samples_per_s": round(samples / train_only, 2),
         "resumed_from_step": stats.start_step if resume_from else None,
         "hardware": {
-            "cpu": cpu_info(),
-            "cuda": cuda_devices(),
+            "cpu": hardware.cpu_info(),
+            "cuda": hardware.cuda_devices(),
             "torch_threads": torch.get_num_threads(),
             "world_size": dist.world_size(),
         },
@@ -502,8 +482,6 @@ def _metrics(config, trainer, result, stats, n_train, wall_s, resume_from) -> di
 
 def _details(config, model, train: TextDataset, dev: TextDataset, base_labels,
              augmented: dict | None = None) -> dict[str, Any]:
-    from bertpress.models import layer_shapes, param_count
-
     world = dist.world_size()
     return {
         "model_source": config.model,
