@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from bertpress import records
 from bertpress.compress.config import CompressConfig
 from bertpress.config import add_config_flags, build_config, config_flags, flag_values
+from bertpress.console import print_json
+from bertpress.data import add_column_flags, column_values
+from bertpress.errors import ConfigError
 
 
 def register(sub, common, formatter) -> None:
@@ -24,7 +28,6 @@ def register(sub, common, formatter) -> None:
     p.add_argument("checkpoint", help="HF model directory or bertpress checkpoint (or 'minilm')")
     p.add_argument("--out", required=True, help="output directory (must be outside the checkpoint)")
     add_config_flags(p, CompressConfig)  # quantization, pruning, recovery, search: from the config's fields
-    from bertpress.data import add_column_flags
 
     add_column_flags(p.add_argument_group("data columns (of --eval-data and --calibration-data)"),
                      label=True, recorded=True)
@@ -43,9 +46,6 @@ SEARCH_FLAGS = tuple((s.option, s.dest, path[-1]) for s in config_flags(Compress
 
 
 def config_from_args(args: argparse.Namespace):
-    from bertpress.data import column_values
-    from bertpress.errors import ConfigError
-
     values = flag_values(args, CompressConfig)
     search = values.pop("search")
     if search.pop("max_accuracy_drop") is None:
@@ -61,8 +61,7 @@ def config_from_args(args: argparse.Namespace):
 def _run(args: argparse.Namespace) -> int:
     import sys
 
-    from bertpress.console import print_json
-    from bertpress.compress.api import compress
+    from bertpress.compress.api import compress  # lazy: api pulls torch; --help stays light
 
     cfg = config_from_args(args)
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
@@ -79,7 +78,6 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"out": str(art.path), "metrics": m.metrics, "details": m.details})
         return 0
-    from bertpress import records
 
     q = records.read(m.details, "quantization", records.QuantizationRecord) or records.QuantizationRecord()
     pr = records.read(m.details, "pruning", records.PruningRecord)

@@ -12,18 +12,18 @@ from torch import nn
 
 from bertpress.data import TextDataset
 from bertpress.metrics import classification_metrics
-from bertpress import signature  # called as signature.encode: tests spy on it
+from bertpress import signature  # called as signature.tokenize/encode: tests spy on them
+from bertpress.models import state_dict_bytes
+from bertpress.timing import time_callable
 
 
 def batches(tokenizer, texts: Sequence, labels: Sequence[int] | None, *, batch_size: int,
             max_length: int) -> Iterator[dict[str, torch.Tensor]]:
     """Tokenized batches (dynamic padding) of texts or (text, text_pair) pairs
     (`TextDataset.examples`); with `labels`, each batch carries them for a loss."""
-    from bertpress.signature import tokenize
-
     for i in range(0, len(texts), batch_size):
-        enc = dict(tokenize(tokenizer, texts[i:i + batch_size], return_tensors="pt", padding=True,
-                            truncation=True, max_length=max_length))
+        enc = dict(signature.tokenize(tokenizer, texts[i:i + batch_size], return_tensors="pt", padding=True,
+                                      truncation=True, max_length=max_length))
         if labels is not None:
             enc["labels"] = torch.tensor(list(labels[i:i + batch_size]), dtype=torch.long)
         yield enc
@@ -83,8 +83,6 @@ LATENCY_TEXT = "the movie was good and the cast was great"  # padded to seq_len:
 def latency(model: nn.Module, tokenizer, *, seq_len: int = 128, threads: int | None = None,
             min_seconds: float = 1.0, warmup: int = 5, min_iters: int = 20):
     """Batch-1 latency at a fixed sequence length (padded), in PyTorch eager."""
-    from bertpress.timing import time_callable
-
     enc = dict(tokenizer([LATENCY_TEXT], return_tensors="pt",
                          padding="max_length", truncation=True, max_length=seq_len))
     model.eval()
@@ -101,8 +99,6 @@ def traffic_timer(run, tokenizer, chunks: Sequence[Sequence], *, max_length: int
     allocate; later rounds find them warm); items_per_call is the sentences per pass, so
     `throughput` is sentences/s. For PyTorch and deployed runtimes alike. The tokenizer keeps
     its own threads (a fast tokenizer's): `threads` sets torch's."""
-    from bertpress.timing import time_callable
-
     wanted = set(names)
     n = sum(len(c) for c in chunks)
 
@@ -125,6 +121,4 @@ def traffic_timer(run, tokenizer, chunks: Sequence[Sequence], *, max_length: int
 
 def state_size(model: nn.Module) -> int:
     """Bytes of the serialized state dict (int8 packed weights count as int8)."""
-    from bertpress.models import state_dict_bytes
-
     return state_dict_bytes(model)

@@ -25,9 +25,13 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
+from bertpress.arch import adapter_for
+from bertpress.compress import evaluate
 from bertpress.compress.config import CalibrationMethod, LinearScope, QuantizeConfig, Scheme
 from bertpress import names
-from bertpress.errors import ArtifactError
+from bertpress.data import data_spec
+from bertpress.errors import ArtifactError, ConfigError, InputError
+from bertpress.hardware import cpu_info
 from bertpress.records import CalibrationRecord, QuantizationRecord
 from bertpress.registry import Registry
 from bertpress.quiet import quiet
@@ -39,8 +43,6 @@ QENGINE = "x86"
 def int8_formats(isa: dict[str, Any] | None = None) -> dict[str, Any]:
     """The int8 formats to use on this CPU, and why (recorded in the manifest for export)."""
     if isa is None:
-        from bertpress.hardware import cpu_info
-
         isa = cpu_info()["isa"]
     vnni, amx = bool(isa.get("vnni")), bool(isa.get("amx"))
     if vnni or amx:
@@ -68,8 +70,6 @@ def int8_formats(isa: dict[str, Any] | None = None) -> dict[str, Any]:
 
 def target_linears(model: nn.Module, scope: LinearScope) -> list[str]:
     """Names of the nn.Linear layers a scope quantizes, in module order."""
-    from bertpress.arch import adapter_for
-
     fam = adapter_for(model, action="quantize") if scope is LinearScope.ENCODER else None
     return [name for name, mod in model.named_modules()
             if isinstance(mod, nn.Linear) and (fam is None or fam.is_encoder_linear(name))]
@@ -348,10 +348,6 @@ class StaticInt8:
     """int8 weights, input ranges calibrated once on real samples (CALIBRATION_METHODS)."""
 
     def quantize(self, work, cfg: QuantizeConfig, formats: dict[str, Any]) -> QuantizationRecord:
-        from bertpress.compress.evaluate import accuracy, batches
-        from bertpress.data import data_spec
-        from bertpress.errors import ConfigError, InputError
-
         names = target_linears(work.model, cfg.scope)
         data = work.load_data(cfg.calibration_data, "train", "--calibration-data")
         if len(data) < cfg.calibration_samples:
@@ -360,7 +356,8 @@ class StaticInt8:
         data = data.subset(cfg.calibration_samples, seed=work.cfg.seed)
         methods = ([CalibrationMethod(m) for m in CALIBRATION_METHODS]
                    if cfg.calibration_method is CalibrationMethod.AUTO else [cfg.calibration_method])
-        calib = batches(work.tokenizer, data.examples, None, batch_size=cfg.batch_size, max_length=cfg.max_length)
+        calib = evaluate.batches(work.tokenizer, data.examples, None, batch_size=cfg.batch_size,
+                                 max_length=cfg.max_length)
         all_ranges = calibrate(work.model, calib, names, methods, cfg, formats)
         chosen, scores = methods[0].value, {}
         if len(methods) > 1:
@@ -368,7 +365,7 @@ class StaticInt8:
                 raise ConfigError("--calibration-method auto needs --eval-data SPEC to pick the best method")
             for m in methods:
                 qm = apply_static(work.model, all_ranges[m.value], cfg.per_channel)
-                scores[m.value] = accuracy(qm, work.tokenizer, work.eval_data, max_length=cfg.max_length)
+                scores[m.value] = evaluate.accuracy(qm, work.tokenizer, work.eval_data, max_length=cfg.max_length)
             chosen = max(scores, key=lambda k: scores[k])  # ties keep the earlier (minmax first)
         work.ranges = all_ranges[chosen]
         work.qmodel = apply_static(work.model, work.ranges, cfg.per_channel)
