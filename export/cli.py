@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 
 from bertpress.config import add_config_flags, config_from_namespace
+from bertpress.console import print_json
+from bertpress.data import add_column_flags, column_values
+from bertpress.export.api import export
 from bertpress.export.config import ExportConfig
 
 PER_CHANNEL = {"follow": None, "yes": True, "no": False}  # --per-channel -> ExportConfig.per_channel
@@ -38,7 +41,6 @@ def register(sub, common, formatter) -> None:
     # after `type`, so a field's flag cannot map them).
     groups["int8"].add_argument("--per-channel", choices=list(PER_CHANNEL), default="follow",
                                 help="per-channel int8 weights (follow = the recipe, else yes)")
-    from bertpress.data import add_column_flags
 
     add_column_flags(p.add_argument_group("data columns (of --eval-data and --calibration-data)"),
                      label=True, recorded=True)
@@ -49,8 +51,6 @@ def register(sub, common, formatter) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    from bertpress.data import column_values
-
     return config_from_namespace(args, ExportConfig,
                                  extra={"per_channel": PER_CHANNEL[args.per_channel], **column_values(args)})
 
@@ -72,9 +72,6 @@ def _summary(art) -> dict:
 
 
 def _handle(args: argparse.Namespace) -> int:
-    from bertpress.console import print_json
-    from bertpress.export.api import export
-
     result = export(args.artifact, config_from_args(args), args.out, overwrite=args.overwrite,
                     progress=not args.no_progress)
     arts = result if isinstance(result, list) else [result]

@@ -17,16 +17,19 @@ from typing import Any
 
 import numpy as np
 
+from bertpress.artifact import Artifact
+from bertpress.data import columns_of, load_text_classification
+from bertpress.export.torchscript import load_torchscript
+from bertpress.models import load_tokenizer
+from bertpress.ort import runner
+from bertpress.signature import encode, special_ids, synthetic_batch, torch_runner
+from bertpress.timing import interleaved, time_callable
+
 
 def _runner(path: Path, threads: int):
     if (path / "model.onnx").is_file():
-        from bertpress.ort import runner
-
         return runner(path / "model.onnx", threads)
     import torch
-
-    from bertpress.signature import torch_runner
-    from bertpress.export.torchscript import load_torchscript
 
     torch.set_num_threads(threads)
     return torch_runner(load_torchscript(path / "model.pt"))
@@ -35,11 +38,6 @@ def _runner(path: Path, threads: int):
 def measure(paths: list[Path], data: str | None, threads: int, seq: int, rounds: int = 3,
             seconds: float = 2.0) -> list[dict[str, Any]]:
     from tqdm.auto import tqdm
-
-    from bertpress.artifact import Artifact
-    from bertpress.timing import interleaved, time_callable
-    from bertpress.signature import encode, special_ids, synthetic_batch
-    from bertpress.models import load_tokenizer
 
     rows = []
     for p in paths:
@@ -55,8 +53,6 @@ def measure(paths: list[Path], data: str | None, threads: int, seq: int, rounds:
                      "run": _runner(p, threads), "tok": load_tokenizer(p), "max_length": m.max_length,
                      "labels": m.labels, "columns": m.columns})
     if data:
-        from bertpress.data import columns_of, load_text_classification
-
         for row in rows:
             ds = load_text_classification(data, "dev", prefer=columns_of(row))
             hits = 0

@@ -24,6 +24,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from bertpress.ort import session, session_options
+from bertpress.timing import interleaved, time_callable
+
 # case -> graph names (the first is ORT's fused kernel)
 CASES = {
     "skip_layernorm": ("SkipLayerNormalization", "Add + LayerNormalization"),
@@ -95,9 +98,6 @@ def run(hidden: int = 384, seq: int = 128, batch: int = 1, threads: tuple[int, .
     "ratio": fused kernel / fastest alternative, "onnxruntime"}."""
     import onnxruntime as ort
 
-    from bertpress.ort import session_options
-    from bertpress.timing import interleaved, time_callable
-
     rows = []
     for case in cases:
         graphs, make_feed = _graphs(case, hidden, seq, batch)
@@ -127,9 +127,6 @@ def profile(file, *, threads: int = 2, seq: int = 128, calls: int = 100) -> dict
     import os
     import tempfile
     from pathlib import Path
-
-    from bertpress.ort import session, session_options
-    from bertpress.timing import time_callable
 
     file = Path(file)
     opts = session_options(threads)

@@ -39,7 +39,10 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from bertpress import records
+from bertpress.compress.config import LinearScope
 from bertpress.errors import ArtifactError, ConfigError
+from bertpress.records import QuantizationRecord
 from bertpress.signature import OUTPUT_NAMES, encode, input_names, logits_module, special_ids, synthetic_batch
 
 FILE_NAME = "openvino_model.xml"  # the names Optimum-Intel's OVModelForSequenceClassification loads
@@ -114,8 +117,7 @@ def _targets(model, recipe) -> list[str]:
     """The torch Linear layers the recipe quantizes: those compress recorded, else its scope's."""
     if recipe.layers:
         return list(recipe.layers)
-    from bertpress.compress.config import LinearScope
-    from bertpress.compress.quantize import target_linears
+    from bertpress.compress.quantize import target_linears  # lazy: pulls torch; `export --help` stays light
 
     return target_linears(model, LinearScope(recipe.scope))
 
@@ -155,8 +157,6 @@ def _recorded_percentile(recipe) -> float | None:
     """The percentile compress calibrated with (its QuantizationRecord), if any."""
     if not recipe.raw:
         return None
-    from bertpress import records
-    from bertpress.records import QuantizationRecord
 
     rec = records.read({"quantization": recipe.raw}, "quantization", QuantizationRecord)
     return rec.calibration.percentile if rec is not None and rec.calibration is not None else None

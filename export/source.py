@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from bertpress import records
+from bertpress.arch import max_positions
 from bertpress.artifact import MANIFEST_NAME, Artifact, Manifest
 from bertpress.errors import ArtifactError, ConfigError, InputError
+from bertpress.models import label_names_of, load_classifier, local_path
 from bertpress.records import QuantizationRecord
 
 EXPORTABLE_KINDS = ("checkpoint", "compressed")
@@ -80,7 +82,7 @@ def recipe_from(rec: QuantizationRecord | None, cfg) -> QuantRecipe:
     if rec.int8:
         reduce_range = rec.reduce_range
     else:
-        from bertpress.compress.quantize import int8_formats
+        from bertpress.compress.quantize import int8_formats  # lazy: pulls torch; `export --help` stays light
 
         reduce_range = bool(int8_formats()["onnx"]["reduce_range"])
     return QuantRecipe(scheme=scheme, per_channel=per_channel, calibration_method=method, scope=rec.scope,
@@ -91,8 +93,6 @@ def recipe_from(rec: QuantizationRecord | None, cfg) -> QuantRecipe:
 
 def load_source(path: str | Path, cfg) -> Source:
     """Load an exportable input: a checkpoint/compressed artifact or a plain HF model directory."""
-    from bertpress.models import label_names_of, load_classifier, local_path
-
     path = local_path(path)
     if not path.exists():
         raise InputError(f"{path}: no such directory; give a checkpoint, a compressed artifact or an HF model directory")
@@ -118,7 +118,6 @@ def load_source(path: str | Path, cfg) -> Source:
             f"{path}: the manifest lists {len(labels)} labels but the model has {model.config.num_labels} outputs; "
             "re-create the artifact"
         )
-    from bertpress.arch import max_positions
 
     limit = int(max_positions(model.config) or 512)
     if cfg.max_length is not None:

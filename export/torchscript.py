@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from bertpress.compress.config import QuantizeConfig
 from bertpress.quiet import quiet
 from bertpress.signature import input_names, logits_module, special_ids, synthetic_batch
 
@@ -22,8 +23,7 @@ FILE_NAME = "model.pt"
 def quantize_dynamic_torch(model, recipe):
     """The recipe's int8 with compress's one torch dynamic-int8 path (same layers, ranges and
     kernels as the compressed model): returns (quantized copy, quantized layer names)."""
-    from bertpress.compress.config import QuantizeConfig
-    from bertpress.compress.quantize import quantize_dynamic
+    from bertpress.compress.quantize import quantize_dynamic  # lazy: pulls torch; `export --help` stays light
 
     cfg = QuantizeConfig(scheme="dynamic", per_channel=recipe.per_channel, scope=recipe.scope)
     return quantize_dynamic(model, cfg, {"reduce_range": recipe.reduce_range}, layers=recipe.layers)

@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from bertpress.errors import ParityError, first_line
+from bertpress.metrics import classification_metrics
 from bertpress.signature import OUTPUT_NAMES, encode, special_ids, synthetic_batch
 
 Runner = Callable[[dict[str, np.ndarray]], np.ndarray]
@@ -90,8 +91,6 @@ def check_parity(
         report["agreement"] = {"value": float((got.argmax(-1) == want.argmax(-1)).mean()), "n": len(eval_texts),
                                "on": "eval texts"}
         if eval_labels is not None:
-            from bertpress.metrics import classification_metrics
-
             ours = classification_metrics(got.argmax(-1), eval_labels, num_labels)
             theirs = classification_metrics(want.argmax(-1), eval_labels, num_labels)
             report["accuracy"] = {"export": ours["accuracy"], "source": theirs["accuracy"], "n": len(eval_labels)}
