@@ -22,10 +22,15 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from bertpress.errors import ArtifactError, DeviceError
+from bertpress.bench import anchors
+from bertpress.bench.anchors import find_env
+from bertpress.data import load_text_classification
+from bertpress.errors import ArtifactError, DeviceError, InputError
 from bertpress.bench.config import Baseline, Runtime
-from bertpress.bench.runtimes import Runner, load_onnx_file
+from bertpress.bench.runtimes import Runner, load_onnx_file, load_openvino_file
 from bertpress.bench.sources import Source
+from bertpress.hardware import cpu_info
+from bertpress.models import load_classifier, load_tokenizer
 
 
 class PipelineRunner(Runner):
@@ -33,8 +38,6 @@ class PipelineRunner(Runner):
 
     def __init__(self, source: Source, device: str) -> None:
         from transformers import pipeline
-
-        from bertpress.models import load_classifier
 
         model, tokenizer = load_classifier(source.where)
         super().__init__(tokenizer, source.max_length)
@@ -101,8 +104,6 @@ CALIBRATION_SAMPLES = 300  # the Optimum-Intel docs' example (and issue #16's an
 
 def preflight_anchor(baseline: Baseline, source: Source | None, device: str, eval_data: str | None) -> None:
     """Cheap checks before any timing: DeviceError (a refusal) when the anchor cannot run here."""
-    from bertpress.bench.anchors import find_env
-
     if device != "cpu":
         raise DeviceError(f"refused: the {baseline.value} baseline is an int8 model for the CPU (ONNX Runtime's CUDA "
                           "provider would run its integer ops on the CPU; OpenVINO runs on its CPU plugin here); "
@@ -120,9 +121,6 @@ def calibration_texts(eval_data: str, eval_split: str, seed: int, columns=None) 
     """Sentences (or [text, text_pair] pairs) for the optimum-intel anchor's calibration, chosen as
     compress chooses its own: the train split of the eval data when it has one, else the eval
     split (and the note says so); read with `columns` (those of bench's eval rows)."""
-    from bertpress.data import load_text_classification
-    from bertpress.errors import InputError
-
     kw = {} if columns is None else dict(text_column=columns.text, text_pair_column=columns.text_pair,
                                          label_column=columns.label)
     try:
@@ -139,12 +137,8 @@ def build_anchor(baseline: Baseline, source: Source, work_dir: Path, threads: in
                  columns=None) -> dict[str, Any]:
     """Build the anchor's model files in its own environment (bench/anchors/); returns its
     record (`model_path`, `recipe`, `versions`, ...) plus `calibration` for optimum-intel."""
-    from bertpress.bench import anchors
-
     out = work_dir / baseline.value
     if baseline == Baseline.OPTIMUM:
-        from bertpress.hardware import cpu_info
-
         cpu = cpu_info()
         args = ["--model", str(source.path), "--preset", quantization_preset(cpu["isa"], cpu["arch"])]
         return anchors.build(baseline.value, args, out, threads=threads)
@@ -160,9 +154,6 @@ def build_anchor(baseline: Baseline, source: Source, work_dir: Path, threads: in
 
 def load_anchor(baseline: Baseline, source: Source, record: dict[str, Any], device: str, threads: int) -> Runner:
     """Time the anchor's files in this process, with the same runtime settings as our variants."""
-    from bertpress.bench.runtimes import load_openvino_file
-    from bertpress.models import load_tokenizer
-
     file, tokenizer = Path(record["model_path"]), load_tokenizer(source.where)
     if baseline == Baseline.OPTIMUM:
         runner = load_onnx_file(file, tokenizer, source.max_length, device, threads)

@@ -33,6 +33,10 @@ import time
 from collections import Counter
 from typing import Any, Callable
 
+from bertpress.models import load_classifier, local_path
+from bertpress.quiet import quiet
+from bertpress.timing import interleaved, median_of, time_callable
+
 
 def _variants(model, feed, compile_too: bool) -> tuple[dict[str, Callable[[], Any]], dict[str, float]]:
     import torch
@@ -85,9 +89,6 @@ def measure(model_spec: str = "minilm", *, batch: int = 1, seq: int = 128, threa
             min_iters: int = 20, min_seconds: float = 0.5, compile_too: bool = False, seed: int = 0) -> dict[str, Any]:
     import torch
 
-    from bertpress.models import load_classifier, local_path
-    from bertpress.timing import interleaved, median_of, time_callable
-
     torch.set_num_threads(threads)
     torch.manual_seed(seed)  # an encoder without a trained head gets the same random head each run
     model, tok = load_classifier(local_path(model_spec), num_labels=2)
@@ -139,7 +140,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compile", action="store_true", help="also torch.compile (minutes on 2 cores)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    from bertpress.quiet import quiet
 
     with quiet():
         res = measure(args.model, batch=args.batch, seq=args.seq, threads=args.threads, rounds=args.rounds,

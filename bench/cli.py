@@ -6,6 +6,12 @@ import argparse
 import os
 import sys
 
+from bertpress.bench.config import BenchConfig
+from bertpress.bench.run import bench
+from bertpress.config import add_config_flags, config_from_namespace
+from bertpress.console import print_json
+from bertpress.data import add_column_flags, column_values
+
 
 def register(sub, common, formatter) -> None:
     p = sub.add_parser(
@@ -24,9 +30,6 @@ def register(sub, common, formatter) -> None:
     p.add_argument("artifacts", nargs="+", metavar="ARTIFACT",
                    help="artifact directories to benchmark (the first checkpoint, or the checkpoint in their "
                         "lineage, is the fp32 reference for every ratio)")
-    from bertpress.bench.config import BenchConfig
-    from bertpress.config import add_config_flags
-    from bertpress.data import add_column_flags
 
     add_config_flags(p, BenchConfig)  # every setting, from the config's fields
     add_column_flags(p.add_argument_group("data columns (of --eval-data)"), label=True, recorded=True)
@@ -42,25 +45,18 @@ def _handle(args: argparse.Namespace) -> int:
     if args.threads is not None and "torch" not in sys.modules:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
     cfg = config_from_args(args)
-    from bertpress.bench.run import bench
 
     report = bench(args.artifacts, cfg, args.out, overwrite=args.overwrite, progress=not args.no_progress)
     return _report(args, report)
 
 
 def config_from_args(args: argparse.Namespace):
-    from bertpress.bench.config import BenchConfig
-    from bertpress.config import config_from_namespace
-    from bertpress.data import column_values
-
     return config_from_namespace(args, BenchConfig, extra=column_values(args))
 
 
 def _report(args: argparse.Namespace, report) -> int:
     res = report.results
     if args.json:
-        from bertpress.console import print_json
-
         print_json(res.to_dict())
         return 0
     b, s = res.headline["batch_size"], res.headline["seq_len"]

@@ -32,6 +32,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bertpress.arch import max_positions
+from bertpress.artifact import Artifact, Manifest, write_manifest
+from bertpress.bench import bench
+from bertpress.bench.config import BenchConfig
+from bertpress.errors import BertpressError, ConfigError
+from bertpress.export import export
+from bertpress.export.config import ExportConfig
+from bertpress.hardware import info
+from bertpress.models import param_count
+from bertpress.quiet import quiet_libraries
+from bertpress.testing import tiny_config, tiny_family_tokenizer
+
 # Shapes of each family's base checkpoint (config.json on the Hugging Face hub):
 BASE_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     # bert-base-uncased
@@ -91,11 +103,6 @@ def build_checkpoint(family: str, out: Path, *, tiny: bool) -> dict[str, Any]:
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from bertpress.arch import max_positions
-    from bertpress.artifact import Manifest, write_manifest
-    from bertpress.models import param_count
-    from bertpress.testing import tiny_config, tiny_family_tokenizer
-
     tokenizer = tiny_family_tokenizer(family)
     labels = ["negative", "positive"]
     if tiny:
@@ -128,12 +135,6 @@ OURS = ("onnx_int8", "openvino_fp32", "openvino_int8")
 
 def run_family(family: str, work: Path, *, tiny: bool, seq: int, threads: int, rounds: int,
                min_iters: int, min_seconds: float, anchors: str | None = None) -> dict[str, Any]:
-    from bertpress.artifact import Artifact
-    from bertpress.bench import bench
-    from bertpress.bench.config import BenchConfig
-    from bertpress.export import export
-    from bertpress.export.config import ExportConfig
-
     row: dict[str, Any] = {"family": family}
     ckpt = work / family / "checkpoint"
     row.update(build_checkpoint(family, ckpt, tiny=tiny))
@@ -274,9 +275,6 @@ def main(argv: list[str] | None = None) -> int:
                          "(their environments: make anchors); DATA: sentences to calibrate the int8 models on")
     ap.add_argument("--keep", action="store_true", help="keep the models in OUT/work")
     args = ap.parse_args(argv)
-    from bertpress.errors import BertpressError, ConfigError
-    from bertpress.hardware import info
-    from bertpress.quiet import quiet_libraries
 
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     unknown = [f for f in families if f not in BASE_CONFIGS]

@@ -19,11 +19,20 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bertpress.artifact import Manifest, holds_output_locks, lineage_of, now_iso, staged_output, write_manifest
-from bertpress.config import to_tagged
-from bertpress.errors import ConfigError, DeviceError, InputError, first_line
+from bertpress.artifact import (Manifest, holds_output_locks, lineage_of, now_iso, resolve_out, staged_output,
+                                write_json_atomic, write_manifest)
+from bertpress.bench.baselines import PipelineRunner, build_anchor, load_anchor, preflight_anchor
+from bertpress.bench.report import write_report
+from bertpress.bench.runtimes import load_runner, preflight, runtimes_for
+from bertpress.config import input_paths, to_tagged
+from bertpress.data import load_text_classification
+from bertpress.errors import (ArtifactError, BertpressError, ConfigError, DeviceError, DiskFullError, InputError,
+                              Terminated, first_line)
 from bertpress.bench.config import ANCHOR_BASELINES, Baseline, BenchConfig, Runtime
-from bertpress.timing import summarize, time_callable
+from bertpress.hardware import info
+from bertpress.metrics import classification_metrics
+from bertpress.signature import traffic_batches
+from bertpress.timing import interleaved, summarize, time_callable
 from bertpress.bench.memory import PeakMemory
 from bertpress.bench.results import (BenchReport, BenchResults, Refusal, ShapeResult, TrafficResult,
                                      VariantResult)
@@ -71,8 +80,6 @@ def check_devices(devices: Sequence[str]) -> None:
 
 
 def plan_variants(sources: list[Source], reference: Source | None, cfg: BenchConfig) -> list[_Plan]:
-    from bertpress.bench.runtimes import runtimes_for
-
     plans: list[_Plan] = []
     if reference is not None:
         # The fp32 PyTorch reference on CPU is always measured: every ratio is against it.
@@ -110,8 +117,6 @@ def _load_eval(cfg: BenchConfig, source: Source, cache: dict) -> Any:
     labels, prefer = tuple(source.labels), source.columns
     key = (labels, prefer)
     if key not in cache:
-        from bertpress.data import load_text_classification
-
         ds = load_text_classification(cfg.eval_data, cfg.eval_split, label_names=list(labels) or None,
                                       text_column=cfg.text_column, text_pair_column=cfg.text_pair_column,
                                       label_column=cfg.label_column, prefer=prefer)
@@ -136,18 +141,12 @@ def _build(plan: _Plan, threads: int, work_dir: Path, seed: int):
 def _load(plan: _Plan, threads: int, work_dir: Path, seed: int):
     import torch
 
-    from bertpress.bench.runtimes import load_runner
-
     # A source without a trained head (e.g. the `minilm` encoder) gets a random one on every load;
     # the same seed gives every variant of it the same head, so accuracy and agreement compare.
     torch.manual_seed(seed)
     if plan.runtime == Baseline.HF_PIPELINE:
-        from bertpress.bench.baselines import PipelineRunner
-
         return PipelineRunner(plan.source, plan.device)
     if plan.runtime in ANCHOR_BASELINES:
-        from bertpress.bench.baselines import load_anchor
-
         return load_anchor(plan.runtime, plan.source, plan.anchor, plan.device, threads)
     return load_runner(plan.source, plan.runtime, plan.device, threads)
 
@@ -156,8 +155,6 @@ def _traffic_batches(runner, ds, cfg: BenchConfig) -> tuple[list[int], list[np.n
     """The real-traffic batches (`bertpress.signature.traffic_batches`): token lengths, the eval
     rows' indices sorted by length and cut into `cfg.traffic_batch_size`, and those rows' texts
     (or (text, text_pair) pairs)."""
-    from bertpress.signature import traffic_batches
-
     # texts, or (text, text_pair) pairs: tokenized as the model was trained
     return traffic_batches(runner.tokenizer, ds.examples, runner.max_length, cfg.traffic_batch_size)
 
@@ -291,17 +288,11 @@ def bench(
         ds = _load_eval(cfg, p.source, eval_cache)
         p.pairs = _reads_pairs(p.source, cfg, eval_cache)
         p.eval_columns = ds.columns if ds is not None else p.source.columns
-    from bertpress.config import input_paths
 
     inputs = tuple(s.path for s in sources if s.path is not None) + input_paths(cfg)
 
     with staged_output(out_dir, overwrite=overwrite, inputs=inputs) as tmp:
         _set_threads(threads)
-        from bertpress.hardware import info
-
-        from bertpress.bench.runtimes import preflight
-
-        from bertpress.bench.baselines import preflight_anchor
 
         refused: list[Refusal] = []
         runnable: list[_Plan] = []
@@ -355,8 +346,6 @@ def bench(
             refused=refused,
             created=now_iso(),
         )
-        from bertpress.artifact import write_json_atomic
-        from bertpress.bench.report import write_report
 
         write_json_atomic(tmp / "results.json", res.to_dict())
         write_report(res, tmp)
@@ -376,7 +365,6 @@ def bench(
                      "refused": [r.to_dict() for r in refused],
                      "threads": threads},
         ))
-    from bertpress.artifact import resolve_out
 
     return BenchReport(path=resolve_out(out_dir), manifest=manifest, results=res)
 
@@ -401,8 +389,6 @@ def _measure_variant(p: _Plan, runner, cfg: BenchConfig, eval_cache: dict, bar) 
             bar.update(1)
     ds = _load_eval(cfg, p.source, eval_cache)
     if ds is not None:
-        from bertpress.metrics import classification_metrics
-
         n_notes = len(runner.notes)
         v.traffic, preds = _measure_traffic(runner, ds, cfg)
         v.notes += runner.notes[n_notes:]  # how the traffic was served (for_traffic's note)
@@ -420,8 +406,6 @@ def _build_anchors(plans: list[_Plan], cfg: BenchConfig, threads: int, work_dir:
     (a failed build stops the run in minutes, and no build competes with a timed variant for
     the cores). The sweep and the interleaved rounds then load the same files. An incomplete
     environment is a refusal; a failing export/quantization is an error, as for our variants."""
-    from bertpress.bench.baselines import build_anchor
-
     built: dict[str, dict] = {}
     kept: list[_Plan] = []
     for p in plans:
@@ -444,8 +428,6 @@ def _build_anchors(plans: list[_Plan], cfg: BenchConfig, threads: int, work_dir:
 def _measure_all(plans: list[_Plan], cfg: BenchConfig, threads: int, eval_cache: dict,
                  refused: list[Refusal], progress: bool) -> list[VariantResult]:
     from tqdm.auto import tqdm
-
-    from bertpress.errors import ArtifactError, BertpressError
 
     results: list[VariantResult] = []
     steps_per = len(cfg.batch_sizes) * len(cfg.seq_lens) + (1 if cfg.eval_data else 0)
@@ -504,9 +486,6 @@ def _interleaved_rounds(plans: list[_Plan], results: list[VariantResult], cfg: B
     `warm_passes` untimed passes first: the cold figure is the sweep's). A headline call or traffic
     pass that fails in a round is dropped from the rounds for that variant (its figure stays the
     sweep's, with a note); the run and every other measurement go on."""
-    from bertpress.errors import DiskFullError, Terminated
-    from bertpress.timing import interleaved
-
     b, s = cfg.headline_shape
     by_id = {v.id: v for v in results}
     work_dir = Path(tempfile.mkdtemp(prefix="bertpress-rounds-"))

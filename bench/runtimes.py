@@ -19,13 +19,17 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from bertpress import hardware, openvino_rt
+from bertpress.artifact import dir_size
+from bertpress.compress.config import QuantizeConfig
 from bertpress.errors import ArtifactError, DeviceError, InputError, first_line
-from bertpress.models import state_dict_bytes
+from bertpress.models import load_classifier, load_tokenizer, state_dict_bytes
+from bertpress.ort import disabled_in, op_counts, read_model, session as ort_session
 from bertpress.registry import Registry
 from bertpress.bench.config import Runtime
 from bertpress.bench.sources import Source
 
-from bertpress.signature import INPUT_NAMES, input_names, script_input_names
+from bertpress.signature import INPUT_NAMES, encode, input_names, script_input_names
 
 # ONNX ops that mean "integer arithmetic": ORT's CUDA EP has no kernels for most of them, so it
 # silently places them on the CPU and copies tensors back and forth (int8 "on GPU" ends up
@@ -123,8 +127,6 @@ class Runner:
 
     def tokenize(self, texts: Sequence) -> dict[str, np.ndarray]:
         """Texts or (text, text_pair) pairs -> int64 inputs, padded to the longest (bertpress.signature)."""
-        from bertpress.signature import encode
-
         return encode(self.tokenizer, texts, self.max_length)
 
     def classify(self, texts: Sequence) -> np.ndarray:
@@ -191,12 +193,10 @@ class TorchRunner(Runner):
 
 def check_cpu_bf16(runtime: Runtime) -> None:
     """pytorch-bf16 runs on the CPU only where bf16 is native; pytorch-fp16 never does."""
-    from bertpress.hardware import native_bf16_cpu
-
     if runtime == Runtime.PYTORCH_FP16:
         raise DeviceError("pytorch-fp16 is a CUDA runtime; on cpu use pytorch, pytorch-bf16 (CPUs with native bf16) "
                           "or pytorch-int8-dynamic")
-    if not native_bf16_cpu():
+    if not hardware.native_bf16_cpu():
         raise DeviceError("refused: pytorch-bf16 on this CPU would be emulated (no AVX512-BF16 or AMX-BF16; see "
                           "`bertpress info`), 3-5x slower than fp32; use pytorch or an int8 runtime here")
 
@@ -206,15 +206,11 @@ def load_torch(source: Source, runtime: Runtime, device: str) -> TorchRunner:
     compress.load_compressed; int8-dynamic quantizes a copy of the fp32 model on the fly."""
     import torch
 
-    from bertpress.artifact import dir_size
-
     if source.kind == "compressed":
-        from bertpress.compress import load_compressed
+        from bertpress.compress import load_compressed  # lazy: compress.api pulls torch; `bench --help` stays light
 
         model, tokenizer = load_compressed(source.where)
     else:
-        from bertpress.models import load_classifier
-
         model, tokenizer = load_classifier(source.where)
     quantized = _has_quantized_modules(model)
     precision = "int8" if quantized else "fp32"
@@ -223,8 +219,7 @@ def load_torch(source: Source, runtime: Runtime, device: str) -> TorchRunner:
             raise DeviceError(f"refused: {runtime.value} uses torch.ao dynamic int8 kernels, which exist only on "
                               "the CPU; bench it with --device cpu")
         # exactly what `compress --quantize dynamic` makes (same layers, ranges, kernels)
-        from bertpress.compress.config import QuantizeConfig
-        from bertpress.compress.quantize import int8_formats, quantize_dynamic
+        from bertpress.compress.quantize import int8_formats, quantize_dynamic  # lazy: as load_compressed above
 
         model, _ = quantize_dynamic(model, QuantizeConfig(scheme="dynamic"), int8_formats())
         precision = "int8-dynamic"
@@ -285,8 +280,6 @@ class TorchScriptRunner(TorchRunner):
 
 def load_torchscript(source: Source, device: str) -> TorchScriptRunner:
     import torch
-
-    from bertpress.models import load_tokenizer
 
     file = source.path / "model.pt"
     if not file.is_file():
@@ -373,7 +366,6 @@ class OnnxRunner(Runner):
         if (self.threads or 1) < 2:
             self.notes.append("traffic: one batch at a time (one thread: no second batch to run beside it)")
             return self
-        from bertpress.ort import session as ort_session
 
         server = OnnxRunner(ort_session(self.file, 1), self.tokenizer, self.max_length, "cpu", self.provider)
         server.pairs, server.file, server.in_flight = self.pairs, self.file, self.threads
@@ -427,8 +419,6 @@ def load_onnx_file(file: Path, tokenizer, max_length: int | None, device: str, t
                    providers: Sequence[str] | None = None) -> OnnxRunner:
     import onnxruntime as ort
 
-    from bertpress.ort import disabled_in, op_counts, read_model, session as ort_session
-
     model = read_model(file)  # read once: op counts and the disabled-optimizer metadata
     counts = op_counts(model)
     provider = check_onnx_device(counts, device, providers if providers is not None else ort.get_available_providers())
@@ -448,8 +438,6 @@ def load_onnx_file(file: Path, tokenizer, max_length: int | None, device: str, t
 
 
 def load_onnx(source: Source, device: str, threads: int) -> OnnxRunner:
-    from bertpress.models import load_tokenizer
-
     file = source.path / "model.onnx"
     if not file.is_file():
         raise ArtifactError(f"{source.path}: no model.onnx in this onnx artifact; re-export it")
@@ -486,10 +474,9 @@ class OpenVINORunner(Runner):
         threads and precision asked), served by `OVSession.run_stream`; recorded in the notes."""
         if mode != "throughput":
             return self
-        from bertpress.openvino_rt import session
-
         s = self.session.settings
-        sess = session(self.session.file, threads=s.threads, precision=s.precision, device=s.device, hint="throughput")
+        sess = openvino_rt.session(self.session.file, threads=s.threads, precision=s.precision, device=s.device,
+                                   hint="throughput")
         server = OpenVINORunner(sess, self.tokenizer, self.max_length)
         server.pairs = self.pairs
         rec = sess.record()
@@ -522,9 +509,7 @@ def load_openvino_file(xml: Path, tokenizer, max_length: int | None, device: str
     (our IRs and the Optimum-Intel anchor alike)."""
     if device != "cpu":
         raise DeviceError(f"refused: OpenVINO runs on its CPU plugin here; bench {xml.name} with --device cpu")
-    from bertpress.openvino_rt import describe, session
-
-    sess = session(xml, threads=threads, precision=precision)
+    sess = openvino_rt.session(xml, threads=threads, precision=precision)
     runner = OpenVINORunner(sess, tokenizer, max_length)
     floats = _OV_PRECISION.get(sess.precision, sess.precision)
     runner.precision = "int8" if sess.quantized else floats
@@ -535,7 +520,7 @@ def load_openvino_file(xml: Path, tokenizer, max_length: int | None, device: str
                         f"{'; the ops left in float' if sess.quantized else ''})")
     runner.size_bytes = xml.stat().st_size + (xml.with_suffix(".bin").stat().st_size
                                               if xml.with_suffix(".bin").is_file() else 0)
-    runner.settings = describe(sess)
+    runner.settings = openvino_rt.describe(sess)
     fc = ", ".join(f"{k} x{v}" for k, v in runner.settings["runtime_precisions"].items())
     if fc:
         runner.notes.append(f"OpenVINO FullyConnected layers ran in: {fc}")
@@ -548,8 +533,6 @@ OPENVINO_FILE = "openvino_model.xml"  # what `bertpress export --format openvino
 def load_openvino(source: Source, device: str, threads: int) -> OpenVINORunner:
     """An `openvino` artifact (or an Optimum-Intel directory): compiled by load_openvino_file with
     the CPU's default inference precision, which is recorded (settings, notes, precision)."""
-    from bertpress.models import load_tokenizer
-    from bertpress.openvino_rt import ran_int8
 
     if device != "cpu":  # before reading anything: the refusal is the answer
         raise DeviceError(f"refused: OpenVINO runs on its CPU plugin here; bench {source.name or source.where} "
@@ -558,7 +541,7 @@ def load_openvino(source: Source, device: str, threads: int) -> OpenVINORunner:
     if not file.is_file():
         raise ArtifactError(f"{source.path}: no {OPENVINO_FILE} in this openvino artifact; re-export it")
     runner = load_openvino_file(file, load_tokenizer(source.path), source.max_length, device, threads)
-    if ran_int8(runner.session):  # NNCF weight compression has int8 weights and no FakeQuantize
+    if openvino_rt.ran_int8(runner.session):  # NNCF weight compression has int8 weights and no FakeQuantize
         runner.precision = "int8"
     return runner
 
@@ -623,8 +606,6 @@ def preflight(source: Source, device: str) -> None:
         if not file.is_file():
             raise ArtifactError(f"{source.path}: no model.onnx in this onnx artifact; re-export it")
         import onnxruntime as ort
-
-        from bertpress.ort import op_counts
 
         check_onnx_device(op_counts(file), device, ort.get_available_providers())
     elif source.kind == "torchscript":

@@ -11,7 +11,9 @@ from typing import Any
 
 from bertpress.arch import max_positions
 from bertpress.artifact import MANIFEST_NAME, Artifact
+from bertpress.data import columns_of
 from bertpress.errors import ArtifactError, InputError
+from bertpress.models import resolve_source as resolve_model
 
 MODEL_KINDS = ("checkpoint", "compressed", "onnx", "torchscript", "openvino")
 HF_KINDS = ("checkpoint", "compressed")  # Hugging Face directories loadable by transformers
@@ -34,8 +36,6 @@ class Source:
     @property
     def columns(self):
         """The data columns the model was trained on (bertpress.data.Columns), from its manifest."""
-        from bertpress.data import columns_of
-
         return columns_of(self.manifest)
 
 
@@ -92,7 +92,6 @@ def resolve_source(spec: str) -> Source:
             "(config.json); give a checkpoint, compressed, onnx, torchscript or openvino artifact"
         )
     # Not a local path: the `minilm` alias or a hub id (bertpress.models resolves and checks it).
-    from bertpress.models import resolve_source as resolve_model
 
     where, local = resolve_model(spec)
     if local:

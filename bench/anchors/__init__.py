@@ -32,6 +32,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+import bertpress
 from bertpress.errors import ArtifactError, DeviceError
 
 HERE = Path(__file__).resolve().parent
@@ -80,7 +81,6 @@ def candidates(anchor: AnchorEnv) -> list[Path]:
     out: list[Path] = []
     if sys.prefix != sys.base_prefix:  # running inside a venv: look beside it
         out.append(Path(sys.prefix).parent / anchor.venv)
-    import bertpress
 
     root = Path(bertpress.__file__).resolve().parents[1]
     if (root / "pyproject.toml").is_file():  # a source checkout (editable install or PYTHONPATH)
