@@ -16,8 +16,11 @@ import traceback
 from typing import Any, Callable, Sequence
 
 from bertpress import __version__
+from bertpress.app.inspect import inspect_path, inspect_text
 from bertpress.console import print_json
 from bertpress.errors import BertpressError, Terminated, is_disk_full, raise_on_sigterm
+from bertpress.hardware import info, info_text
+from bertpress.quiet import quiet_libraries
 
 # Subcommand modules, in the order `--help` lists them. A module is listed only once it exists
 # and does the real thing.
@@ -49,16 +52,12 @@ def common_parent() -> argparse.ArgumentParser:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from bertpress.hardware import info, info_text
-
     data = info()
     print_json(data) if args.json else print(info_text(data))
     return 0
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from bertpress.app.inspect import inspect_path, inspect_text
-
     data = inspect_path(args.path)
     print_json(data) if args.json else print(inspect_text(data))
     return 0
@@ -134,8 +133,6 @@ def run_handler(handler: Callable[[argparse.Namespace], int | None], args: argpa
 
 def main(argv: Sequence[str] | None = None) -> int:
     import signal
-
-    from bertpress.quiet import quiet_libraries
 
     quiet_libraries()  # no library progress bars or warnings between our one-line messages
     previous = raise_on_sigterm()  # SIGTERM cleans up like Ctrl-C and exits 143

@@ -9,8 +9,9 @@ from typing import Any
 
 from bertpress.artifact import MANIFEST_NAME, Artifact, dir_size
 from bertpress.errors import ArtifactError, InputError, first_line
+from bertpress.models import layer_shapes, load_classifier, param_count
 from bertpress.openvino_rt import _reason, read_ir  # numpy only: openvino itself is imported when a file is read
-from bertpress.safety import check_regular_file, contained_path
+from bertpress.safety import check_onnx_external_data, check_regular_file, contained_path
 
 
 def _model_file(path: Path, suffix: str) -> Path | None:
@@ -24,8 +25,6 @@ def _model_file(path: Path, suffix: str) -> Path | None:
 
 def inspect_onnx(file: Path) -> dict[str, Any]:
     import onnx
-
-    from bertpress.safety import check_onnx_external_data
 
     check_onnx_external_data(file)
     try:
@@ -108,8 +107,6 @@ def inspect_openvino(xml: Path) -> dict[str, Any]:
 
 
 def inspect_hf(path: Path) -> dict[str, Any]:
-    from bertpress.models import layer_shapes, load_classifier, param_count
-
     model, _ = load_classifier(path)
     cfg = model.config
     return {

@@ -26,11 +26,13 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+from bertpress import dist
 from bertpress.artifact import (MANIFEST_NAME, Artifact, check_output_dir, hold_output_lock, holds_output_locks,
                                 lineage_of, resumable_partial,
                                 remove_owned, resolve_out, write_owned_json, write_owned_text)
 from bertpress.config import build_config, check_size, input_paths, to_tagged
 from bertpress.errors import ConfigError, InputError, first_line
+from bertpress.safety import check_regular_file
 
 STAGE_ORDER = ("finetune", "compress", "export", "bench")
 # stage -> (module, config class, function)
@@ -153,8 +155,6 @@ def parse_recipe(data: Any, source: str = "<recipe>") -> Recipe:
 
 def load_recipe(path: str | Path) -> Recipe:
     import yaml
-
-    from bertpress.safety import check_regular_file
 
     path = Path(path)
     check_regular_file(path, "recipe")
@@ -279,8 +279,6 @@ def run_recipe(recipe: Recipe, *, progress: Callable[[str], None] = print) -> li
     """
     import yaml
 
-    from bertpress import dist
-
     main = dist.is_main_process()
     out = prepare_out(recipe) if main else resolve_out(recipe.out)
     state_dir = out / ".pipeline"
@@ -339,8 +337,6 @@ def _join_distributed() -> None:
     """Open the process group ourselves (the Trainer reuses it) so ranks can agree on skipping."""
     import torch
     import torch.distributed as tdist
-
-    from bertpress import dist
 
     if not tdist.is_initialized():
         if torch.cuda.is_available():

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from bertpress import dist
+from bertpress.app.pipeline import load_recipe, parse_recipe, recipe_inputs, run_recipe
+from bertpress.app.quickstart import quickstart_recipe, write_summary
+from bertpress.artifact import (check_output_dir, hold_output_lock, output_locks, remove_owned, resolve_out,
+                                write_owned_text)
+from bertpress.console import print_json
+from bertpress.data import add_column_flags
+
 RUN_HELP = """\
 Run a recipe: the stage configs (finetune, compress, export, bench; any subset) in one YAML
 file. Unknown keys are rejected and every problem is reported at once. Finished stages whose
@@ -38,7 +46,6 @@ def register(sub, common, formatter) -> None:
     q.add_argument("--train-samples", type=int, default=4000,
                    help="fine-tune on a random subset of this many training sentences (time budget)")
     q.add_argument("--epochs", type=float, default=1.0, help="fine-tuning epochs")
-    from bertpress.data import add_column_flags
 
     add_column_flags(q)  # recorded in the checkpoint; the later stages read their data with the same columns
     q.add_argument("--overwrite", action="store_true",
@@ -51,8 +58,6 @@ def register(sub, common, formatter) -> None:
 
 
 def _print_results(results, as_json: bool) -> None:
-    from bertpress.console import print_json
-
     if as_json:
         print_json([{"stage": r.stage, "path": str(r.path), "skipped": r.skipped,
                      "artifacts": [str(a) for a in r.artifacts]} for r in results])
@@ -63,8 +68,6 @@ def _print_results(results, as_json: bool) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from bertpress.app.pipeline import load_recipe
-
     recipe = load_recipe(args.recipe)
     if args.check:
         stages = ", ".join(recipe.stages)
@@ -77,8 +80,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def dist_main() -> bool:
-    from bertpress import dist
-
     return dist.is_main_process()
 
 
@@ -87,8 +88,6 @@ def _run_quietly(recipe, as_json: bool):
     import contextlib
     import sys
 
-    from bertpress.app.pipeline import run_recipe
-
     if not as_json:
         return run_recipe(recipe)
     with contextlib.redirect_stdout(sys.stderr):
@@ -96,8 +95,6 @@ def _run_quietly(recipe, as_json: bool):
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> int:
-    from bertpress.artifact import hold_output_lock, output_locks, resolve_out
-
     with output_locks():  # OUT stays locked from its first write to the last stage
         out = resolve_out(args.out)
         if out.parent.is_dir():
@@ -109,10 +106,6 @@ def _quickstart(args: argparse.Namespace) -> int:
     import sys
 
     import yaml
-
-    from bertpress.app.pipeline import parse_recipe, recipe_inputs
-    from bertpress.app.quickstart import quickstart_recipe, write_summary
-    from bertpress.artifact import check_output_dir, remove_owned, resolve_out, write_owned_text
 
     out = resolve_out(args.out)
     main = dist_main()

@@ -126,20 +126,7 @@ def test_a_deploy_search_runtime_without_the_app_layer_says_how():
 # (`# lazy: ...`: it keeps torch / onnx / openvino / transformers off a light path such as
 # `--help` or a light core import). CEILING bounds their number; it only goes down.
 LAZY_MARK = "# lazy:"
-CEILING = 188
-# Files whose function-level project imports predate the rule and are not yet justified or
-# hoisted (docs/architecture.md counts them); a file leaves this list once it is done.
-NOT_YET_JUSTIFIED = {
-    "app/cli.py", "app/inspect.py", "app/pipeline.py", "app/pipeline_cli.py", "app/quickstart.py",
-    "bench/anchors/__init__.py", "bench/baselines.py", "bench/bf16_cpu.py", "bench/cli.py", "bench/families.py",
-    "bench/run.py", "bench/runtimes.py", "bench/sources.py", 
-    
-    "compress/cli.py", "compress/config.py", "compress/evaluate.py",
-    "compress/quantize.py", "export/cli.py", "export/measure.py",
-    "export/microbench.py", "export/openvino.py", "export/source.py", "export/torchscript.py", "export/validate.py",
-    
-    
-}
+CEILING = 13
 
 
 def _is_project(node: ast.AST) -> bool:
@@ -166,8 +153,7 @@ def test_function_level_project_imports_are_few_and_justified():
     counts = {f.relative_to(REPO).as_posix(): function_level_imports(f) for f in project_files()}
     total = sum(len(v) for v in counts.values())
     assert total <= CEILING, f"{total} function-level project imports (ceiling {CEILING}): hoist them to module level"
-    bad = [f"{f}:{line}" for f, found in counts.items() if f not in NOT_YET_JUSTIFIED
-           for line, justified in found if not justified]
+    bad = [f"{f}:{line}" for f, found in counts.items() for line, justified in found if not justified]
     assert not bad, (f"function-level project imports without a `{LAZY_MARK} why` comment (hoist them, or say "
                      "which heavy library they keep off which light path):\n" + "\n".join(bad))
 
