@@ -155,9 +155,10 @@ class SearchConfig:
     Two strategies, chosen by `schedule`:
     - None (the default): the automatic search (compress/autosearch.py). Its space is
       `layers` x `ffn` x `heads` pruning ratios x int8 `schemes` x deploy runtimes; every
-      candidate's speed is measured before any training, then the fastest shapes are trained
-      first (layer-wise distillation) under successive halving, and the search stops as soon as
-      the fastest candidate within the budget is known, or `time_budget` minutes are spent.
+      candidate's speed is measured before any training, then the shapes are trained by bisection
+      over their speed order (layer-wise distillation, successive halving at the rungs; a miss
+      rules out the shapes pruned further), and the search stops as soon as the fastest candidate
+      within the budget is known, or `time_budget` minutes are spent.
     - a list of heads:ffn[:layers] ratios: the exhaustive walk over exactly those ratios x
       `schemes`, each recovered with compress's `recover` settings and ranked in `runtime`
       (compress/search.py; the expert's narrow search).
@@ -172,8 +173,8 @@ class SearchConfig:
              "classes); turns on the search for the fastest model within it (needs --eval-data and "
              "--calibration-data). Without --search-schedule it is the automatic search: whole layers x FFN width "
              "x heads x int8 schemes x the deploy runtimes on this host, every candidate timed before any "
-             "training, the fastest shapes trained first by layer-wise distillation and stopped early when they "
-             "cannot make the budget")
+             "training, then trained by bisection over their speed (layer-wise distillation, stopped early when they "
+             "cannot make the budget; a shape that misses rules out those pruned further)")
     eval_samples: Optional[int] = flag(None, unset=True, shown="all",  # subset of the eval set (None = all)
                                        help="random subset of the eval data in the search")
     time_budget: Optional[float] = flag(  # minutes for the whole automatic search (None = no limit)

@@ -6,14 +6,15 @@ module changes *where* a shape is trained, not which shapes are trained or how t
 
 - **The driver keeps the search.** The Optuna study, the candidates' timing, the incumbent, the
   scoring of a trained shape's variants in their runtime and the published winner stay in this
-  process, in the order of `_AutoSearch.search` (fastest shape first). What runs remotely is one
-  shape's distillation with its rungs (`run_trial`): the stop rule at a rung is the trial's own
-  threshold (`autosearch.over_budget`), so a remote trial applies it where it runs and the driver
-  replays its rung drops into the study (`trial.report`) when it returns.
-- **Speculation, processed in order.** Up to W trials run at once: the W fastest shapes still
-  faster than the incumbent. A result is taken up only when every faster shape is settled, so the
-  incumbent moves exactly as in the sequential search; when it moves, running trials whose shape
-  cannot beat it are cancelled (their Optuna trials are told FAIL, attribute `cancelled`).
+  process, which picks the shapes as `_AutoSearch.search` does (bisection over the speed order).
+  What runs remotely is one shape's distillation with its rungs (`run_trial`): the stop rule at a
+  rung is the trial's own threshold (`autosearch.over_budget`), so a remote trial applies it where
+  it runs and the driver replays its rung drops into the study (`trial.report`) when it returns.
+- **Speculation, taken up in the search's order.** Up to W trials run at once: the next shapes of
+  `autosearch.bisection_order` still in play. A result is taken up only when the search picks its
+  shape, so the incumbent moves exactly as in the sequential search; when it moves, or a miss rules
+  out the shapes pruned further, running trials that can no longer change the answer are cancelled
+  (their Optuna trials are told FAIL, attribute `cancelled`).
 - **Data once, scratch per trial.** The teacher, tokenizer, eval rows and training rows are put
   in Ray's object store once (`ray.put`); workers read no path of the user's. Each trial trains
   in its own temporary directory (recover's work_dir) and returns its student's weights as
@@ -25,7 +26,7 @@ module changes *where* a shape is trained, not which shapes are trained or how t
 
 Ray is an optional extra (`pip install 'bertpress[ray]'`), imported only here and only when this
 executor runs. We use Ray core (tasks, the object store, cancel) rather than Ray Tune: the order
-(fastest first, by measured speed) and the stop rule (the incumbent bounds what is worth training)
+(bisection over the measured speed) and the stop rule (the incumbent bounds what is worth training)
 are the search's own, and Tune's schedulers would replace them rather than run them.
 """
 
@@ -274,6 +275,17 @@ class RaySearch(_AutoSearch):
         self.queue = [sh for sh in self.queue if self.fastest[sh] < c.ms]
         self.fill()
 
+    def on_ruled_out(self, shapes: list) -> None:
+        """Cancel the running trials (and forget the queued shapes) the search ruled out."""
+        if not hasattr(self, "fastest"):  # before the training loop: nothing queued yet
+            return
+        for shape in [sh for sh in self.running if sh in shapes]:
+            ref, trial = self.running.pop(shape)
+            self.ray.cancel(ref)
+            self.abandon(shape, trial, "ruled out by another shape's result")
+        self.queue = [sh for sh in self.queue if sh not in shapes]
+        self.fill()
+
     def after_training(self) -> None:
         """Cancel what still runs; tell the study the results nobody took up (so that a resume
         finds them); stop the runtime this search started."""
@@ -312,7 +324,7 @@ class RaySearch(_AutoSearch):
     # ---- dispatch and results ---------------------------------------------------------------
 
     def fill(self) -> None:
-        """Dispatch the next shapes, fastest first, while fewer than `width` run."""
+        """Dispatch the next shapes of the queue (the search's bisection order) while fewer than `width` run."""
         while self.queue and len(self.running) < self.width:
             left = self.left_s()
             if left is not None and left <= 0:

@@ -89,9 +89,9 @@ def test_task_metric():
     assert AS.task_metric(5, pairs=False) == "macro_f1"
 
 
-def test_search_times_before_training_and_trains_fastest_first(ckpt, data, tmp_path, monkeypatch, speed_by_depth):
+def test_search_times_before_training_and_trains_by_bisection(ckpt, data, tmp_path, monkeypatch, speed_by_depth):
     """Every candidate is timed before any training; with an unlimited budget the first trained
-    shape (the fastest) wins and no slower shape is trained."""
+    shape (the faster of the two middle ones: here the fastest) wins and no slower shape is trained."""
     calls = []
     real = A.HANDLERS[RecoverConfig]
 
@@ -108,7 +108,7 @@ def test_search_times_before_training_and_trains_fastest_first(ckpt, data, tmp_p
     rows = s["table"]
     assert {(r["layers_kept"], r["runtime"]) for r in rows} == {(4, "pytorch"), (3, "pytorch"), (2, "pytorch")}
     assert all(r["latency_ms"] is not None for r in rows)  # every candidate timed, trained or not
-    # at most the shapes faster than the unpruned incumbent were trained, fastest first, stopping at the first in budget
+    # at most the shapes faster than the unpruned incumbent were trained, by bisection, stopping when none is left
     pruned = sorted((r for r in rows if r["layers_kept"] < 4), key=lambda r: r["latency_ms"])
     assert calls and calls[0] == pruned[0]["layers_kept"]
     assert len(calls) == 1 and s["met_budget"] is True
@@ -116,6 +116,47 @@ def test_search_times_before_training_and_trains_fastest_first(ckpt, data, tmp_p
     assert len(winner) == 1 and winner[0]["layers_kept"] == calls[0]
     assert s["deploy"]["runtime"] == "pytorch" and s["winner"]["layers"] > 0
     A.load_compressed(art.path)  # the winner is a usable artifact
+
+
+def test_bisection_picks_the_median_and_a_miss_rules_out_the_shapes_pruned_further():
+    shapes = ["a", "b", "c", "d", "e"]  # fastest first
+    assert AS.pick(shapes) == "c" and AS.pick(["a", "b"]) == "a" and AS.pick(["a"]) == "a"
+    assert AS.bisection_order(shapes) == ["c", "a", "d", "b", "e"]
+    assert sorted(AS.bisection_order(list(range(17)))) == list(range(17))
+    # (heads, ffn, layers) ratios: more removed in every dimension = at least as pruned
+    assert AS.at_least_as_pruned((0.5, 0.75, 0.5), (0.0, 0.75, 0.333))
+    assert AS.at_least_as_pruned((0.0, 0.75, 0.333), (0.0, 0.75, 0.333))
+    assert not AS.at_least_as_pruned((0.0, 0.5, 0.5), (0.0, 0.75, 0.333))  # less FFN removed
+    assert not AS.at_least_as_pruned((0.0, 0.0, 0.0), (0.0, 0.5, 0.0))
+
+
+def test_a_shape_that_misses_rules_out_every_shape_pruned_further(ckpt, data, tmp_path, monkeypatch, speed_by_depth):
+    """Three pruned depths (3, 2, 1 layers): the median (2) is trained first; it misses, so the
+    1-layer shape is never trained, and the 3-layer one is; it makes the budget and wins."""
+    real = AS._AutoSearch.scores_of
+
+    def scores_of(self, model):
+        got = real(self, model)
+        if len(model.bert.encoder.layer) < 3:  # 2 and 1 layers: hopeless even for the budget of 100 points
+            got = {k: -1.0 for k in got}
+        return got
+
+    monkeypatch.setattr(AS._AutoSearch, "scores_of", scores_of)
+    calls = []
+    real_recover = A.HANDLERS[RecoverConfig]
+
+    def spy(work, cfg):
+        calls.append(len(work.model.bert.encoder.layer))
+        return real_recover(work, cfg)
+
+    monkeypatch.setitem(A.HANDLERS, RecoverConfig, spy)
+    art = A.compress(ckpt, cfg_for(data, layers=(0.0, 0.25, 0.5, 0.75)), tmp_path / "o", progress=False)
+    s = art.manifest.details["search"]
+    assert calls == [2, 3]
+    one = [t for k, t in s["trials"].items() if k.endswith("l0.750")]
+    assert one and one[0]["state"] == "skipped" and "h0.000-f0.000-l0.500, which missed the budget" in one[0]["why"]
+    assert s["winner"]["layers"] == 0.25 and s["met_budget"]
+    assert any(e["event"] == "ruled out" for e in s["timeline"])
 
 
 def test_a_candidate_stopped_at_a_rung_is_never_trained_further(ckpt, data, tmp_path, monkeypatch, speed_by_depth):
