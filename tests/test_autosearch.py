@@ -38,6 +38,20 @@ def speed_by_depth(monkeypatch):
     monkeypatch.setattr(AS._AutoSearch, "timer", timer)
 
 
+@pytest.fixture
+def trained_depths(monkeypatch) -> list:
+    """The depth of every student the search trains, in order."""
+    calls: list = []
+    real = A.HANDLERS[RecoverConfig]
+
+    def spy(work, cfg):
+        calls.append(len(work.model.bert.encoder.layer))
+        return real(work, cfg)
+
+    monkeypatch.setitem(A.HANDLERS, RecoverConfig, spy)
+    return calls
+
+
 def cfg_for(data: Path, *, runtime="pytorch", drop=100.0, schemes=("dynamic",), **search) -> CompressConfig:
     return CompressConfig(
         quantize=QuantizeConfig(calibration_data=str(data), calibration_samples=16),
@@ -89,17 +103,10 @@ def test_task_metric():
     assert AS.task_metric(5, pairs=False) == "macro_f1"
 
 
-def test_search_times_before_training_and_trains_by_bisection(ckpt, data, tmp_path, monkeypatch, speed_by_depth):
+def test_search_times_before_training_and_trains_by_bisection(ckpt, data, tmp_path, speed_by_depth, trained_depths):
     """Every candidate is timed before any training; with an unlimited budget the first trained
     shape (the faster of the two middle ones: here the fastest) wins and no slower shape is trained."""
-    calls = []
-    real = A.HANDLERS[RecoverConfig]
-
-    def spy(work, cfg):
-        calls.append(len(work.model.bert.encoder.layer))
-        return real(work, cfg)
-
-    monkeypatch.setitem(A.HANDLERS, RecoverConfig, spy)
+    calls = trained_depths
     art = A.compress(ckpt, cfg_for(data, layers=(0.0, 0.25, 0.5)), tmp_path / "o", progress=False)
     s = art.manifest.details["search"]
     assert s["strategy"] == "automatic"
@@ -130,7 +137,8 @@ def test_bisection_picks_the_median_and_a_miss_rules_out_the_shapes_pruned_furth
     assert not AS.at_least_as_pruned((0.0, 0.0, 0.0), (0.0, 0.5, 0.0))
 
 
-def test_a_shape_that_misses_rules_out_every_shape_pruned_further(ckpt, data, tmp_path, monkeypatch, speed_by_depth):
+def test_a_shape_that_misses_rules_out_every_shape_pruned_further(ckpt, data, tmp_path, monkeypatch, speed_by_depth,
+                                                                  trained_depths):
     """Three pruned depths (3, 2, 1 layers): the median (2) is trained first; it misses, so the
     1-layer shape is never trained, and the 3-layer one is; it makes the budget and wins."""
     real = AS._AutoSearch.scores_of
@@ -142,17 +150,9 @@ def test_a_shape_that_misses_rules_out_every_shape_pruned_further(ckpt, data, tm
         return got
 
     monkeypatch.setattr(AS._AutoSearch, "scores_of", scores_of)
-    calls = []
-    real_recover = A.HANDLERS[RecoverConfig]
-
-    def spy(work, cfg):
-        calls.append(len(work.model.bert.encoder.layer))
-        return real_recover(work, cfg)
-
-    monkeypatch.setitem(A.HANDLERS, RecoverConfig, spy)
     art = A.compress(ckpt, cfg_for(data, layers=(0.0, 0.25, 0.5, 0.75)), tmp_path / "o", progress=False)
     s = art.manifest.details["search"]
-    assert calls == [2, 3]
+    assert trained_depths == [2, 3]
     one = [t for k, t in s["trials"].items() if k.endswith("l0.750")]
     assert one and one[0]["state"] == "skipped" and "h0.000-f0.000-l0.500, which missed the budget" in one[0]["why"]
     assert s["winner"]["layers"] == 0.25 and s["met_budget"]
