@@ -565,12 +565,12 @@ class _AutoSearch:
                 if left is not None and left <= 0:
                     self.rule_out(undecided, "time budget spent")
                     break
-                if left is not None and full_s and left < min(full_s):
+                shape = pick(undecided)
+                if left is not None and full_s and left < min(full_s) and not self.costs_nothing(shape):
                     self.say(f"search: {left / 60:.1f} min of the budget left, a training takes "
                              f"{min(full_s) / 60:.1f}: {len(undecided)} shapes not started")
                     self.rule_out(undecided, f"time budget: {left:.0f} s left, a training took {min(full_s):.0f} s")
                     break
-                shape = pick(undecided)
                 undecided.remove(shape)
                 trained = self.train(shape)
                 bar.update(1)
@@ -625,6 +625,10 @@ class _AutoSearch:
 
     def on_ruled_out(self, shapes: list) -> None:
         pass
+
+    def costs_nothing(self, shape) -> bool:
+        """The shape's result needs no new training (an earlier run of this study settled it)."""
+        return self.earlier_trial(shape_key(shape)) is not None
 
     def rule_out(self, shapes: list, why: str) -> None:
         """Shapes the search will not train (their trials' row says why); executors drop them too."""

@@ -286,6 +286,10 @@ class RaySearch(_AutoSearch):
         self.queue = [sh for sh in self.queue if sh not in shapes]
         self.fill()
 
+    def costs_nothing(self, shape) -> bool:
+        """Also a shape whose trial was started ahead (running or returned): its time is spent."""
+        return shape in self.running or shape in self.held or super().costs_nothing(shape)
+
     def after_training(self) -> None:
         """Cancel what still runs; tell the study the results nobody took up (so that a resume
         finds them); stop the runtime this search started."""

@@ -237,6 +237,23 @@ def test_the_time_budget_is_honoured(ckpt, data, tmp_path, monkeypatch):
     assert {t["why"] for t in s["trials"].values()} <= {"time budget spent", "slower than the incumbent"}
 
 
+def test_no_training_starts_with_less_budget_left_than_one_took(ckpt, data, tmp_path, monkeypatch, speed_by_depth,
+                                                               trained_depths):
+    """Three pruned depths, a budget everyone makes: the median (2 layers) is trained and wins; the
+    faster 1-layer shape is still in play, but with less time left than that training took it is
+    not started (it would be stopped unfinished), and the search ends."""
+    def left_s(self):  # plenty until one training has finished, then a hundredth of a second
+        return 0.01 if any(t.get("state") == "complete" for t in self.trials.values()) else 1e6
+
+    monkeypatch.setattr(AS._AutoSearch, "left_s", left_s)
+    art = A.compress(ckpt, cfg_for(data, layers=(0.0, 0.25, 0.5, 0.75)), tmp_path / "o", progress=False)
+    s = art.manifest.details["search"]
+    assert trained_depths == [2]
+    (one,) = [t for k, t in s["trials"].items() if k.endswith("l0.750")]
+    assert one["state"] == "skipped" and one["why"].startswith("time budget: 0 s left, a training took ")
+    assert s["winner"]["layers"] == 0.5 and s["met_budget"]
+
+
 def test_export_without_format_writes_what_the_search_measured(ckpt, data, tmp_path):
     from bertpress.export.api import export
     from bertpress.export.config import ExportConfig
