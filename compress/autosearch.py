@@ -577,21 +577,10 @@ class _AutoSearch:
                 trial = self.trials.get(shape_key(shape), {})
                 if trained is not None and trial.get("state") == "complete" and not trial.get("resumed"):
                     full_s.append(float(trial.get("train_s") or 0.0))
-                passed = False
-                if trained is not None:
-                    shared: dict = {}
-                    for c in by_shape[shape]:
-                        if incumbent is not None and c.ms >= incumbent.ms:
-                            break
-                        self.score_variant(c, trained, tmp, shared, calib_cache)
-                        self.say(f"search: {c.key}: {self.metric} {self._fmt(c)}")
-                        if within(c):
-                            incumbent, passed = c, True
-                            self.event("new incumbent", candidate=c.key, ms=c.ms,
-                                       drop_points=self.drop_points(c.metric))
-                            self.on_incumbent(c)
-                            break
-                if passed:  # only a faster shape can beat it
+                found = None if trained is None else self.first_within(by_shape[shape], trained, incumbent,
+                                                                       within, tmp, calib_cache)
+                if found is not None:  # only a faster shape can beat it
+                    incumbent = found
                     ruled = [sh for sh in undecided if by_shape[sh][0].ms >= incumbent.ms]
                     self.rule_out(ruled, "slower than the incumbent")
                 elif trial.get("state") in ("pruned", "complete"):  # judged: it misses the budget
@@ -611,6 +600,22 @@ class _AutoSearch:
                 incumbent = max(scored, key=lambda c: (c.metric, -(c.ms or math.inf)))
                 incumbent.fallback = True
         return incumbent
+
+    def first_within(self, variants: list, trained, incumbent: Candidate | None, within, tmp: Path,
+                     calib_cache: dict) -> Candidate | None:
+        """Score a trained shape's variants fastest first, while faster than the incumbent; the first
+        within the budget (now the incumbent, announced to the executor), else None."""
+        shared: dict = {}
+        for c in variants:
+            if incumbent is not None and c.ms >= incumbent.ms:
+                return None
+            self.score_variant(c, trained, tmp, shared, calib_cache)
+            self.say(f"search: {c.key}: {self.metric} {self._fmt(c)}")
+            if within(c):
+                self.event("new incumbent", candidate=c.key, ms=c.ms, drop_points=self.drop_points(c.metric))
+                self.on_incumbent(c)
+                return c
+        return None
 
     def _fmt(self, c: Candidate) -> str:
         if c.error:
