@@ -66,9 +66,12 @@ from bertpress.signature import input_names, torch_runner, traffic_batches
 from bertpress.timing import interleaved
 
 # The distillation that worked (docs/results/layers.md §5-§11): logits + hidden states + attention
-# maps, lr 1e-4, two epochs at max length 64. Used for every pruned candidate unless the user set
-# recovery flags (--recover-epochs > 0: theirs).
-AUTO_RECOVER = {"epochs": 2.0, "hidden_weight": 1.0, "attention_weight": 1.0, "lr": 1e-4, "max_length": 64}
+# maps, lr 1e-4, two epochs at max length 64, and at least 1,000 optimizer steps: on a small
+# training set two epochs are too few (MRPC: 230 steps; 4 layers x FFN 1/4 recovered to -2.57 F1
+# in 230 steps, -1.00 in 920, docs/results/autosearch.md §4). Used for every pruned candidate
+# unless the user set recovery flags (--recover-epochs > 0: theirs).
+AUTO_RECOVER = {"epochs": 2.0, "min_steps": 1000, "hidden_weight": 1.0, "attention_weight": 1.0, "lr": 1e-4,
+                "max_length": 64}
 RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}  # a deploy runtime -> the module it needs
 FORMAT_OF = {"onnxruntime": "onnx", "openvino": "openvino", "pytorch": None}  # the export format a runtime deploys
 SCHEME_PROBE_MARGIN = 1.20  # schemes within 20 % of a runtime's fastest on the unpruned model stay in the space
@@ -680,7 +683,8 @@ class _AutoSearch:
         tw = dataclasses.replace(pw, model=copy.deepcopy(pw.model), details=dict(pw.details),
                                  recover_callbacks=[cb], progress=self.work.progress)
         t0 = time.monotonic()
-        self.say(f"search: training {shape_key(shape)} (recovery: {self.rcfg.epochs:g} epochs)"
+        self.say(f"search: training {shape_key(shape)} (recovery: {self.rcfg.epochs:g} epochs"
+                 + (f", at least {self.rcfg.min_steps} steps)" if self.rcfg.min_steps else ")")
                  + (f"; {self.left_s() / 60:.1f} min of the budget left" if self.deadline else ""))
         tw = HANDLERS[RecoverConfig](tw, self.rcfg)
         took = time.monotonic() - t0

@@ -131,6 +131,10 @@ class RecoverConfig:
     data: str | None = None  # training data; defaults to compress's calibration data
     samples: int | None = flag(None, help="random subset of the training data")  # None = all
     max_steps: int | None = flag(None, help="cap on recovery optimizer steps")
+    # A floor on the optimizer steps: on a small training set (MRPC's 3,668 pairs are 115 steps an
+    # epoch) a few epochs are too few steps for a student that lost layers (docs/results/autosearch.md §4).
+    min_steps: int | None = flag(None, help="at least this many recovery optimizer steps: on a small training set the "
+                                            "epochs are raised to reach it (--recover-max-steps still caps)")
     lr: float = flag(5e-5, help="recovery learning rate")
     max_length: int = flag(128, help="recovery max sequence length")
     alpha: float = flag(0.5, help="weight of the teacher's soft targets against the labels' cross-entropy (0..1)")
@@ -179,6 +183,11 @@ class RecoverConfig:
         check_range(self.max_length, "recover.max_length", low=8, integer=True)
         if self.max_steps is not None:
             check_range(self.max_steps, "recover.max_steps", low=1, integer=True)
+        if self.min_steps is not None:
+            check_range(self.min_steps, "recover.min_steps", low=1, integer=True)
+            if self.max_steps is not None and self.min_steps > self.max_steps:
+                raise ConfigError(f"recover.min_steps={self.min_steps} is above recover.max_steps={self.max_steps}: "
+                                  "lower --recover-min-steps or raise --recover-max-steps")
         check_range(self.seed, "recover.seed", low=0, integer=True)
 
     @property

@@ -21,6 +21,21 @@ from bertpress.quiet import quiet
 from bertpress.signature import input_names
 
 
+def step_limit(cfg: RecoverConfig, rows: int, world_size: int | None = None) -> int:
+    """The Trainer's max_steps for a recovery over `rows` training rows: cfg.max_steps when set,
+    raised to cfg.min_steps when the epochs come to fewer steps (-1: the epochs decide)."""
+    if cfg.min_steps is None:
+        return cfg.max_steps if cfg.max_steps is not None else -1
+    if world_size is None:
+        import torch.distributed as dist
+
+        world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    by_epochs = math.ceil(cfg.epochs * math.ceil(rows / (cfg.batch_size * world_size)))
+    if by_epochs >= cfg.min_steps:
+        return cfg.max_steps if cfg.max_steps is not None else -1
+    return cfg.min_steps  # the config refuses min_steps above max_steps
+
+
 def recover(
     student,
     teacher,
@@ -46,7 +61,8 @@ def recover(
     the teacher head each of student layer j's heads came from (None: every head kept; compress
     passes the heads its pruning kept). Both models run eager attention for the recovery, the
     student without attention dropout, and get their attention implementation back afterwards.
-    max_steps (if given) caps the optimizer steps regardless of epochs. augment=N > 0 adds N rewritten
+    max_steps (if given) caps the optimizer steps regardless of epochs; min_steps (if given) is a floor:
+    when the epochs over `train` come to fewer steps, training goes on (cycling the data) to min_steps. augment=N > 0 adds N rewritten
     copies of every training row (`finetune.augment`: words swapped for their nearest words in the
     teacher's input embeddings, each with probability augment_prob) that learn from the teacher's
     soft targets alone; an epoch then covers originals and copies. eval_data, if given, is scored before and after
@@ -95,7 +111,7 @@ def recover(
         args = training_arguments(
             output_dir=str(work),
             num_train_epochs=cfg.epochs,
-            max_steps=cfg.max_steps if cfg.max_steps is not None else -1,
+            max_steps=step_limit(cfg, len(train_f)),
             learning_rate=cfg.lr,
             per_device_train_batch_size=cfg.batch_size,
             per_device_eval_batch_size=cfg.batch_size * 2,

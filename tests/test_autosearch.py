@@ -97,6 +97,15 @@ def test_automatic_search_needs_training_data():
                        prune=PruneConfig(importance="magnitude"))
 
 
+def test_the_default_recovery_has_a_floor_of_steps_and_the_users_flags_replace_it(data):
+    auto = AS.recover_config(CompressConfig(search=SearchConfig(), eval_data="d",
+                                            quantize=QuantizeConfig(calibration_data=str(data)),
+                                            prune=PruneConfig(importance="magnitude")))
+    assert (auto.epochs, auto.min_steps, auto.hidden_weight, auto.attention_weight) == (2.0, 1000, 1.0, 1.0)
+    theirs = AS.recover_config(cfg_for(data))
+    assert (theirs.epochs, theirs.min_steps) == (4.0, None)
+
+
 def test_task_metric():
     assert AS.task_metric(2, pairs=False) == "accuracy"
     assert AS.task_metric(2, pairs=True) == "f1"

@@ -275,6 +275,25 @@ def test_recover_pruned_student_moves_toward_teacher(work, trained):
     # max_steps caps the work.
     recover(student, teacher, tok, train, RecoverConfig(epochs=1.0, max_steps=3), progress=False)
     assert student.recover_metrics["steps"] == 3
+    # min_steps is a floor: one epoch of this small set is fewer steps, so training cycles the data.
+    per_epoch = -(-len(train) // 16)
+    recover(student, teacher, tok, train, RecoverConfig(epochs=1.0, batch_size=16, min_steps=per_epoch + 3),
+            progress=False)
+    assert student.recover_metrics["steps"] == per_epoch + 3
+
+
+def test_recovery_step_limit():
+    from bertpress.finetune.recovery import step_limit
+
+    assert step_limit(RecoverConfig(epochs=2.0, batch_size=32), 3668, 1) == -1  # the epochs decide
+    assert step_limit(RecoverConfig(epochs=2.0, batch_size=32, max_steps=50), 3668, 1) == 50
+    assert step_limit(RecoverConfig(epochs=2.0, batch_size=32, min_steps=1000), 3668, 1) == 1000  # 230 < 1000
+    assert step_limit(RecoverConfig(epochs=2.0, batch_size=32, min_steps=1000), 67349, 1) == -1  # 4210 >= 1000
+    assert step_limit(RecoverConfig(epochs=2.0, batch_size=32, min_steps=1000, max_steps=4000), 67349, 1) == 4000
+    assert step_limit(RecoverConfig(epochs=2.0, batch_size=32, min_steps=300), 3668, 2) == 300  # 116 a rank
+    with pytest.raises(ConfigError, match=r"recover.min_steps=10 is above recover.max_steps=5: lower "
+                                          r"--recover-min-steps or raise --recover-max-steps"):
+        RecoverConfig(epochs=1.0, min_steps=10, max_steps=5)
 
 
 def test_recover_rejects_label_mismatch(work):
