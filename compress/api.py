@@ -93,7 +93,8 @@ def apply_recover(work: Work, cfg: RecoverConfig) -> Work:
                                 "samples": len(train), "epochs": cfg.epochs,
                                 "lr": cfg.lr, "alpha": cfg.alpha, "temperature": cfg.temperature,
                                 "hidden_weight": cfg.hidden_weight, "attention_weight": cfg.attention_weight,
-                                "max_steps": cfg.max_steps, "min_steps": cfg.min_steps, "augment": cfg.augment, "augment_prob": cfg.augment_prob,
+                                "max_steps": cfg.max_steps, "min_steps": cfg.min_steps,
+                                "augment": cfg.augment, "augment_prob": cfg.augment_prob,
                                 "metrics": dict(getattr(work.model, "recover_metrics", {}) or {})}
     work.qmodel, work.ranges = None, None
     return work

@@ -68,7 +68,8 @@ from bertpress.timing import interleaved
 # The distillation that worked (docs/results/layers.md §5-§11): logits + hidden states + attention
 # maps, lr 1e-4, two epochs at max length 64, and at least 1,000 optimizer steps: on a small
 # training set two epochs are too few (MRPC: 230 steps; 4 layers x FFN 1/4 recovered to -2.57 F1
-# in 230 steps, -1.00 in 920, docs/results/autosearch.md §4). Used for every pruned candidate
+# in 230 steps, -1.00 in 920, docs/results/autosearch.md §4; with the floor the 4-layer student made
+# the budget in fp32, §6). Used for every pruned candidate
 # unless the user set recovery flags (--recover-epochs > 0: theirs).
 AUTO_RECOVER = {"epochs": 2.0, "min_steps": 1000, "hidden_weight": 1.0, "attention_weight": 1.0, "lr": 1e-4,
                 "max_length": 64}

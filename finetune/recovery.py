@@ -62,8 +62,8 @@ def recover(
     passes the heads its pruning kept). Both models run eager attention for the recovery, the
     student without attention dropout, and get their attention implementation back afterwards.
     max_steps (if given) caps the optimizer steps regardless of epochs; min_steps (if given) is a floor:
-    when the epochs over `train` come to fewer steps, training goes on (cycling the data) to min_steps. augment=N > 0 adds N rewritten
-    copies of every training row (`finetune.augment`: words swapped for their nearest words in the
+    when the epochs over `train` come to fewer steps, training goes on (cycling the data) to min_steps.
+    augment=N > 0 adds N rewritten copies of every training row (`finetune.augment`: words swapped for their nearest words in the
     teacher's input embeddings, each with probability augment_prob) that learn from the teacher's
     soft targets alone; an epoch then covers originals and copies. eval_data, if given, is scored before and after
     (accuracy printed when progress=True, and stored on the student as `student.recover_metrics`).
