@@ -24,6 +24,10 @@ from bertpress.arch import input_names as family_inputs
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")  # every input any family takes
 TRAFFIC_BATCH_SIZE = 32  # real traffic's default batch: bench's traffic_batch_size, the search's traffic objective
 OUTPUT_NAMES = ("logits",)
+# Rows per call wherever bertpress scores labelled data (the search, compress's checks, export's
+# gate): one size for all, because dynamic int8 takes its activation ranges per batch, so the same
+# rows in other batches give other logits, and a search's score must be what export then measures.
+EVAL_BATCH = 32
 
 
 def input_names(model_or_config) -> tuple[str, ...]:

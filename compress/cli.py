@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 
 from bertpress import records
 from bertpress.compress.config import CompressConfig
@@ -111,5 +112,7 @@ def _run(args: argparse.Namespace) -> int:
         if d:
             print(f"  measured in: {d['runtime']} ({d['scheme']} int8); search wall time {s['wall_s'] / 60:.1f} min")
             if d.get("format"):
-                print(f"  next: bertpress export {art.path} --out DIR   (writes the {d['format']} model it measured)")
+                ev = f" --eval-data {shlex.quote(str(cfg.eval_data))}" if cfg.eval_data else ""
+                print(f"  next: bertpress export {art.path} --out DIR{ev}   (writes the {d['format']} model it "
+                      f"measured; with the eval data, the gate scores the rows the search scored)")
     return 0

@@ -14,6 +14,7 @@ from bertpress.data import TextDataset
 from bertpress.metrics import classification_metrics
 from bertpress import signature  # called as signature.tokenize/encode: tests spy on them
 from bertpress.models import state_dict_bytes
+from bertpress.signature import EVAL_BATCH
 from bertpress.timing import time_callable
 
 
@@ -31,7 +32,7 @@ def batches(tokenizer, texts: Sequence, labels: Sequence[int] | None, *, batch_s
 
 @torch.inference_mode()
 def predictions(model: nn.Module, tokenizer, data: TextDataset, *, max_length: int = 128,
-                batch_size: int = 64) -> np.ndarray:
+                batch_size: int = EVAL_BATCH) -> np.ndarray:
     """The predicted class id of every row of `data` (texts or pairs)."""
     model.eval()
     dev = next(model.parameters()).device  # a model on CUDA (e.g. mid-training) gets its batches there
@@ -41,7 +42,7 @@ def predictions(model: nn.Module, tokenizer, data: TextDataset, *, max_length: i
 
 
 def scores(model: nn.Module, tokenizer, data: TextDataset, *, max_length: int = 128,
-           batch_size: int = 64) -> dict[str, float]:
+           batch_size: int = EVAL_BATCH) -> dict[str, float]:
     """bertpress.metrics on `data`: accuracy, plus F1 (binary) or macro-F1 (> 2 classes)."""
     num_labels = int(model.config.num_labels) if hasattr(model, "config") else len(data.label_names)
     pred = predictions(model, tokenizer, data, max_length=max_length, batch_size=batch_size)
@@ -49,7 +50,7 @@ def scores(model: nn.Module, tokenizer, data: TextDataset, *, max_length: int = 
 
 
 def runtime_scores(run, tokenizer, data: TextDataset, max_length: int, num_labels: int,
-                   batch_size: int = 64) -> dict[str, float]:
+                   batch_size: int = EVAL_BATCH) -> dict[str, float]:
     """bertpress.metrics on `data` through an exported model's runner (feed of numpy inputs ->
     logits; it takes the inputs it knows): the search's scores in a deploy runtime."""
     ex = data.examples
@@ -60,7 +61,7 @@ def runtime_scores(run, tokenizer, data: TextDataset, max_length: int, num_label
 
 
 def accuracy(model: nn.Module, tokenizer, data: TextDataset, *, max_length: int = 128,
-             batch_size: int = 64) -> float:
+             batch_size: int = EVAL_BATCH) -> float:
     """Accuracy as a fraction in [0, 1] (the unit of every accuracy bertpress records); the
     accuracy budgets of compress (drop checks, the search, auto calibration) use it."""
     return scores(model, tokenizer, data, max_length=max_length, batch_size=batch_size)["accuracy"]

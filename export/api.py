@@ -18,7 +18,7 @@ from bertpress.config import input_paths, to_tagged
 from bertpress.data import columns_of, load_text_classification
 from bertpress.errors import ConfigError, DeviceError, InputError
 from bertpress.export.bundle import preprocessing, write_support_files
-from bertpress.export.config import ExportConfig, ExportFormat
+from bertpress.export.config import DEFAULT_EVAL_SAMPLES, ExportConfig, ExportFormat
 from bertpress.export.formats import FORMATS, Format
 from bertpress.export.onnx import check_opset
 from bertpress.export.source import QuantRecipe, Source, load_source
@@ -126,12 +126,17 @@ def _build(src: Source, cfg: ExportConfig, name: str, out: Path, eval_set, calib
     return metrics
 
 
+def searched(source: Path) -> dict[str, Any]:
+    """The input's details.search ({} when it is not a searched artifact)."""
+    if not Artifact.is_finished(Path(source)):
+        return {}
+    search = (Artifact.load(Path(source)).manifest.details or {}).get("search")
+    return search if isinstance(search, dict) else {}
+
+
 def searched_deploy(source: Path) -> dict[str, Any] | None:
     """What the input's search measured its winner in (details.search.deploy), if it searched."""
-    if not Artifact.is_finished(Path(source)):
-        return None
-    search = (Artifact.load(Path(source)).manifest.details or {}).get("search") or {}
-    deploy = search.get("deploy")
+    deploy = searched(source).get("deploy")
     return deploy if isinstance(deploy, dict) and deploy.get("format") in ExportFormat.members() else None
 
 
@@ -141,6 +146,17 @@ def resolve_format(cfg: ExportConfig, source: Path) -> ExportConfig:
         return cfg
     deploy = searched_deploy(source)
     return dataclasses.replace(cfg, format=ExportFormat(deploy["format"] if deploy else "onnx"))
+
+
+def resolve_eval_rows(cfg: ExportConfig, source: Path) -> ExportConfig:
+    """eval_samples unset -> the rows the input's search scored its candidates on (the same rows,
+    drawn with its seed, so the gate repeats the search's figure), else DEFAULT_EVAL_SAMPLES."""
+    if cfg.eval_samples is not None:
+        return cfg
+    search = searched(source)
+    if search and isinstance(search.get("eval_samples"), int) and search["eval_samples"] > 0:
+        return dataclasses.replace(cfg, eval_samples=search["eval_samples"], seed=int(search.get("eval_seed", cfg.seed)))
+    return dataclasses.replace(cfg, eval_samples=DEFAULT_EVAL_SAMPLES)
 
 
 @holds_output_locks  # one live run per --out (artifact.output_locks)
@@ -156,7 +172,7 @@ def export(source: str | Path, cfg: ExportConfig | None = None, out_dir: str | P
         raise ConfigError(f"cfg must be an ExportConfig, got {type(cfg).__name__}; build one with ExportConfig(...)")
     source = local_path(source)
     out_dir = Path(out_dir)
-    cfg = resolve_format(cfg, source)
+    cfg = resolve_eval_rows(resolve_format(cfg, source), source)
     inputs = (source, *input_paths(cfg))  # the model, eval and calibration data
     check_output_dir(out_dir, overwrite=overwrite, inputs=inputs)  # fail fast, before the slow load
     if cfg.format not in (ExportFormat.TORCHSCRIPT, ExportFormat.OPENVINO):

@@ -46,6 +46,9 @@ class WeightType(str, enum.Enum):
 CalibrationChoice = str_enum("CalibrationChoice", ("follow", *CALIBRATION_METHODS), __name__)
 
 
+DEFAULT_EVAL_SAMPLES = 512  # the gate's eval rows when neither the user nor a search set them
+
+
 def _int_tuple(value, field: str, low: int) -> tuple[int, ...]:
     if isinstance(value, (int, str)) or not hasattr(value, "__iter__"):
         raise ConfigError(f"{field}={value!r} must be a list of integers, e.g. [1, 3, 8]")
@@ -101,7 +104,9 @@ class ExportConfig:
     eval_data: str | None = flag(  # TSV/CSV/JSONL or split directory (dev split) for int8 agreement
         None, group="parity gate",
         help="labeled texts (file or directory; dev split) for int8 argmax agreement and accuracy")
-    eval_samples: int = flag(512, group="parity gate", help="rows of --eval-data to use")
+    eval_samples: int | None = flag(  # None: the searched rows of a searched model, else DEFAULT_EVAL_SAMPLES
+        None, group="parity gate", unset=True, shown="512; a searched model: the rows its search scored",
+        help="rows of --eval-data to use (a fixed random subset when fewer than the file has)")
     calibration_data: str | None = flag(None, group="int8",  # None: the calibration data compress recorded
                                         help="texts for static int8 calibration (default: what compress recorded)")
     calibration_samples: int | None = flag(None, group="int8",  # None: follow the recipe (or 128)
@@ -153,7 +158,8 @@ class ExportConfig:
         check_range(self.fp32_atol, "fp32_atol", low=0, low_inclusive=False)
         check_range(self.int8_atol, "int8_atol", low=0, low_inclusive=False)
         check_range(self.min_agreement, "min_agreement", low=0, high=1)
-        check_range(self.eval_samples, "eval_samples", low=1, integer=True)
+        if self.eval_samples is not None:
+            check_range(self.eval_samples, "eval_samples", low=1, integer=True)
         if self.calibration_samples is not None:
             check_range(self.calibration_samples, "calibration_samples", low=1, integer=True)
         check_range(self.seed, "seed", low=0, integer=True)

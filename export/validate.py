@@ -15,7 +15,7 @@ import numpy as np
 
 from bertpress.errors import ParityError, first_line
 from bertpress.metrics import classification_metrics
-from bertpress.signature import OUTPUT_NAMES, encode, special_ids, synthetic_batch
+from bertpress.signature import EVAL_BATCH, OUTPUT_NAMES, encode, special_ids, synthetic_batch
 
 Runner = Callable[[dict[str, np.ndarray]], np.ndarray]
 
@@ -106,9 +106,6 @@ def check_parity(
     report["passed"] = not failures
     report["failures"] = failures
     return report
-
-
-EVAL_BATCH = 32
 
 
 def source_eval_logits(run_source: Runner, tokenizer, texts: Sequence[str], max_length: int) -> list[np.ndarray]:

@@ -278,6 +278,28 @@ def test_export_without_format_writes_what_the_search_measured(ckpt, data, tmp_p
     assert got["model.onnx"] == pytest.approx(deploy["accuracy"])
 
 
+@pytest.mark.parametrize("searched_rows", [None, 40])
+def test_export_scores_the_rows_the_search_scored(ckpt, tmp_path, searched_rows):
+    """More dev rows than export's own default (512), batched as the search batched them: the gate
+    draws the search's rows (all of them, or its seeded subset) and repeats its dynamic-int8 figure."""
+    from bertpress.export.api import export
+    from bertpress.export.config import ExportConfig
+
+    big = write_tiny_dataset(tmp_path / "big", n_dev=600)
+    cfg = cfg_for(big, runtime="onnxruntime", layers=(0.0,), eval_samples=searched_rows)
+    art = A.compress(ckpt, dataclasses.replace(cfg, seed=3), tmp_path / "c", progress=False, runtimes=DEPLOY_RUNTIMES)
+    s = art.manifest.details["search"]
+    assert s["eval_samples"] == (searched_rows or 600) and s["eval_seed"] == 3
+    ex = export(art.path, ExportConfig(eval_data=str(big)), tmp_path / "e", progress=False)
+    assert ex.manifest.metrics["accuracy_on"]["n"] == (searched_rows or 600)
+    assert ex.manifest.metrics["accuracy"]["model.onnx"] == pytest.approx(s["deploy"]["accuracy"])
+    # a plain model keeps export's own default; --eval-samples always wins
+    plain = export(ckpt, ExportConfig(eval_data=str(big), format="onnx"), tmp_path / "p", progress=False)
+    assert plain.manifest.metrics["accuracy_on"]["n"] == 512
+    asked = export(art.path, ExportConfig(eval_data=str(big), eval_samples=50), tmp_path / "a", progress=False)
+    assert asked.manifest.metrics["accuracy_on"]["n"] == 50
+
+
 def test_pairs_are_searched_on_f1_in_the_deploy_runtime(tmp_path, monkeypatch):
     """A sentence-pair model: the budget is in F1 of the positive class, and the deploy runtime's
     score comes from both texts of every pair (the runner is fed pairs, as export's gate is)."""
