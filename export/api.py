@@ -150,12 +150,14 @@ def resolve_format(cfg: ExportConfig, source: Path) -> ExportConfig:
 
 def resolve_eval_rows(cfg: ExportConfig, source: Path) -> ExportConfig:
     """eval_samples unset -> the rows the input's search scored its candidates on (the same rows,
-    drawn with its seed, so the gate repeats the search's figure), else DEFAULT_EVAL_SAMPLES."""
+    drawn with its seed, so the gate repeats the search's figure), else DEFAULT_EVAL_SAMPLES. The
+    seed is compress's, which drew the search's calibration rows too."""
     if cfg.eval_samples is not None:
         return cfg
     search = searched(source)
-    if search and isinstance(search.get("eval_samples"), int) and search["eval_samples"] > 0:
-        return dataclasses.replace(cfg, eval_samples=search["eval_samples"], seed=int(search.get("eval_seed", cfg.seed)))
+    if isinstance(search.get("eval_samples"), int) and search["eval_samples"] > 0:
+        return dataclasses.replace(cfg, eval_samples=search["eval_samples"],
+                                   seed=int(search.get("eval_seed", cfg.seed)))
     return dataclasses.replace(cfg, eval_samples=DEFAULT_EVAL_SAMPLES)
 
 
