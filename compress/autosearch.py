@@ -800,7 +800,7 @@ class _AutoSearch:
                       "recover": to_tagged(self.rcfg)},
             "time_budget_min": s.time_budget, "wall_s": round(time.monotonic() - self.start, 1),
             "eval_data": self.work.eval_data.source, "eval_samples": len(self.work.eval_data),
-            "eval_seed": self.cfg.seed,  # export's gate draws the same rows (export.api.resolve_eval_rows)
+            "eval_seed": self.cfg.seed,  # export's gate draws the same rows (export.api.resolve_searched)
             "trials": self.trials, "timeline": self.timeline, "table": rows,
             "study": {"storage": str(self.root / "study.db"), "name": self.study.study_name},
             "winner": {"heads": shape[0], "ffn": shape[1], "layers": shape[2], "scheme": scheme, "runtime": runtime},

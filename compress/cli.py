@@ -113,6 +113,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"  measured in: {d['runtime']} ({d['scheme']} int8); search wall time {s['wall_s'] / 60:.1f} min")
             if d.get("format"):
                 ev = f" --eval-data {shlex.quote(str(cfg.eval_data))}" if cfg.eval_data else ""
-                print(f"  next: bertpress export {art.path} --out DIR{ev}   (writes the {d['format']} model it "
-                      f"measured; with the eval data, the gate scores the rows the search scored)")
+                print(f"  next: bertpress export {shlex.quote(str(art.path))} --out DIR{ev}   (writes the "
+                      f"{d['format']} model it measured; with the eval data, the gate scores the rows the "
+                      "search scored)")
     return 0

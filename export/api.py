@@ -126,39 +126,27 @@ def _build(src: Source, cfg: ExportConfig, name: str, out: Path, eval_set, calib
     return metrics
 
 
-def searched(source: Path) -> dict[str, Any]:
-    """The input's details.search ({} when it is not a searched artifact)."""
-    if not Artifact.is_finished(Path(source)):
-        return {}
-    search = (Artifact.load(Path(source)).manifest.details or {}).get("search")
-    return search if isinstance(search, dict) else {}
-
-
-def searched_deploy(source: Path) -> dict[str, Any] | None:
-    """What the input's search measured its winner in (details.search.deploy), if it searched."""
-    deploy = searched(source).get("deploy")
-    return deploy if isinstance(deploy, dict) and deploy.get("format") in ExportFormat.members() else None
-
-
-def resolve_format(cfg: ExportConfig, source: Path) -> ExportConfig:
-    """format=auto -> the format the input's search measured its winner in, else onnx."""
-    if cfg.format is not ExportFormat.AUTO:
-        return cfg
-    deploy = searched_deploy(source)
-    return dataclasses.replace(cfg, format=ExportFormat(deploy["format"] if deploy else "onnx"))
-
-
-def resolve_eval_rows(cfg: ExportConfig, source: Path) -> ExportConfig:
-    """eval_samples unset -> the rows the input's search scored its candidates on (the same rows,
-    drawn with its seed, so the gate repeats the search's figure), else DEFAULT_EVAL_SAMPLES. The
-    seed is compress's, which drew the search's calibration rows too."""
-    if cfg.eval_samples is not None:
-        return cfg
-    search = searched(source)
-    if isinstance(search.get("eval_samples"), int) and search["eval_samples"] > 0:
-        return dataclasses.replace(cfg, eval_samples=search["eval_samples"],
-                                   seed=int(search.get("eval_seed", cfg.seed)))
-    return dataclasses.replace(cfg, eval_samples=DEFAULT_EVAL_SAMPLES)
+def resolve_searched(cfg: ExportConfig, source: Path) -> ExportConfig:
+    """The defaults a searched input sets (details.search, read once): format=auto -> the format its
+    search measured its winner in, else onnx; eval_samples unset -> the rows the search scored its
+    candidates on, drawn with its seed (compress's, which drew its calibration rows too) so the gate
+    repeats the search's figure, else DEFAULT_EVAL_SAMPLES."""
+    search = {}
+    if Artifact.is_finished(Path(source)):
+        search = (Artifact.load(Path(source)).manifest.details or {}).get("search")
+        search = search if isinstance(search, dict) else {}
+    changes: dict[str, Any] = {}
+    if cfg.format is ExportFormat.AUTO:
+        deploy = search.get("deploy")
+        fmt = deploy.get("format") if isinstance(deploy, dict) else None
+        changes["format"] = ExportFormat(fmt if fmt in ExportFormat.members() else "onnx")
+    if cfg.eval_samples is None:
+        rows = search.get("eval_samples")
+        if isinstance(rows, int) and rows > 0:
+            changes.update(eval_samples=rows, seed=int(search.get("eval_seed", cfg.seed)))
+        else:
+            changes["eval_samples"] = DEFAULT_EVAL_SAMPLES
+    return dataclasses.replace(cfg, **changes)
 
 
 @holds_output_locks  # one live run per --out (artifact.output_locks)
@@ -174,7 +162,7 @@ def export(source: str | Path, cfg: ExportConfig | None = None, out_dir: str | P
         raise ConfigError(f"cfg must be an ExportConfig, got {type(cfg).__name__}; build one with ExportConfig(...)")
     source = local_path(source)
     out_dir = Path(out_dir)
-    cfg = resolve_eval_rows(resolve_format(cfg, source), source)
+    cfg = resolve_searched(cfg, source)
     inputs = (source, *input_paths(cfg))  # the model, eval and calibration data
     check_output_dir(out_dir, overwrite=overwrite, inputs=inputs)  # fail fast, before the slow load
     if cfg.format not in (ExportFormat.TORCHSCRIPT, ExportFormat.OPENVINO):

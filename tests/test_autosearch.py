@@ -353,3 +353,17 @@ def test_quickstart_summary_puts_the_winner_beside_optimum_intel(tmp_path, monke
     text = "\n".join(quickstart.winner_vs_specialist(tmp_path))
     assert "4 layers, 12 heads, FFN 1536" in text and "static int8 in openvino" in text
     assert "1.50x at 1 x 128, 1.50x on real traffic, +1.00 accuracy points" in text
+
+
+def test_the_cli_names_the_export_that_repeats_the_search(ckpt, data, tmp_path, capsys):
+    """`bertpress compress` after an automatic search prints the export command, with the eval
+    data whose rows export's gate then scores as the search did."""
+    from bertpress.app.cli import main
+
+    out = tmp_path / "my out"
+    assert main(["compress", str(ckpt), "--out", str(out), "--max-accuracy-drop", "100", "--eval-data", str(data),
+                 "--calibration-data", str(data), "--search-layers", "0", "--search-ffn", "0", "--search-heads", "0",
+                 "--search-runtime", "onnxruntime", "--search-schemes", "dynamic", "--latency-rounds", "1",
+                 "--no-progress"]) == 0
+    said = capsys.readouterr().out
+    assert f"next: bertpress export '{out}' --out DIR --eval-data {data} " in said  # quoted: a path with a space
