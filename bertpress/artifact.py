@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from bertpress.arch import max_positions
-from bertpress.errors import ArtifactError, DiskFullError, InputError, OwnershipError, echo, is_disk_full
+from bertpress.errors import (ArtifactError, DiskFullError, InputError, OwnershipError, check_terminated, echo,
+                             is_disk_full)
 from bertpress import dist
 from bertpress.safety import check_regular_files
 
@@ -748,6 +749,7 @@ def _staged_output(out, *, overwrite: bool, inputs, label: str) -> Iterator[Path
         raise InputError(f"{label} {out}: cannot write in {out.parent} ({exc.strerror}); choose a writable location") from None
     try:
         yield tmp
+        check_terminated()  # a SIGTERM whose raise a `__del__` swallowed still stops the publish
         # A stage that forgot its manifest must not publish something that looks finished.
         if not (Artifact.is_finished(tmp) or any(
                 Artifact.is_finished(p) for p in tmp.iterdir() if p.is_dir())):

@@ -106,16 +106,60 @@ def is_disk_full(exc: BaseException) -> bool:
     return False
 
 
+_terminated = False  # set by the SIGTERM handler; read by `check_terminated` (see there)
+_hook_installed = False
+
+
+def check_terminated() -> None:
+    """Raise `Terminated` if SIGTERM arrived, even when its first raise was swallowed.
+
+    The handler's `raise` lands wherever the main thread is; inside a `__del__` or a weakref
+    callback Python prints "Exception ignored" and carries on (seen in CI: a regex object's
+    `__del__` ate it and the export published and exited 0). The flag stays set, and whatever is
+    about to make an output final (`artifact._staged_output`) calls this first."""
+    if _terminated:
+        raise Terminated()
+
+
+def _unraisable(previous):
+    """A `sys.unraisablehook` that re-delivers a swallowed `Terminated` instead of printing it.
+
+    Re-delivery is a real SIGTERM to the main thread (`pthread_kill`: it also wakes a sleep or a
+    blocking read, which `_thread.interrupt_main` does not), sent from a timer a moment later so
+    it lands after this hook has returned, not inside it."""
+    import signal
+    import threading
+
+    def hook(unraisable):
+        if not isinstance(unraisable.exc_value, Terminated):
+            return previous(unraisable)
+        main = threading.main_thread().ident
+        timer = threading.Timer(0.05, signal.pthread_kill, args=(main, signal.SIGTERM))
+        timer.daemon = True
+        timer.start()
+        return None
+
+    return hook
+
+
 def raise_on_sigterm():
     """Turn SIGTERM into `Terminated` in the main thread; returns the previous handler (or None
     off the main thread) so a caller running in-process can put it back."""
     import signal
+    import sys
     import threading
 
+    global _terminated, _hook_installed
     if threading.current_thread() is not threading.main_thread():
         return None
+    _terminated = False  # a new command in this process starts unterminated
 
     def handler(signum, frame):  # noqa: ARG001 - signal handler signature
+        global _terminated
+        _terminated = True
         raise Terminated()
 
+    if not _hook_installed:  # once per process: in-process callers (tests) run many commands
+        sys.unraisablehook = _unraisable(sys.unraisablehook)
+        _hook_installed = True
     return signal.signal(signal.SIGTERM, handler)

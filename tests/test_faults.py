@@ -101,6 +101,49 @@ def test_sigterm_during_export_cleans_staging_and_exits_143(tmp_path, tiny_check
     assert not out.exists() and not list(tmp_path.glob(".deploy.*")), list(tmp_path.iterdir())
 
 
+_SWALLOWED_SIGTERM = """
+import os, signal, sys, time
+from bertpress.artifact import Manifest, staged_output, write_manifest
+from bertpress.errors import Terminated, raise_on_sigterm
+
+raise_on_sigterm()
+
+class Finalized:
+    def __del__(self):  # the handler's raise lands in here, where Python ignores exceptions
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):
+            pass
+
+try:
+    with staged_output(sys.argv[1]) as tmp:
+        Finalized()  # dropped at once: __del__ runs, the Terminated raised inside it is swallowed
+        print("swallowed", flush=True)
+        write_manifest(tmp, Manifest(kind="report"))
+        if sys.argv[2] == "wait":  # long work after the swallowed signal: it is re-delivered
+            time.sleep(30)
+            print("slept through", flush=True)
+except Terminated:
+    print("terminated", flush=True)
+    sys.exit(143)
+print("published", flush=True)
+"""
+
+
+@pytest.mark.parametrize("after", ["publish", "wait"])
+def test_a_sigterm_swallowed_by_a_finalizer_still_stops_the_run(tmp_path, after):
+    """CI saw the handler's Terminated raised inside a regex object's `__del__`: Python printed
+    "Exception ignored", the export went on, published and exited 0. The signal must still stop
+    the run: re-delivered during long work, and never let through to a publish."""
+    out = tmp_path / "out"
+    started = time.time()
+    proc = subprocess.run([sys.executable, "-c", _SWALLOWED_SIGTERM, str(out), after], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["swallowed", "terminated"], (proc.stdout, proc.stderr[-2000:])
+    assert proc.returncode == 143 and "Exception ignored" not in proc.stderr, proc.stderr[-2000:]
+    assert not out.exists() and not list(tmp_path.glob(".out.*")), list(tmp_path.iterdir())
+    assert time.time() - started < 25  # the 30 s sleep was cut short
+
+
 def test_disk_full_is_one_line_with_path_and_bytes(tmp_path, tiny_checkpoint, monkeypatch, capsys):
     """A writer that hits ENOSPC (patched: no tmpfs is needed) ends in one line, nothing left behind."""
     import errno
