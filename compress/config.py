@@ -82,8 +82,8 @@ class PruneConfig:
     heads: float = flag(0.0, help="fraction of attention heads removed per layer (count = ratio x heads to the "
                                   "nearest whole number, halves up; a ratio that removes none is refused)")
     ffn: float = flag(0.0, help="fraction of FFN channels removed per layer")
-    layers: float = flag(0.0, help="fraction of whole encoder layers removed, spread evenly, the last kept (6 layers, "
-                                   "0.5: keeps 1, 3, 5); pair with --recover-epochs and --recover-hidden-weight")
+    layers: float = flag(0.0, help="fraction of whole encoder layers removed, spread evenly from the first to the "
+                                   "last (6 layers, 0.5: keeps 0, 3, 5); pair with --recover-epochs and --recover-hidden-weight")
     importance: Importance = flag(Importance.TAYLOR, name="--importance",
                                   help="channel importance: taylor needs --calibration-data, magnitude is data-free")
     # FFN width kept a multiple of this (int8 GEMM kernels like it)

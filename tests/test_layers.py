@@ -56,10 +56,10 @@ def _logits(model, tok) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("n,ratio,kept", [
-    (6, 0.5, [1, 3, 5]), (6, 1 / 3, [1, 2, 4, 5]), (12, 0.5, [1, 3, 5, 7, 9, 11]), (6, 0.8, [5]),
-    (4, 0.0, [0, 1, 2, 3]), (4, 0.125, [1, 2, 3]),  # 0.5 of a layer rounds up (compress.prune.removed_count)
+    (6, 0.5, [0, 3, 5]), (6, 1 / 3, [0, 2, 3, 5]), (12, 0.5, [0, 2, 4, 7, 9, 11]), (6, 0.8, [0]),
+    (4, 0.0, [0, 1, 2, 3]), (4, 0.125, [0, 2, 3]), (12, 2 / 3, [0, 4, 7, 11]), (6, 0.67, [0, 5]),  # 0.5 of a layer rounds up (compress.prune.removed_count)
 ])
-def test_kept_layers_are_spread_evenly_and_include_the_last(n, ratio, kept):
+def test_kept_layers_are_spread_evenly_from_the_first_to_the_last(n, ratio, kept):
     model, _ = tiny_model("bert", num_hidden_layers=n)
     assert plan_layers(model, PruneConfig(layers=ratio, importance="magnitude")) == kept
 
@@ -77,16 +77,16 @@ def test_removing_every_layer_or_albert_layers_is_refused():
 
 @pytest.mark.parametrize("family", LAYER_FAMILIES)
 def test_layer_removal_keeps_the_teachers_layers_and_reloads(family, tmp_path):
-    """4 -> 2 layers: the student's layers are the teacher's layers 1 and 3 (weights equal), the
+    """4 -> 2 layers: the student's layers are the teacher's layers 0 and 3 (weights equal), the
     config says 2 layers, and plain from_pretrained in a fresh process gives the same logits."""
     from bertpress.arch import adapter_for
 
     model, tok = tiny_model(family, num_hidden_layers=4)
     fam = adapter_for(model)
     short, facts = prune_model(model, tok, PruneConfig(layers=0.5, importance="magnitude"))
-    assert facts["layers_kept"] == [1, 3] and facts["original"]["layers"] == 4
+    assert facts["layers_kept"] == [0, 3] and facts["original"]["layers"] == 4
     assert len(fam.layers(model)) == 4, "the caller's model must stay whole"
-    for j, t in enumerate([1, 3]):
+    for j, t in enumerate([0, 3]):
         a, b = fam.layers(short)[j].state_dict(), fam.layers(model)[t].state_dict()
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert getattr(short.config, fam.layers_config_key) == 2
@@ -106,7 +106,7 @@ def test_layers_heads_and_ffn_together_reload_through_the_manifest(tmp_path):
     from bertpress.compress import load_compressed
 
     rec = records.read(art.manifest.details, "pruning", records.PruningRecord)
-    assert rec.layers_kept == (1, 3) and rec.heads_per_layer == (2, 2) and rec.ffn_per_layer == (32, 32)
+    assert rec.layers_kept == (0, 3) and rec.heads_per_layer == (2, 2) and rec.ffn_per_layer == (32, 32)
     assert set(rec.pruned_heads) <= {"0", "1"}, "head indices must number the kept layers"
     model, tok = load_compressed(art.path)
     assert model.config.num_hidden_layers == 2
@@ -153,7 +153,7 @@ def test_recovery_distils_kept_layers_toward_their_teacher_layers(tmp_path, tiny
                          recover=RecoverConfig(epochs=1.0, max_steps=2, batch_size=8, max_length=32,
                                                hidden_weight=1.0, data=str(tiny_data)))
     art = A.compress(ckpt, cfg, tmp_path / "rec", progress=False)
-    assert seen and all(s == (3, 5, [1, 3]) for s in seen)
+    assert seen and all(s == (3, 5, [0, 3]) for s in seen)
     assert art.manifest.details["recovery"]["hidden_weight"] == 1.0
     assert _fresh_logits(art.path, "transformers").shape == (3, 2)
 
@@ -306,7 +306,7 @@ def test_compress_distils_attention_over_the_kept_heads(tmp_path, tiny_data, mon
     rec = read_record(art.manifest.details, "pruning", PruningRecord)
     want = rec.heads_kept()
     assert want is not None and all(len(h) == 2 for h in want)
-    assert seen and all(s == ([1, 3], want, [2, 2]) for s in seen)
+    assert seen and all(s == ([0, 3], want, [2, 2]) for s in seen)
     assert art.manifest.details["recovery"]["attention_weight"] == 1.0
     assert _fresh_logits(art.path, "bertpress").shape == (3, 2)
 
@@ -331,7 +331,7 @@ def test_cli_prune_layers(tmp_path):
     res = run_cli("compress", str(ckpt), "--out", str(tmp_path / "o"), "--prune-layers", "0.5",
                   "--quantize", "dynamic", "--no-progress")
     assert res.returncode == 0, res.stderr
-    assert "layers 2 of 4 (kept [1, 3])" in res.stdout
+    assert "layers 2 of 4 (kept [0, 3])" in res.stdout
     bad = run_cli("compress", str(ckpt), "--out", str(tmp_path / "o2"), "--prune-layers", "1.0")
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0
     assert "prune.layers=1.0 is out of range" in bad.stderr
