@@ -3,8 +3,9 @@
 The libraries we drive are chatty in ways that break our contract of one-line errors and clean
 `--json` output: transformers warns about heads it initialises and (5.x) draws load/save progress
 bars on stderr, ONNX Runtime's optimizer and quantizer log advice, the exporters emit tracer
-warnings. `quiet()` silences that expected noise for a block without hiding errors; `quiet_libraries()`
-sets the process-wide defaults the CLI wants once at start-up.
+warnings, the Trainer prints a dict per logging step. `quiet()` silences that expected noise for a
+block without hiding errors; `quiet_libraries()` sets the process-wide defaults the CLI wants once
+at start-up; `quiet_trainer()` keeps a Trainer's progress bar and drops its printed dicts.
 """
 
 from __future__ import annotations
@@ -64,3 +65,22 @@ def quiet(*, stdout: bool = False) -> Iterator[None]:
             hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+
+
+def quiet_trainer(trainer, progress: bool) -> None:
+    """A Trainer that prints no log dicts: PrinterCallback (no progress bar) and ProgressCallback's
+    `on_log` (with one: `tqdm.write` of every dict, between our lines and under the search's bar)
+    both go; the bar itself stays when `progress`. Fine-tuning, recovery and padding comparisons
+    all build their Trainers through this."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class QuietProgress(ProgressCallback):
+        """The Trainer's progress bars without its printed log dicts."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            pass
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if progress:
+        trainer.add_callback(QuietProgress())

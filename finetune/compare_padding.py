@@ -23,7 +23,7 @@ from bertpress.data import load_text_classification
 from bertpress.finetune.args import training_arguments
 from bertpress.finetune.features import Features, tokenize
 from bertpress.models import load_classifier
-from bertpress.quiet import quiet_libraries
+from bertpress.quiet import quiet_libraries, quiet_trainer
 from bertpress.signature import tokenize as encode_examples
 
 VARIANTS = ("bertpress", "plain")
@@ -32,7 +32,6 @@ VARIANTS = ("bertpress", "plain")
 def _train_once(variant: str, args, train, tokenizer_source: str) -> dict:
     import torch
     from transformers import DataCollatorWithPadding, Trainer, default_data_collator
-    from transformers.trainer_callback import PrinterCallback
 
     quiet_libraries()
     torch.manual_seed(args.seed)  # same head initialisation for both variants
@@ -55,7 +54,7 @@ def _train_once(variant: str, args, train, tokenizer_source: str) -> dict:
             dataloader_num_workers=0,
         )
         trainer = Trainer(model=model, args=targs, train_dataset=data, data_collator=collator)
-        trainer.remove_callback(PrinterCallback)  # keeps stdout clean for --json
+        quiet_trainer(trainer, args.progress)  # keeps stdout clean for --json
         # Padded tokens per epoch, from the batches the Trainer really builds.
         padded = sum(int(b["input_ids"].numel()) for b in trainer.get_train_dataloader())
         t0 = time.perf_counter()

@@ -17,7 +17,7 @@ from bertpress.errors import ConfigError, InputError
 from bertpress.finetune.args import training_arguments
 from bertpress.finetune.config import RecoverConfig
 from bertpress.finetune.features import metrics_for, tokenize
-from bertpress.quiet import quiet
+from bertpress.quiet import quiet, quiet_trainer
 from bertpress.signature import input_names
 
 
@@ -137,10 +137,7 @@ def recover(
         )
         for cb in callbacks or ():
             trainer.add_callback(cb)
-        if not progress:
-            from transformers.trainer_callback import PrinterCallback
-
-            trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout
+        quiet_trainer(trainer, progress)  # the bar stays; no dict per logging step (printed under the search's bar)
         metrics = {}
         if eval_f is not None:
             metrics["accuracy_before"] = trainer.evaluate()["eval_accuracy"]

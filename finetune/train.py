@@ -20,7 +20,6 @@ from typing import Any
 
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
-from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from bertpress import dist, hardware
 from bertpress.arch import max_positions
@@ -37,7 +36,7 @@ from bertpress.finetune.distill import DistillationTrainer
 from bertpress.finetune.features import metrics_for, tokenize
 from bertpress.metrics import metric_names
 from bertpress.models import label_names_of, layer_shapes, load_classifier, load_config, param_count, resolve_source
-from bertpress.quiet import quiet_libraries
+from bertpress.quiet import quiet_libraries, quiet_trainer
 from bertpress.safety import verify_resume_checkpoint
 
 RUN_FILE = "bertpress-run.json"  # in the partial dir: the config a resumed run must match
@@ -365,21 +364,11 @@ def _build_trainer(config, model, tokenizer, train_f, dev_f, teacher, work, cuda
         trainer = Trainer(**common)
     # Logs go to stderr as one line per evaluation (stdout stays clean for --json); the loss
     # and samples/s ride on the progress bar instead of a printed dict per logging step.
-    trainer.remove_callback(PrinterCallback)
-    if progress:
-        trainer.remove_callback(ProgressCallback)
-        trainer.add_callback(_QuietProgress())
+    quiet_trainer(trainer, progress)
     stats = _Throughput(config.batch_size)
     trainer.add_callback(stats)
     stats.callbacks = trainer.callback_handler.callbacks
     return trainer, stats
-
-
-class _QuietProgress(ProgressCallback):
-    """The Trainer's progress bars without its printed log dicts."""
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        pass
 
 
 class _Throughput(TrainerCallback):

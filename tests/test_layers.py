@@ -7,6 +7,7 @@ layer toward the teacher layer it came from. Tiny random models."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -429,3 +430,18 @@ def test_attention_dropout_left_on_is_refused_in_one_line(monkeypatch):
                                                    source="test"), RecoverConfig(epochs=1.0, max_steps=1,
                                                                                  attention_weight=1.0), progress=False)
     assert student.config._attn_implementation == impl
+
+
+def test_recovery_with_a_progress_bar_prints_no_log_dicts(tmp_path, tiny_data, capsys):
+    """The search's recovery runs with its progress bar on; the Trainer's ProgressCallback wrote
+    every log dict ({'loss': ..., 'grad_norm': ...}) under the search's bar. The bar stays, the
+    dicts go (bertpress.quiet.quiet_trainer, shared with fine-tuning)."""
+    ckpt = save_tiny_checkpoint(tmp_path / "ckpt", num_hidden_layers=4)
+    cfg = CompressConfig(quantize=QuantizeConfig(scheme="none"),
+                         prune=PruneConfig(layers=0.5, importance="magnitude"),
+                         recover=RecoverConfig(epochs=1.0, max_steps=6, batch_size=8, max_length=32,
+                                               hidden_weight=1.0, data=str(tiny_data)))
+    A.compress(ckpt, cfg, tmp_path / "rec", progress=True)
+    out = capsys.readouterr()
+    assert re.search(r"\b(\d+)/\1 \[", out.err), out.err[-2000:]  # the recovery's own bar was drawn, to the end
+    assert "'loss'" not in out.out + out.err and "'grad_norm'" not in out.out + out.err, out.err[-2000:]
