@@ -726,7 +726,8 @@ class _AutoSearch:
         self.study.tell(trial, drop)
         self.trials[key] = {"state": "complete", "drop_points": drop, "drops": drops, "train_s": round(took, 1)}
         self.event("trial complete", shape=key, drop_points=drop, train_s=round(took, 1))
-        self.say(f"search: {key}: trained in {took:.0f} s, fp32 {drop:+.2f} points")
+        # the change from the uncompressed model, signed like the variants' lines (_fmt): + is a gain
+        self.say(f"search: {key}: trained in {took:.0f} s, fp32 {-drop:+.2f} points")
         self.trained[shape] = tw
         return tw
 

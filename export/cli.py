@@ -55,6 +55,17 @@ def config_from_args(args: argparse.Namespace):
                                  extra={"per_channel": PER_CHANNEL[args.per_channel], **column_values(args)})
 
 
+def _scores(parity: dict) -> dict:
+    """{metric: {file: value, "source": value}} for the gate's metrics other than accuracy."""
+    out: dict = {}
+    for label, report in parity.items():
+        for key, value in report.items():
+            if key in ("f1", "macro_f1") and isinstance(value, dict):
+                out.setdefault(key, {})[label] = value["export"]
+                out[key]["source"] = value["source"]
+    return out
+
+
 def _summary(art) -> dict:
     m = art.manifest
     parity = m.metrics.get("parity", {})
@@ -67,6 +78,9 @@ def _summary(art) -> dict:
         "parity": {f: {"passed": r["passed"], "max_abs_diff": r["max_abs_diff"],
                        "agreement": (r.get("agreement") or {}).get("value")} for f, r in parity.items()},
         "accuracy": m.metrics.get("accuracy"),
+        # F1 (binary) or macro-F1 (> 2 classes) beside accuracy: a searched pair or multi-label model's
+        # budget is in that metric (compress's task_metric), so the gate's figure for it is shown too
+        "scores": _scores(parity),
         "serve": (m.details.get("web") or {}).get("serve", "").replace("OUT", str(art.path)) or None,
     }
 
@@ -93,6 +107,8 @@ def _handle(args: argparse.Namespace) -> int:
             print(f"  size      {f}: {n / 1e6:.1f} MB")
         if s["accuracy"]:
             print("  accuracy  " + ", ".join(f"{k} {v:.4f}" for k, v in s["accuracy"].items()))
+        for name, values in s["scores"].items():
+            print(f"  {name:<9} " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
         if s["serve"]:
             print(f"  open      {s['serve']}")
     return 0

@@ -115,12 +115,16 @@ def test_task_metric():
 def test_search_times_before_training_and_trains_by_bisection(ckpt, data, tmp_path, speed_by_depth, trained_depths):
     """Every candidate is timed before any training; with an unlimited budget the first trained
     shape (the faster of the two middle ones: here the fastest) wins and no slower shape is trained."""
-    calls = trained_depths
-    art = A.compress(ckpt, cfg_for(data, layers=(0.0, 0.25, 0.5)), tmp_path / "o", progress=False)
+    calls, said = trained_depths, []
+    art = A.compress(ckpt, cfg_for(data, layers=(0.0, 0.25, 0.5)), tmp_path / "o", progress=False, log=said.append)
     s = art.manifest.details["search"]
     assert s["strategy"] == "automatic"
     events = [e["event"] for e in s["timeline"]]
     assert events.index("timed") < events.index("trial complete")
+    done = next(e for e in s["timeline"] if e["event"] == "trial complete")
+    # the fp32 line is signed like the variants' lines: the change from the uncompressed model
+    assert any(f"{done['shape']}: trained in " in line and line.endswith(f"fp32 {-done['drop_points']:+.2f} points")
+               for line in said), said
     rows = s["table"]
     assert {(r["layers_kept"], r["runtime"]) for r in rows} == {(4, "pytorch"), (3, "pytorch"), (2, "pytorch")}
     assert all(r["latency_ms"] is not None for r in rows)  # every candidate timed, trained or not

@@ -649,3 +649,16 @@ def test_profile_breaks_a_model_down_by_op(fp32_all, capsys):
     assert "Attention" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["--profile", str(file.parent / "missing.onnx")])
+
+
+def test_export_prints_the_task_metric_beside_accuracy(tiny_checkpoint, tiny_data, tmp_path, capsys):
+    """A pair or many-label model's search budget is in F1 / macro-F1: the summary shows the gate's figure for it."""
+    from bertpress.app.cli import main
+
+    out = tmp_path / "onnx"
+    assert main(["export", str(tiny_checkpoint), "--out", str(out), "--eval-data", str(tiny_data),
+                 "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    report = json.loads((out / "bertpress.json").read_text())["metrics"]["parity"]["model.onnx"]
+    want = f"  f1        model.onnx {report['f1']['export']:.4f}, source {report['f1']['source']:.4f}"
+    assert want in lines, lines
